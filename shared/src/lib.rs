@@ -1,0 +1,20 @@
+//! Pieces shared by Tessera's coordinator and storage nodes.
+//!
+//! # Layout
+//! - [`hash`]: the shard hash function, defined here once with test vectors.
+//! - [`value`]: a typed SQL value as it travels between nodes.
+//! - [`pgtype`]: PostgreSQL types Tessera declares, with their OIDs and SQLite storage.
+//! - [`proto`]: the generated gRPC protocol of storage nodes (`proto/storage.proto`).
+
+pub mod hash;
+pub mod pgtype;
+pub mod value;
+
+/// Generated code for the storage-node RPC protocol.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("tessera.storage.v1");
+}
+
+pub use pgtype::PgType;
+pub use value::Value;

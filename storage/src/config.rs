@@ -1,0 +1,35 @@
+//! Storage node settings, with their documented defaults.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How a storage node runs. Every field has a default (see [`StorageConfig::default`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// Directory holding the manifest and one SQLite file per shard. Default `./data/storage`.
+    pub data_dir: PathBuf,
+    /// Name of this node in logs and stats. Default `storage`.
+    pub node_name: String,
+    /// SQLite `synchronous` level: `full` (default: every commit fsynced, nothing
+    /// acknowledged is lost even on power failure) or `normal` (survives a process
+    /// crash, may lose the last commits on power loss).
+    pub synchronous: String,
+    /// How long a writer waits for another transaction's write lock before failing
+    /// with SQLSTATE 40001. Default 2000 ms.
+    pub busy_timeout_ms: u64,
+    /// An open transaction idle this long is rolled back. Default 300 s.
+    pub txn_idle_timeout_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            data_dir: PathBuf::from("data/storage"),
+            node_name: "storage".into(),
+            synchronous: "full".into(),
+            busy_timeout_ms: 2000,
+            txn_idle_timeout_secs: 300,
+        }
+    }
+}

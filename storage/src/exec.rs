@@ -1,0 +1,135 @@
+//! Runs statements on a SQLite connection: parameters bound by position, typed rows out.
+
+use crate::StorageError;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::Connection;
+use tessera_shared::proto::{Row, Statement, StatementResult};
+use tessera_shared::Value;
+
+fn to_sqlite(v: Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(f) => SqlValue::Real(f),
+        Value::Text(s) => SqlValue::Text(s),
+        Value::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+fn from_sqlite(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// Runs one statement. Parameters beyond those the statement names are ignored,
+/// so a coordinator may send one parameter list to every shard of a statement.
+pub fn run_statement(conn: &Connection, st: Statement) -> Result<StatementResult, StorageError> {
+    let mut prepared = conn.prepare_cached(&st.sql)?;
+    let wanted = prepared.parameter_count();
+    for (i, p) in st.params.into_iter().enumerate() {
+        if i + 1 > wanted {
+            break;
+        }
+        prepared.raw_bind_parameter(i + 1, to_sqlite(Value::from(p)))?;
+    }
+    let ncols = prepared.column_count();
+    let readonly = prepared.readonly();
+    if ncols == 0 {
+        let n = prepared.raw_execute()?;
+        return Ok(StatementResult { columns: vec![], rows: vec![], rows_affected: n as u64 });
+    }
+    let columns: Vec<String> = prepared.column_names().map(|s| s.to_string()).collect();
+    let mut rows = Vec::new();
+    let mut q = prepared.raw_query();
+    while let Some(r) = q.next()? {
+        let mut values = Vec::with_capacity(ncols);
+        for i in 0..ncols {
+            values.push(from_sqlite(r.get_ref(i)?).into());
+        }
+        rows.push(Row { values });
+    }
+    drop(q);
+    let rows_affected = if readonly { rows.len() as u64 } else { conn.changes() };
+    Ok(StatementResult { columns, rows, rows_affected })
+}
+
+/// Runs a batch. More than one statement runs inside one transaction, unless
+/// `in_txn` says the caller's transaction is already open.
+pub fn run_batch(
+    conn: &mut Connection,
+    statements: Vec<Statement>,
+    in_txn: bool,
+) -> Result<Vec<StatementResult>, StorageError> {
+    if in_txn || statements.len() <= 1 {
+        return statements.into_iter().map(|s| run_statement(conn, s)).collect();
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(statements.len());
+    for s in statements {
+        out.push(run_statement(&tx, s)?);
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_shared::proto;
+
+    fn st(sql: &str, params: Vec<Value>) -> Statement {
+        Statement {
+            sql: sql.into(),
+            params: params.into_iter().map(proto::Value::from).collect(),
+            returns_rows: false,
+        }
+    }
+
+    #[test]
+    fn binds_and_returns_typed_rows() {
+        let mut c = Connection::open_in_memory().expect("open");
+        run_batch(&mut c, vec![st("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT) STRICT", vec![])], false)
+            .expect("create");
+        let r = run_batch(
+            &mut c,
+            vec![st("INSERT INTO t VALUES (?1, ?2), (?3, ?4) RETURNING a", vec![
+                Value::Integer(1),
+                Value::Text("x".into()),
+                Value::Integer(2),
+                Value::Null,
+            ])],
+            false,
+        )
+        .expect("insert");
+        assert_eq!(r[0].rows.len(), 2);
+        assert_eq!(r[0].rows_affected, 2);
+        let r = run_batch(&mut c, vec![st("SELECT a, b FROM t WHERE a = ?2", vec![Value::Integer(9), Value::Integer(2)])], false)
+            .expect("select");
+        assert_eq!(r[0].columns, vec!["a", "b"]);
+        assert_eq!(Value::from(r[0].rows[0].values[1].clone()), Value::Null);
+    }
+
+    #[test]
+    fn batch_is_atomic_and_errors_carry_sqlstate() {
+        let mut c = Connection::open_in_memory().expect("open");
+        run_batch(&mut c, vec![st("CREATE TABLE t (a INTEGER PRIMARY KEY) STRICT", vec![])], false).expect("create");
+        let err = run_batch(
+            &mut c,
+            vec![st("INSERT INTO t VALUES (1)", vec![]), st("INSERT INTO t VALUES (1)", vec![])],
+            false,
+        )
+        .expect_err("duplicate");
+        assert_eq!(err.sqlstate(), "23505");
+        let r = run_batch(&mut c, vec![st("SELECT count(*) FROM t", vec![])], false).expect("count");
+        assert_eq!(Value::from(r[0].rows[0].values[0].clone()), Value::Integer(0));
+        let err = run_batch(&mut c, vec![st("SELECT * FROM missing", vec![])], false).expect_err("missing");
+        assert_eq!(err.sqlstate(), "42P01");
+        let err = run_batch(&mut c, vec![st("INSERT INTO t VALUES ('abc')", vec![])], false).expect_err("type");
+        assert_eq!(err.sqlstate(), "22P02");
+    }
+}

@@ -1,0 +1,44 @@
+//! Tessera storage node: hosts shards, each a SQLite database, behind a gRPC service.
+//!
+//! # Layout
+//! - [`config`]: the node's documented settings.
+//! - [`manifest`]: the versioned list of shards a node hosts, kept on disk.
+//! - [`worker`]: a dedicated OS thread owning one SQLite connection (blocking work never runs on tokio's threads).
+//! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
+//! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
+//! - [`service`]: the gRPC service translating requests into shard work.
+//! - [`error`]: typed errors and their SQLSTATE, carried to the coordinator in gRPC metadata.
+
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod manifest;
+pub mod service;
+pub mod shards;
+pub mod worker;
+
+pub use config::StorageConfig;
+pub use error::StorageError;
+
+use std::future::Future;
+use std::sync::Arc;
+
+/// Serves the storage RPC on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: StorageConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StorageError> {
+    let shards = Arc::new(shards::ShardRegistry::open(config.clone())?);
+    let svc = service::StorageService::new(shards.clone(), config.node_name.clone());
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(node = %config.node_name, "storage node serving");
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(tessera_shared::proto::storage_server::StorageServer::new(svc))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    shards.close();
+    result.map_err(|e| StorageError::Transport(e.to_string()))
+}
+

@@ -1,0 +1,58 @@
+//! The storage node's gRPC service: translates requests into shard registry calls.
+
+use crate::manifest::ShardKindOnDisk;
+use crate::shards::ShardRegistry;
+use std::sync::Arc;
+use tessera_shared::proto::storage_server::Storage;
+use tessera_shared::proto::*;
+use tonic::{Request, Response, Status};
+
+/// Implements [`Storage`] over a [`ShardRegistry`].
+pub struct StorageService {
+    shards: Arc<ShardRegistry>,
+    node_name: String,
+}
+
+impl StorageService {
+    /// A service over `shards`.
+    pub fn new(shards: Arc<ShardRegistry>, node_name: String) -> StorageService {
+        StorageService { shards, node_name }
+    }
+}
+
+#[tonic::async_trait]
+impl Storage for StorageService {
+    async fn execute(&self, req: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+        let r = req.into_inner();
+        let results = self.shards.execute(r.shard_id, r.txn_id, r.statements).await?;
+        Ok(Response::new(ExecuteResponse { results }))
+    }
+
+    async fn finish_txn(&self, req: Request<FinishTxnRequest>) -> Result<Response<FinishTxnResponse>, Status> {
+        let r = req.into_inner();
+        self.shards.finish_txn(r.shard_id, r.txn_id, r.commit).await?;
+        Ok(Response::new(FinishTxnResponse {}))
+    }
+
+    async fn create_shard(&self, req: Request<CreateShardRequest>) -> Result<Response<CreateShardResponse>, Status> {
+        let r = req.into_inner();
+        let kind = if r.kind == ShardKind::Reference as i32 { ShardKindOnDisk::Reference } else { ShardKindOnDisk::Sql };
+        let schema = r
+            .schema
+            .into_iter()
+            .map(|sql| Statement { sql, params: vec![], returns_rows: false })
+            .collect();
+        self.shards.create_shard(r.shard_id, kind, schema).await?;
+        Ok(Response::new(CreateShardResponse {}))
+    }
+
+    async fn drop_shard(&self, req: Request<DropShardRequest>) -> Result<Response<DropShardResponse>, Status> {
+        self.shards.drop_shard(req.into_inner().shard_id)?;
+        Ok(Response::new(DropShardResponse {}))
+    }
+
+    async fn stats(&self, _req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
+        let shards = self.shards.stats().await?;
+        Ok(Response::new(StatsResponse { node_name: self.node_name.clone(), pid: std::process::id(), shards }))
+    }
+}

@@ -1,0 +1,228 @@
+//! The shard registry: which shards this node hosts, their autocommit workers and open transactions.
+
+use crate::exec::run_batch;
+use crate::manifest::{Manifest, ShardEntry, ShardKindOnDisk};
+use crate::worker::Worker;
+use crate::{StorageConfig, StorageError};
+use dashmap::DashMap;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tessera_shared::proto::{ShardStats, Statement, StatementResult};
+
+/// File name of the node's reference database.
+pub const REFERENCE_DB: &str = "reference.db";
+
+/// An open shard.
+#[derive(Clone)]
+struct Shard {
+    kind: ShardKindOnDisk,
+    path: PathBuf,
+    /// Runs autocommit batches, one at a time (SQLite has one writer anyway).
+    worker: Worker,
+}
+
+/// All shards of this node.
+pub struct ShardRegistry {
+    config: StorageConfig,
+    /// Serialises manifest rewrites (shard create/drop are rare).
+    manifest: Mutex<Manifest>,
+    shards: DashMap<u64, Shard>,
+    /// Open transactions by (txn id, shard id); each owns a connection thread.
+    txns: Arc<DashMap<(u64, u64), Worker>>,
+}
+
+impl ShardRegistry {
+    /// Opens the data directory and every shard its manifest lists.
+    pub fn open(config: StorageConfig) -> Result<ShardRegistry, StorageError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        // The reference database exists on every node so shards can attach it.
+        drop(open_connection(&config, &config.data_dir.join(REFERENCE_DB), ShardKindOnDisk::Reference)?);
+        let manifest = Manifest::load(&config.data_dir)?;
+        let reg = ShardRegistry {
+            config,
+            manifest: Mutex::new(manifest.clone()),
+            shards: DashMap::new(),
+            txns: Arc::new(DashMap::new()),
+        };
+        for entry in &manifest.shards {
+            reg.open_shard(entry.id, entry.kind)?;
+        }
+        tracing::info!(shards = manifest.shards.len(), dir = %reg.config.data_dir.display(), "opened shards");
+        Ok(reg)
+    }
+
+    fn shard_path(&self, id: u64, kind: ShardKindOnDisk) -> PathBuf {
+        match kind {
+            ShardKindOnDisk::Sql => self.config.data_dir.join(format!("shard-{id}.db")),
+            ShardKindOnDisk::Reference => self.config.data_dir.join(REFERENCE_DB),
+        }
+    }
+
+    fn open_shard(&self, id: u64, kind: ShardKindOnDisk) -> Result<Shard, StorageError> {
+        let path = self.shard_path(id, kind);
+        let conn = open_connection(&self.config, &path, kind)?;
+        let worker = Worker::spawn(format!("shard-{id}"), conn, None, |_| {})?;
+        let shard = Shard { kind, path, worker };
+        self.shards.insert(id, shard.clone());
+        Ok(shard)
+    }
+
+    fn shard(&self, id: u64) -> Result<Shard, StorageError> {
+        self.shards.get(&id).map(|s| s.clone()).ok_or(StorageError::NoSuchShard(id))
+    }
+
+    /// Creates a shard if it is new (recording it in the manifest), then runs `schema`.
+    pub async fn create_shard(&self, id: u64, kind: ShardKindOnDisk, schema: Vec<Statement>) -> Result<(), StorageError> {
+        let shard = match self.shards.get(&id).map(|s| s.clone()) {
+            Some(s) => s,
+            None => {
+                let shard = self.open_shard(id, kind)?;
+                let mut m = self.manifest.lock().map_err(|_| StorageError::WorkerGone)?;
+                if !m.shards.iter().any(|e| e.id == id) {
+                    m.shards.push(ShardEntry { id, kind });
+                    m.store(&self.config.data_dir)?;
+                }
+                shard
+            }
+        };
+        if !schema.is_empty() {
+            shard.worker.run(move |c| run_batch(c, schema, false)).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops a shard and deletes its files. The reference database is only forgotten.
+    pub fn drop_shard(&self, id: u64) -> Result<(), StorageError> {
+        let Some((_, shard)) = self.shards.remove(&id) else { return Ok(()) };
+        {
+            let mut m = self.manifest.lock().map_err(|_| StorageError::WorkerGone)?;
+            m.shards.retain(|e| e.id != id);
+            m.store(&self.config.data_dir)?;
+        }
+        drop(shard.worker);
+        if shard.kind == ShardKindOnDisk::Sql {
+            for suffix in ["", "-wal", "-shm"] {
+                let p = PathBuf::from(format!("{}{suffix}", shard.path.display()));
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a batch, autocommit (`txn_id == 0`) or inside the transaction `txn_id`.
+    pub async fn execute(&self, shard_id: u64, txn_id: u64, statements: Vec<Statement>) -> Result<Vec<StatementResult>, StorageError> {
+        if txn_id == 0 {
+            let shard = self.shard(shard_id)?;
+            return shard.worker.run(move |c| run_batch(c, statements, false)).await;
+        }
+        let worker = self.txn_worker(shard_id, txn_id)?;
+        match worker.run(move |c| run_batch(c, statements, true)).await {
+            Err(StorageError::WorkerGone) => {
+                self.txns.remove(&(txn_id, shard_id));
+                Err(StorageError::NoSuchTxn(txn_id))
+            }
+            r => r,
+        }
+    }
+
+    fn txn_worker(&self, shard_id: u64, txn_id: u64) -> Result<Worker, StorageError> {
+        if let Some(w) = self.txns.get(&(txn_id, shard_id)) {
+            return Ok(w.clone());
+        }
+        let shard = self.shard(shard_id)?;
+        let conn = open_connection(&self.config, &shard.path, shard.kind)?;
+        conn.execute_batch("BEGIN")?;
+        let txns = self.txns.clone();
+        let idle = Duration::from_secs(self.config.txn_idle_timeout_secs.max(1));
+        let worker = Worker::spawn(format!("txn-{txn_id}-{shard_id}"), conn, Some(idle), move |c| {
+            tracing::warn!(txn_id, shard_id, "rolling back idle transaction");
+            let _ = c.execute_batch("ROLLBACK");
+            txns.remove(&(txn_id, shard_id));
+        })?;
+        self.txns.insert((txn_id, shard_id), worker.clone());
+        Ok(worker)
+    }
+
+    /// Commits or rolls back a transaction's work on one shard. Rolling back an
+    /// unknown transaction succeeds (it holds nothing); committing one fails.
+    pub async fn finish_txn(&self, shard_id: u64, txn_id: u64, commit: bool) -> Result<(), StorageError> {
+        let Some((_, worker)) = self.txns.remove(&(txn_id, shard_id)) else {
+            return if commit { Err(StorageError::NoSuchTxn(txn_id)) } else { Ok(()) };
+        };
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        match worker.run(move |c| Ok(c.execute_batch(sql)?)).await {
+            Err(StorageError::WorkerGone) if commit => Err(StorageError::NoSuchTxn(txn_id)),
+            Err(StorageError::WorkerGone) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Sizes and per-table row counts of every shard.
+    pub async fn stats(&self) -> Result<Vec<ShardStats>, StorageError> {
+        let shards: Vec<(u64, Shard)> = self.shards.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        let mut out = Vec::with_capacity(shards.len());
+        for (id, shard) in shards {
+            let bytes = file_size(&shard.path) + file_size(&PathBuf::from(format!("{}-wal", shard.path.display())));
+            let rows = shard
+                .worker
+                .run(|c| {
+                    let names: Vec<String> = c
+                        .prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    let mut rows = std::collections::HashMap::new();
+                    for n in names {
+                        let count: i64 = c.query_row(&format!("SELECT count(*) FROM main.\"{}\"", n.replace('"', "\"\"")), [], |r| r.get(0))?;
+                        rows.insert(n, count as u64);
+                    }
+                    Ok(rows)
+                })
+                .await?;
+            let kind = match shard.kind {
+                ShardKindOnDisk::Sql => tessera_shared::proto::ShardKind::Sql,
+                ShardKindOnDisk::Reference => tessera_shared::proto::ShardKind::Reference,
+            };
+            out.push(ShardStats { shard_id: id, kind: kind as i32, bytes, rows });
+        }
+        out.sort_by_key(|s| s.shard_id);
+        Ok(out)
+    }
+
+    /// Rolls back open transactions and stops all workers.
+    pub fn close(&self) {
+        self.txns.clear();
+        self.shards.clear();
+    }
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Opens a shard database with Tessera's settings: WAL, the configured fsync level,
+/// case-sensitive LIKE (as in Postgres), and the reference database attached as `ref`.
+fn open_connection(config: &StorageConfig, path: &Path, kind: ShardKindOnDisk) -> Result<Connection, StorageError> {
+    let conn = Connection::open(path)?;
+    let sync = match config.synchronous.as_str() {
+        "normal" => "NORMAL",
+        "off" => "OFF",
+        _ => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA case_sensitive_like = ON; PRAGMA foreign_keys = OFF;"
+    ))?;
+    conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))?;
+    conn.set_prepared_statement_cache_capacity(256);
+    if kind == ShardKindOnDisk::Sql {
+        let reference = config.data_dir.join(REFERENCE_DB);
+        conn.execute("ATTACH DATABASE ?1 AS ref", [reference.to_string_lossy()])?;
+        conn.execute_batch(&format!("PRAGMA ref.synchronous = {sync};"))?;
+    }
+    Ok(conn)
+}
