@@ -1,1 +1,37 @@
-//! x
+//! Tessera coordinator: PostgreSQL wire protocol, distributed planner and executor.
+//!
+//! # Layout
+//! - [`config`]: documented settings.
+//! - [`error`]: typed errors and the one SQLSTATE table.
+//! - [`catalog`]: tables, distribution, shards, nodes; changed by commands, stored by a [`catalog::store::CatalogStore`].
+//! - [`cluster`]: gRPC clients to storage nodes.
+//! - [`sql`]: AST helpers: names, Postgres-to-SQLite rewriting, type inference, parameters.
+//! - [`planner`]: statement → plain-data plan (route + merge), EXPLAIN.
+//! - [`ddl`]: CREATE/DROP/ALTER TABLE, CREATE INDEX, `create_distributed_table`.
+//! - [`executor`]: runs plans: fan-out, transactions across shards, merges.
+//! - [`scratch`]: the coordinator's in-memory SQLite for table-less queries, final aggregation and pulled joins.
+//! - [`session`]: per-connection state: settings and the open transaction.
+//! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views.
+//! - [`merge`]: k-way merge sort and concatenation of shard results.
+//! - [`pg`]: the pgwire layer, which only translates.
+//! - [`server`]: the listener and shutdown.
+
+pub mod catalog;
+pub mod cluster;
+pub mod config;
+pub mod ddl;
+pub mod engine;
+pub mod engine_show;
+pub mod error;
+pub mod executor;
+pub mod merge;
+pub mod pg;
+pub mod planner;
+pub mod scratch;
+pub mod server;
+pub mod session;
+pub mod sql;
+
+pub use config::CoordinatorConfig;
+pub use engine::Engine;
+pub use error::CoordError;

@@ -131,7 +131,13 @@ mod tests {
 
     #[test]
     fn integer_widths_hash_alike() {
-        assert_eq!(hash_token(&DistKey::Int(7)), hash_token(&DistKey::Int(i64::from(7i32))));
-        assert_ne!(hash_token(&DistKey::Int(7)), hash_token(&DistKey::Text("7".into())));
+        assert_eq!(
+            hash_token(&DistKey::Int(7)),
+            hash_token(&DistKey::Int(i64::from(7i32)))
+        );
+        assert_ne!(
+            hash_token(&DistKey::Int(7)),
+            hash_token(&DistKey::Text("7".into()))
+        );
     }
 }

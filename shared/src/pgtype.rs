@@ -42,6 +42,27 @@ pub enum PgType {
     Uuid,
 }
 
+/// Every type, for look-ups by OID.
+pub const ALL: [PgType; 17] = [
+    PgType::Int2,
+    PgType::Int4,
+    PgType::Int8,
+    PgType::Float4,
+    PgType::Float8,
+    PgType::Numeric,
+    PgType::Text,
+    PgType::Varchar,
+    PgType::Bpchar,
+    PgType::Bool,
+    PgType::Date,
+    PgType::Timestamp,
+    PgType::Timestamptz,
+    PgType::Bytea,
+    PgType::Json,
+    PgType::Jsonb,
+    PgType::Uuid,
+];
+
 impl PgType {
     /// The type's OID in `pg_type`.
     pub fn oid(self) -> u32 {
@@ -64,6 +85,11 @@ impl PgType {
             PgType::Jsonb => 3802,
             PgType::Uuid => 2950,
         }
+    }
+
+    /// The type with OID `oid`, if Tessera knows it.
+    pub fn from_oid(oid: u32) -> Option<PgType> {
+        ALL.iter().copied().find(|t| t.oid() == oid)
     }
 
     /// The canonical Postgres name, as `format_type` prints it.
@@ -141,26 +167,9 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for t in [
-            PgType::Int2,
-            PgType::Int4,
-            PgType::Int8,
-            PgType::Float4,
-            PgType::Float8,
-            PgType::Numeric,
-            PgType::Text,
-            PgType::Varchar,
-            PgType::Bpchar,
-            PgType::Bool,
-            PgType::Date,
-            PgType::Timestamp,
-            PgType::Timestamptz,
-            PgType::Bytea,
-            PgType::Json,
-            PgType::Jsonb,
-            PgType::Uuid,
-        ] {
+        for t in ALL {
             assert_eq!(PgType::from_name(t.name()), Some(t));
+            assert_eq!(PgType::from_oid(t.oid()), Some(t));
         }
         assert_eq!(PgType::from_name("BIGSERIAL"), Some(PgType::Int8));
         assert_eq!(PgType::from_name("geometry"), None);

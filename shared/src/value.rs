@@ -99,6 +99,9 @@ mod tests {
         assert_eq!(Value::Null.sqlite_cmp(&Value::Integer(0)), Less);
         assert_eq!(Value::Integer(2).sqlite_cmp(&Value::Real(1.5)), Greater);
         assert_eq!(Value::Real(9.0).sqlite_cmp(&Value::Text("a".into())), Less);
-        assert_eq!(Value::Text("b".into()).sqlite_cmp(&Value::Text("a".into())), Greater);
+        assert_eq!(
+            Value::Text("b".into()).sqlite_cmp(&Value::Text("a".into())),
+            Greater
+        );
     }
 }

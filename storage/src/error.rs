@@ -77,7 +77,10 @@ impl From<rusqlite::Error> for StorageError {
             rusqlite::Error::InvalidParameterCount(..) => "08P01",
             _ => classify_message(&message),
         };
-        StorageError::Sql { sqlstate, message: clean_message(&message) }
+        StorageError::Sql {
+            sqlstate,
+            message: clean_message(&message),
+        }
     }
 }
 
@@ -111,7 +114,9 @@ fn clean_message(msg: &str) -> String {
 impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> Self {
         let code = match &e {
-            StorageError::Sql { .. } | StorageError::NoSuchTxn(_) => tonic::Code::FailedPrecondition,
+            StorageError::Sql { .. } | StorageError::NoSuchTxn(_) => {
+                tonic::Code::FailedPrecondition
+            }
             StorageError::NoSuchShard(_) => tonic::Code::NotFound,
             _ => tonic::Code::Internal,
         };

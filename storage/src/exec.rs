@@ -41,7 +41,11 @@ pub fn run_statement(conn: &Connection, st: Statement) -> Result<StatementResult
     let readonly = prepared.readonly();
     if ncols == 0 {
         let n = prepared.raw_execute()?;
-        return Ok(StatementResult { columns: vec![], rows: vec![], rows_affected: n as u64 });
+        return Ok(StatementResult {
+            columns: vec![],
+            rows: vec![],
+            rows_affected: n as u64,
+        });
     }
     let columns: Vec<String> = prepared.column_names().map(|s| s.to_string()).collect();
     let mut rows = Vec::new();
@@ -54,8 +58,16 @@ pub fn run_statement(conn: &Connection, st: Statement) -> Result<StatementResult
         rows.push(Row { values });
     }
     drop(q);
-    let rows_affected = if readonly { rows.len() as u64 } else { conn.changes() };
-    Ok(StatementResult { columns, rows, rows_affected })
+    let rows_affected = if readonly {
+        rows.len() as u64
+    } else {
+        conn.changes()
+    };
+    Ok(StatementResult {
+        columns,
+        rows,
+        rows_affected,
+    })
 }
 
 /// Runs a batch. More than one statement runs inside one transaction, unless
@@ -66,7 +78,10 @@ pub fn run_batch(
     in_txn: bool,
 ) -> Result<Vec<StatementResult>, StorageError> {
     if in_txn || statements.len() <= 1 {
-        return statements.into_iter().map(|s| run_statement(conn, s)).collect();
+        return statements
+            .into_iter()
+            .map(|s| run_statement(conn, s))
+            .collect();
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(statements.len());
@@ -93,23 +108,40 @@ mod tests {
     #[test]
     fn binds_and_returns_typed_rows() {
         let mut c = Connection::open_in_memory().expect("open");
-        run_batch(&mut c, vec![st("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT) STRICT", vec![])], false)
-            .expect("create");
+        run_batch(
+            &mut c,
+            vec![st(
+                "CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT) STRICT",
+                vec![],
+            )],
+            false,
+        )
+        .expect("create");
         let r = run_batch(
             &mut c,
-            vec![st("INSERT INTO t VALUES (?1, ?2), (?3, ?4) RETURNING a", vec![
-                Value::Integer(1),
-                Value::Text("x".into()),
-                Value::Integer(2),
-                Value::Null,
-            ])],
+            vec![st(
+                "INSERT INTO t VALUES (?1, ?2), (?3, ?4) RETURNING a",
+                vec![
+                    Value::Integer(1),
+                    Value::Text("x".into()),
+                    Value::Integer(2),
+                    Value::Null,
+                ],
+            )],
             false,
         )
         .expect("insert");
         assert_eq!(r[0].rows.len(), 2);
         assert_eq!(r[0].rows_affected, 2);
-        let r = run_batch(&mut c, vec![st("SELECT a, b FROM t WHERE a = ?2", vec![Value::Integer(9), Value::Integer(2)])], false)
-            .expect("select");
+        let r = run_batch(
+            &mut c,
+            vec![st(
+                "SELECT a, b FROM t WHERE a = ?2",
+                vec![Value::Integer(9), Value::Integer(2)],
+            )],
+            false,
+        )
+        .expect("select");
         assert_eq!(r[0].columns, vec!["a", "b"]);
         assert_eq!(Value::from(r[0].rows[0].values[1].clone()), Value::Null);
     }
@@ -117,19 +149,37 @@ mod tests {
     #[test]
     fn batch_is_atomic_and_errors_carry_sqlstate() {
         let mut c = Connection::open_in_memory().expect("open");
-        run_batch(&mut c, vec![st("CREATE TABLE t (a INTEGER PRIMARY KEY) STRICT", vec![])], false).expect("create");
+        run_batch(
+            &mut c,
+            vec![st("CREATE TABLE t (a INTEGER PRIMARY KEY) STRICT", vec![])],
+            false,
+        )
+        .expect("create");
         let err = run_batch(
             &mut c,
-            vec![st("INSERT INTO t VALUES (1)", vec![]), st("INSERT INTO t VALUES (1)", vec![])],
+            vec![
+                st("INSERT INTO t VALUES (1)", vec![]),
+                st("INSERT INTO t VALUES (1)", vec![]),
+            ],
             false,
         )
         .expect_err("duplicate");
         assert_eq!(err.sqlstate(), "23505");
-        let r = run_batch(&mut c, vec![st("SELECT count(*) FROM t", vec![])], false).expect("count");
-        assert_eq!(Value::from(r[0].rows[0].values[0].clone()), Value::Integer(0));
-        let err = run_batch(&mut c, vec![st("SELECT * FROM missing", vec![])], false).expect_err("missing");
+        let r =
+            run_batch(&mut c, vec![st("SELECT count(*) FROM t", vec![])], false).expect("count");
+        assert_eq!(
+            Value::from(r[0].rows[0].values[0].clone()),
+            Value::Integer(0)
+        );
+        let err = run_batch(&mut c, vec![st("SELECT * FROM missing", vec![])], false)
+            .expect_err("missing");
         assert_eq!(err.sqlstate(), "42P01");
-        let err = run_batch(&mut c, vec![st("INSERT INTO t VALUES ('abc')", vec![])], false).expect_err("type");
+        let err = run_batch(
+            &mut c,
+            vec![st("INSERT INTO t VALUES ('abc')", vec![])],
+            false,
+        )
+        .expect_err("type");
         assert_eq!(err.sqlstate(), "22P02");
     }
 }

@@ -35,10 +35,11 @@ pub async fn serve(
     tracing::info!(node = %config.node_name, "storage node serving");
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(tessera_shared::proto::storage_server::StorageServer::new(svc))
+        .add_service(tessera_shared::proto::storage_server::StorageServer::new(
+            svc,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     shards.close();
     result.map_err(|e| StorageError::Transport(e.to_string()))
 }
-

@@ -58,16 +58,20 @@ impl Manifest {
                 }
                 Ok(m)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Manifest { version: MANIFEST_VERSION, shards: Vec::new() })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
+                version: MANIFEST_VERSION,
+                shards: Vec::new(),
+            }),
             Err(e) => Err(e.into()),
         }
     }
 
     /// Writes the manifest durably: a crash leaves either the old or the new one.
     pub fn store(&self, dir: &Path) -> Result<(), StorageError> {
-        write_atomically(&Self::path(dir), &serde_json::to_vec_pretty(self).map_err(|e| StorageError::Manifest(e.to_string()))?)
+        write_atomically(
+            &Self::path(dir),
+            &serde_json::to_vec_pretty(self).map_err(|e| StorageError::Manifest(e.to_string()))?,
+        )
     }
 }
 
@@ -98,11 +102,15 @@ mod tests {
         assert!(empty.shards.is_empty());
         let m = Manifest {
             version: MANIFEST_VERSION,
-            shards: vec![ShardEntry { id: 7, kind: ShardKindOnDisk::Sql }],
+            shards: vec![ShardEntry {
+                id: 7,
+                kind: ShardKindOnDisk::Sql,
+            }],
         };
         m.store(dir.path()).expect("store");
         assert_eq!(Manifest::load(dir.path()).expect("load").shards[0].id, 7);
-        std::fs::write(Manifest::path(dir.path()), br#"{"version":99,"shards":[]}"#).expect("write");
+        std::fs::write(Manifest::path(dir.path()), br#"{"version":99,"shards":[]}"#)
+            .expect("write");
         assert!(Manifest::load(dir.path()).is_err());
     }
 }

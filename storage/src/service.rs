@@ -22,37 +22,66 @@ impl StorageService {
 
 #[tonic::async_trait]
 impl Storage for StorageService {
-    async fn execute(&self, req: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+    async fn execute(
+        &self,
+        req: Request<ExecuteRequest>,
+    ) -> Result<Response<ExecuteResponse>, Status> {
         let r = req.into_inner();
-        let results = self.shards.execute(r.shard_id, r.txn_id, r.statements).await?;
+        let results = self
+            .shards
+            .execute(r.shard_id, r.txn_id, r.statements)
+            .await?;
         Ok(Response::new(ExecuteResponse { results }))
     }
 
-    async fn finish_txn(&self, req: Request<FinishTxnRequest>) -> Result<Response<FinishTxnResponse>, Status> {
+    async fn finish_txn(
+        &self,
+        req: Request<FinishTxnRequest>,
+    ) -> Result<Response<FinishTxnResponse>, Status> {
         let r = req.into_inner();
-        self.shards.finish_txn(r.shard_id, r.txn_id, r.commit).await?;
+        self.shards
+            .finish_txn(r.shard_id, r.txn_id, r.commit)
+            .await?;
         Ok(Response::new(FinishTxnResponse {}))
     }
 
-    async fn create_shard(&self, req: Request<CreateShardRequest>) -> Result<Response<CreateShardResponse>, Status> {
+    async fn create_shard(
+        &self,
+        req: Request<CreateShardRequest>,
+    ) -> Result<Response<CreateShardResponse>, Status> {
         let r = req.into_inner();
-        let kind = if r.kind == ShardKind::Reference as i32 { ShardKindOnDisk::Reference } else { ShardKindOnDisk::Sql };
+        let kind = if r.kind == ShardKind::Reference as i32 {
+            ShardKindOnDisk::Reference
+        } else {
+            ShardKindOnDisk::Sql
+        };
         let schema = r
             .schema
             .into_iter()
-            .map(|sql| Statement { sql, params: vec![], returns_rows: false })
+            .map(|sql| Statement {
+                sql,
+                params: vec![],
+                returns_rows: false,
+            })
             .collect();
         self.shards.create_shard(r.shard_id, kind, schema).await?;
         Ok(Response::new(CreateShardResponse {}))
     }
 
-    async fn drop_shard(&self, req: Request<DropShardRequest>) -> Result<Response<DropShardResponse>, Status> {
+    async fn drop_shard(
+        &self,
+        req: Request<DropShardRequest>,
+    ) -> Result<Response<DropShardResponse>, Status> {
         self.shards.drop_shard(req.into_inner().shard_id)?;
         Ok(Response::new(DropShardResponse {}))
     }
 
     async fn stats(&self, _req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {
         let shards = self.shards.stats().await?;
-        Ok(Response::new(StatsResponse { node_name: self.node_name.clone(), pid: std::process::id(), shards }))
+        Ok(Response::new(StatsResponse {
+            node_name: self.node_name.clone(),
+            pid: std::process::id(),
+            shards,
+        }))
     }
 }

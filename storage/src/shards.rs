@@ -38,7 +38,11 @@ impl ShardRegistry {
     pub fn open(config: StorageConfig) -> Result<ShardRegistry, StorageError> {
         std::fs::create_dir_all(&config.data_dir)?;
         // The reference database exists on every node so shards can attach it.
-        drop(open_connection(&config, &config.data_dir.join(REFERENCE_DB), ShardKindOnDisk::Reference)?);
+        drop(open_connection(
+            &config,
+            &config.data_dir.join(REFERENCE_DB),
+            ShardKindOnDisk::Reference,
+        )?);
         let manifest = Manifest::load(&config.data_dir)?;
         let reg = ShardRegistry {
             config,
@@ -70,11 +74,19 @@ impl ShardRegistry {
     }
 
     fn shard(&self, id: u64) -> Result<Shard, StorageError> {
-        self.shards.get(&id).map(|s| s.clone()).ok_or(StorageError::NoSuchShard(id))
+        self.shards
+            .get(&id)
+            .map(|s| s.clone())
+            .ok_or(StorageError::NoSuchShard(id))
     }
 
     /// Creates a shard if it is new (recording it in the manifest), then runs `schema`.
-    pub async fn create_shard(&self, id: u64, kind: ShardKindOnDisk, schema: Vec<Statement>) -> Result<(), StorageError> {
+    pub async fn create_shard(
+        &self,
+        id: u64,
+        kind: ShardKindOnDisk,
+        schema: Vec<Statement>,
+    ) -> Result<(), StorageError> {
         let shard = match self.shards.get(&id).map(|s| s.clone()) {
             Some(s) => s,
             None => {
@@ -88,14 +100,19 @@ impl ShardRegistry {
             }
         };
         if !schema.is_empty() {
-            shard.worker.run(move |c| run_batch(c, schema, false)).await?;
+            shard
+                .worker
+                .run(move |c| run_batch(c, schema, false))
+                .await?;
         }
         Ok(())
     }
 
     /// Drops a shard and deletes its files. The reference database is only forgotten.
     pub fn drop_shard(&self, id: u64) -> Result<(), StorageError> {
-        let Some((_, shard)) = self.shards.remove(&id) else { return Ok(()) };
+        let Some((_, shard)) = self.shards.remove(&id) else {
+            return Ok(());
+        };
         {
             let mut m = self.manifest.lock().map_err(|_| StorageError::WorkerGone)?;
             m.shards.retain(|e| e.id != id);
@@ -116,10 +133,18 @@ impl ShardRegistry {
     }
 
     /// Runs a batch, autocommit (`txn_id == 0`) or inside the transaction `txn_id`.
-    pub async fn execute(&self, shard_id: u64, txn_id: u64, statements: Vec<Statement>) -> Result<Vec<StatementResult>, StorageError> {
+    pub async fn execute(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        statements: Vec<Statement>,
+    ) -> Result<Vec<StatementResult>, StorageError> {
         if txn_id == 0 {
             let shard = self.shard(shard_id)?;
-            return shard.worker.run(move |c| run_batch(c, statements, false)).await;
+            return shard
+                .worker
+                .run(move |c| run_batch(c, statements, false))
+                .await;
         }
         let worker = self.txn_worker(shard_id, txn_id)?;
         match worker.run(move |c| run_batch(c, statements, true)).await {
@@ -140,20 +165,34 @@ impl ShardRegistry {
         conn.execute_batch("BEGIN")?;
         let txns = self.txns.clone();
         let idle = Duration::from_secs(self.config.txn_idle_timeout_secs.max(1));
-        let worker = Worker::spawn(format!("txn-{txn_id}-{shard_id}"), conn, Some(idle), move |c| {
-            tracing::warn!(txn_id, shard_id, "rolling back idle transaction");
-            let _ = c.execute_batch("ROLLBACK");
-            txns.remove(&(txn_id, shard_id));
-        })?;
+        let worker = Worker::spawn(
+            format!("txn-{txn_id}-{shard_id}"),
+            conn,
+            Some(idle),
+            move |c| {
+                tracing::warn!(txn_id, shard_id, "rolling back idle transaction");
+                let _ = c.execute_batch("ROLLBACK");
+                txns.remove(&(txn_id, shard_id));
+            },
+        )?;
         self.txns.insert((txn_id, shard_id), worker.clone());
         Ok(worker)
     }
 
     /// Commits or rolls back a transaction's work on one shard. Rolling back an
     /// unknown transaction succeeds (it holds nothing); committing one fails.
-    pub async fn finish_txn(&self, shard_id: u64, txn_id: u64, commit: bool) -> Result<(), StorageError> {
+    pub async fn finish_txn(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        commit: bool,
+    ) -> Result<(), StorageError> {
         let Some((_, worker)) = self.txns.remove(&(txn_id, shard_id)) else {
-            return if commit { Err(StorageError::NoSuchTxn(txn_id)) } else { Ok(()) };
+            return if commit {
+                Err(StorageError::NoSuchTxn(txn_id))
+            } else {
+                Ok(())
+            };
         };
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         match worker.run(move |c| Ok(c.execute_batch(sql)?)).await {
@@ -165,10 +204,15 @@ impl ShardRegistry {
 
     /// Sizes and per-table row counts of every shard.
     pub async fn stats(&self) -> Result<Vec<ShardStats>, StorageError> {
-        let shards: Vec<(u64, Shard)> = self.shards.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        let shards: Vec<(u64, Shard)> = self
+            .shards
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
         let mut out = Vec::with_capacity(shards.len());
         for (id, shard) in shards {
-            let bytes = file_size(&shard.path) + file_size(&PathBuf::from(format!("{}-wal", shard.path.display())));
+            let bytes = file_size(&shard.path)
+                + file_size(&PathBuf::from(format!("{}-wal", shard.path.display())));
             let rows = shard
                 .worker
                 .run(|c| {
@@ -188,7 +232,12 @@ impl ShardRegistry {
                 ShardKindOnDisk::Sql => tessera_shared::proto::ShardKind::Sql,
                 ShardKindOnDisk::Reference => tessera_shared::proto::ShardKind::Reference,
             };
-            out.push(ShardStats { shard_id: id, kind: kind as i32, bytes, rows });
+            out.push(ShardStats {
+                shard_id: id,
+                kind: kind as i32,
+                bytes,
+                rows,
+            });
         }
         out.sort_by_key(|s| s.shard_id);
         Ok(out)
@@ -207,7 +256,11 @@ fn file_size(p: &Path) -> u64 {
 
 /// Opens a shard database with Tessera's settings: WAL, the configured fsync level,
 /// case-sensitive LIKE (as in Postgres), and the reference database attached as `ref`.
-fn open_connection(config: &StorageConfig, path: &Path, kind: ShardKindOnDisk) -> Result<Connection, StorageError> {
+fn open_connection(
+    config: &StorageConfig,
+    path: &Path,
+    kind: ShardKindOnDisk,
+) -> Result<Connection, StorageError> {
     let conn = Connection::open(path)?;
     let sync = match config.synchronous.as_str() {
         "normal" => "NORMAL",

@@ -1,0 +1,406 @@
+//! The cluster catalog: tables, columns, distribution, co-location groups, shards, placements and nodes.
+//!
+//! The catalog changes only through [`CatalogCommand`]s applied by [`Catalog::apply`],
+//! a deterministic function: the same commands in the same order give the same
+//! catalog. That is what lets the consensus issue replace the file-backed
+//! [`store::FileCatalog`] with a Raft state machine without touching the planner.
+
+pub mod store;
+
+use crate::error::CoordError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tessera_shared::PgType;
+
+/// Current on-disk format of the catalog.
+pub const CATALOG_VERSION: u32 = 1;
+
+/// A storage node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Stable id, never reused.
+    pub id: u64,
+    /// Name given at start-up (`storage-1`, ...).
+    pub name: String,
+    /// gRPC address, `host:port`.
+    pub addr: String,
+}
+
+/// A column with its declared Postgres type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// Column name (lower-case unless quoted).
+    pub name: String,
+    /// Declared type.
+    pub ty: PgType,
+    /// `NOT NULL` (or part of the primary key).
+    pub not_null: bool,
+    /// Default expression as SQLite SQL text, if any.
+    pub default: Option<String>,
+}
+
+/// How a table's rows are spread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum Distribution {
+    /// Hash of `column` picks one of the group's shards.
+    Hash {
+        /// Distribution column.
+        column: String,
+    },
+    /// `column`'s value falls in one shard's range.
+    Range {
+        /// Distribution column.
+        column: String,
+    },
+    /// A full copy on every node.
+    Reference,
+    /// One shard, no distribution column.
+    Single,
+}
+
+impl Distribution {
+    /// The distribution column, if any.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            Distribution::Hash { column } | Distribution::Range { column } => Some(column),
+            _ => None,
+        }
+    }
+}
+
+/// An index declared on a table (created on every shard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    /// Index name.
+    pub name: String,
+    /// Indexed columns or expressions, as SQL.
+    pub columns: Vec<String>,
+    /// `UNIQUE`.
+    pub unique: bool,
+}
+
+/// A table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    /// Name (unqualified; one schema, `public`, for now).
+    pub name: String,
+    /// Stable OID, for the Postgres catalog emulation.
+    pub oid: u32,
+    /// Columns in declaration order.
+    pub columns: Vec<Column>,
+    /// Primary-key column names.
+    pub primary_key: Vec<String>,
+    /// Distribution.
+    pub distribution: Distribution,
+    /// Co-location group holding its shards.
+    pub group: u64,
+    /// Secondary indexes.
+    pub indexes: Vec<Index>,
+}
+
+impl Table {
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A boundary value of a range shard.
+#[derive(Debug, Clone, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bound {
+    /// Integer key.
+    Int(i64),
+    /// Text key.
+    Text(String),
+}
+
+/// One shard of a co-location group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Cluster-wide id; also the storage node's file name.
+    pub id: u64,
+    /// Position in the group (hash: token range index; range: range order).
+    pub index: u32,
+    /// Nodes holding a replica; the first is the primary. One node until replication lands.
+    pub placements: Vec<u64>,
+    /// Range groups: inclusive lower bound (None = unbounded).
+    pub lower: Option<Bound>,
+    /// Range groups: exclusive upper bound (None = unbounded).
+    pub upper: Option<Bound>,
+}
+
+/// How a group lays out shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupKind {
+    /// Hash token ranges (`shards.len()` of them).
+    Hash,
+    /// Value ranges.
+    Range,
+    /// One copy per node (placement = that node); reads may use any.
+    Reference,
+}
+
+/// Tables whose shards sit together, so joins on the distribution key run inside one shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// Group id.
+    pub id: u64,
+    /// Layout.
+    pub kind: GroupKind,
+    /// Shards in index order.
+    pub shards: Vec<Shard>,
+}
+
+/// The whole catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Format version, [`CATALOG_VERSION`].
+    pub version: u32,
+    /// Next id for a node, group or shard.
+    pub next_id: u64,
+    /// Next table OID.
+    pub next_oid: u32,
+    /// Storage nodes by id.
+    pub nodes: BTreeMap<u64, Node>,
+    /// Co-location groups by id.
+    pub groups: BTreeMap<u64, Group>,
+    /// Tables by name.
+    pub tables: BTreeMap<String, Table>,
+}
+
+/// A change to the catalog: the log entry of the future metadata Raft group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CatalogCommand {
+    /// Add a node or update its address.
+    UpsertNode {
+        /// Node name.
+        name: String,
+        /// Address.
+        addr: String,
+    },
+    /// Add a table; `new_group` is created first when the table starts a new group.
+    CreateTable {
+        /// The table (its `group` refers to an existing or the new group).
+        table: Table,
+        /// A group to create along with it.
+        new_group: Option<Group>,
+    },
+    /// Remove a table (its group's shards stay while other tables use them).
+    DropTable {
+        /// Table name.
+        name: String,
+    },
+    /// Append a column.
+    AddColumn {
+        /// Table name.
+        table: String,
+        /// The column.
+        column: Column,
+    },
+    /// Record an index.
+    CreateIndex {
+        /// Table name.
+        table: String,
+        /// The index.
+        index: Index,
+    },
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            version: CATALOG_VERSION,
+            next_id: 1,
+            next_oid: 16384,
+            nodes: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            tables: BTreeMap::new(),
+        }
+    }
+}
+
+impl Catalog {
+    /// Applies one command. Deterministic; fails without change when the command is invalid.
+    pub fn apply(&mut self, cmd: CatalogCommand) -> Result<(), CoordError> {
+        match cmd {
+            CatalogCommand::UpsertNode { name, addr } => {
+                if let Some(n) = self.nodes.values_mut().find(|n| n.name == name) {
+                    n.addr = addr;
+                } else {
+                    let id = self.alloc_id();
+                    self.nodes.insert(id, Node { id, name, addr });
+                }
+            }
+            CatalogCommand::CreateTable {
+                mut table,
+                new_group,
+            } => {
+                if self.tables.contains_key(&table.name) {
+                    return Err(CoordError::DuplicateTable(table.name));
+                }
+                if let Some(g) = new_group {
+                    self.next_id = self
+                        .next_id
+                        .max(g.id + 1)
+                        .max(g.shards.iter().map(|s| s.id + 1).max().unwrap_or(0));
+                    self.groups.insert(g.id, g);
+                }
+                if !self.groups.contains_key(&table.group) {
+                    return Err(CoordError::Internal(format!(
+                        "group {} does not exist",
+                        table.group
+                    )));
+                }
+                table.oid = self.next_oid;
+                self.next_oid += 1;
+                self.tables.insert(table.name.clone(), table);
+            }
+            CatalogCommand::DropTable { name } => {
+                if self.tables.remove(&name).is_none() {
+                    return Err(CoordError::UndefinedTable(name));
+                }
+            }
+            CatalogCommand::AddColumn { table, column } => {
+                let t = self
+                    .tables
+                    .get_mut(&table)
+                    .ok_or_else(|| CoordError::UndefinedTable(table.clone()))?;
+                if t.column(&column.name).is_some() {
+                    return Err(CoordError::DuplicateColumn(column.name));
+                }
+                t.columns.push(column);
+            }
+            CatalogCommand::CreateIndex { table, index } => {
+                let t = self
+                    .tables
+                    .get_mut(&table)
+                    .ok_or_else(|| CoordError::UndefinedTable(table.clone()))?;
+                t.indexes.push(index);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserves an id (used when building groups before the command that records them).
+    pub fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A table by name, or 42P01.
+    pub fn table(&self, name: &str) -> Result<&Table, CoordError> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| CoordError::UndefinedTable(name.to_string()))
+    }
+
+    /// A table's group.
+    pub fn group_of(&self, table: &Table) -> Result<&Group, CoordError> {
+        self.groups
+            .get(&table.group)
+            .ok_or_else(|| CoordError::Internal(format!("table {} has no group", table.name)))
+    }
+
+    /// The node by id.
+    pub fn node(&self, id: u64) -> Result<&Node, CoordError> {
+        self.nodes
+            .get(&id)
+            .ok_or_else(|| CoordError::Internal(format!("node {id} unknown")))
+    }
+
+    /// Groups with no table left: their shards can be dropped.
+    pub fn unused_groups(&self) -> Vec<u64> {
+        self.groups
+            .keys()
+            .filter(|g| !self.tables.values().any(|t| t.group == **g))
+            .copied()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, group: u64) -> Table {
+        Table {
+            name: name.into(),
+            oid: 0,
+            columns: vec![Column {
+                name: "id".into(),
+                ty: PgType::Int8,
+                not_null: true,
+                default: None,
+            }],
+            primary_key: vec!["id".into()],
+            distribution: Distribution::Hash {
+                column: "id".into(),
+            },
+            group,
+            indexes: vec![],
+        }
+    }
+
+    #[test]
+    fn apply_is_deterministic_and_validates() {
+        let cmds = vec![
+            CatalogCommand::UpsertNode {
+                name: "a".into(),
+                addr: "127.0.0.1:1".into(),
+            },
+            CatalogCommand::CreateTable {
+                table: table("t", 5),
+                new_group: Some(Group {
+                    id: 5,
+                    kind: GroupKind::Hash,
+                    shards: vec![Shard {
+                        id: 6,
+                        index: 0,
+                        placements: vec![1],
+                        lower: None,
+                        upper: None,
+                    }],
+                }),
+            },
+            CatalogCommand::AddColumn {
+                table: "t".into(),
+                column: Column {
+                    name: "v".into(),
+                    ty: PgType::Text,
+                    not_null: false,
+                    default: None,
+                },
+            },
+        ];
+        let mut a = Catalog::default();
+        let mut b = Catalog::default();
+        for c in cmds.clone() {
+            a.apply(c).expect("apply a");
+        }
+        for c in cmds {
+            b.apply(c).expect("apply b");
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.next_id, 7);
+        assert!(matches!(
+            a.apply(CatalogCommand::CreateTable {
+                table: table("t", 5),
+                new_group: None
+            }),
+            Err(CoordError::DuplicateTable(_))
+        ));
+        assert!(matches!(
+            a.apply(CatalogCommand::DropTable {
+                name: "nope".into()
+            }),
+            Err(CoordError::UndefinedTable(_))
+        ));
+        a.apply(CatalogCommand::DropTable { name: "t".into() })
+            .expect("drop");
+        assert_eq!(a.unused_groups(), vec![5]);
+    }
+}

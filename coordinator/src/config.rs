@@ -1,0 +1,44 @@
+//! Coordinator settings, with their documented defaults.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Default Postgres port of a Tessera coordinator (5432 is left to PostgreSQL).
+pub const DEFAULT_PORT: u16 = 7432;
+
+/// A storage node the coordinator should know at start-up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeConfig {
+    /// Stable name (`storage-1`).
+    pub name: String,
+    /// gRPC address `host:port`.
+    pub addr: String,
+}
+
+/// How a coordinator runs. Every field has a default (see [`CoordinatorConfig::default`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorConfig {
+    /// Postgres wire listen address. Default `127.0.0.1:7432`.
+    pub listen: String,
+    /// Directory of the catalog. Default `./data/coordinator`.
+    pub data_dir: PathBuf,
+    /// Shards of a hash-distributed table without `WITH (shards = N)`. Default 8.
+    pub default_shards: u32,
+    /// Storage nodes to register at start-up (added to the catalog, addresses updated).
+    pub storage_nodes: Vec<NodeConfig>,
+    /// Authentication: only `trust` for now (no password asked; stated at start-up).
+    pub auth: String,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            listen: format!("127.0.0.1:{DEFAULT_PORT}"),
+            data_dir: PathBuf::from("data/coordinator"),
+            default_shards: 8,
+            storage_nodes: Vec::new(),
+            auth: "trust".into(),
+        }
+    }
+}

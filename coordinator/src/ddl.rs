@@ -1,0 +1,691 @@
+//! DDL: CREATE/DROP/ALTER TABLE, CREATE INDEX and the Citus-style distribution functions.
+//!
+//! Each DDL statement first changes every shard, then records the change in the
+//! catalog, so a table is never visible to the planner before its shards exist.
+
+use crate::catalog::{
+    Bound, CatalogCommand, Column, Distribution, Group, GroupKind, Index, Shard, Table,
+};
+use crate::engine::Engine;
+use crate::error::CoordError;
+use crate::planner::target;
+use crate::sql::dialect::{pg_type_of, render, rewrite, RewriteCtx};
+use crate::sql::names::{function_name, ident, quote, table_name};
+use sqlparser::ast::*;
+use tessera_shared::proto::ShardKind;
+use tessera_shared::{PgType, Value};
+
+/// Options of `WITH (...)` Tessera reads.
+#[derive(Debug, Default)]
+struct TableOptions {
+    shards: Option<u32>,
+    bounds: Option<String>,
+    reference: bool,
+}
+
+fn option_text(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+            sqlparser::ast::Value::Number(n, _) => n.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, CoordError> {
+    let mut out = TableOptions::default();
+    let list = match opts {
+        CreateTableOptions::With(l)
+        | CreateTableOptions::Options(l)
+        | CreateTableOptions::Plain(l) => l.as_slice(),
+        _ => &[],
+    };
+    for o in list {
+        if let SqlOption::KeyValue { key, value } = o {
+            let k = function_name(key);
+            let v = option_text(value);
+            match k.as_str() {
+                "shards" | "shard_count" => {
+                    let n: u32 = v.parse().map_err(|_| {
+                        CoordError::InvalidValue(format!(
+                            "shards must be a positive integer, not {v}"
+                        ))
+                    })?;
+                    if n == 0 || n > 4096 {
+                        return Err(CoordError::InvalidValue(
+                            "shards must be between 1 and 4096".into(),
+                        ));
+                    }
+                    out.shards = Some(n);
+                }
+                "bounds" => out.bounds = Some(v),
+                "distribution" if v == "reference" => out.reference = true,
+                // Postgres storage parameters (fillfactor, ...) and replicas (used once replication lands) are accepted.
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The shard-side `CREATE TABLE` for a table.
+pub fn shard_schema(t: &Table, checks: &[String], uniques: &[Vec<String>]) -> String {
+    let mut parts: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = format!("{} {}", quote(&c.name), c.ty.sqlite_type());
+            if c.not_null {
+                s.push_str(" NOT NULL");
+            }
+            if let Some(d) = &c.default {
+                s.push_str(&format!(" DEFAULT {d}"));
+            }
+            s
+        })
+        .collect();
+    if !t.primary_key.is_empty() {
+        parts.push(format!(
+            "PRIMARY KEY ({})",
+            t.primary_key
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for u in uniques {
+        parts.push(format!(
+            "UNIQUE ({})",
+            u.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for c in checks {
+        parts.push(format!("CHECK ({c})"));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}) STRICT",
+        quote(&t.name),
+        parts.join(", ")
+    )
+}
+
+fn index_columns(cols: &[IndexColumn]) -> Vec<String> {
+    cols.iter()
+        .map(|c| match &c.column.expr {
+            Expr::Identifier(i) => ident(i),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn default_sql(e: &Expr, ctx: &RewriteCtx) -> Result<String, CoordError> {
+    if let Expr::Function(f) = e {
+        if matches!(
+            function_name(&f.name).as_str(),
+            "now" | "current_timestamp" | "localtimestamp"
+        ) {
+            return Ok("CURRENT_TIMESTAMP".into());
+        }
+    }
+    let mut e = e.clone();
+    rewrite(&mut e, ctx)?;
+    Ok(format!("({})", render(&e)))
+}
+
+/// `CREATE TABLE`.
+pub async fn create_table(
+    engine: &Engine,
+    ct: &CreateTable,
+    ctx: &RewriteCtx,
+) -> Result<(), CoordError> {
+    if ct.query.is_some() || ct.like.is_some() || ct.partition_of.is_some() {
+        return Err(CoordError::unsupported(
+            "CREATE TABLE AS / LIKE / PARTITION OF is not supported yet",
+        ));
+    }
+    let name = table_name(&ct.name)?;
+    if engine.catalog.snapshot().tables.contains_key(&name) {
+        return if ct.if_not_exists {
+            Ok(())
+        } else {
+            Err(CoordError::DuplicateTable(name))
+        };
+    }
+    let mut columns = Vec::new();
+    let mut primary_key: Vec<String> = Vec::new();
+    let mut uniques: Vec<Vec<String>> = Vec::new();
+    let mut checks: Vec<String> = Vec::new();
+    for cd in &ct.columns {
+        let cname = ident(&cd.name);
+        let ty = pg_type_of(&cd.data_type)?;
+        let mut col = Column {
+            name: cname.clone(),
+            ty,
+            not_null: false,
+            default: None,
+        };
+        for o in &cd.options {
+            match &o.option {
+                ColumnOption::NotNull => col.not_null = true,
+                ColumnOption::Null => {}
+                ColumnOption::Default(e) => col.default = Some(default_sql(e, ctx)?),
+                ColumnOption::PrimaryKey(_) => {
+                    primary_key = vec![cname.clone()];
+                    col.not_null = true;
+                }
+                ColumnOption::Unique(_) => uniques.push(vec![cname.clone()]),
+                ColumnOption::Check(c) => {
+                    let mut e = (*c.expr).clone();
+                    rewrite(&mut e, ctx)?;
+                    checks.push(render(&e));
+                }
+                ColumnOption::ForeignKey(_) => {
+                    tracing::warn!(table = %name, column = %cname, "foreign keys are not enforced across shards; ignored");
+                }
+                other => {
+                    return Err(CoordError::unsupported(format!(
+                        "column option {other} is not supported yet"
+                    )))
+                }
+            }
+        }
+        columns.push(col);
+    }
+    for c in &ct.constraints {
+        match c {
+            TableConstraint::PrimaryKey(pk) => primary_key = index_columns(&pk.columns),
+            TableConstraint::Unique(u) => uniques.push(index_columns(&u.columns)),
+            TableConstraint::Check(ch) => {
+                let mut e = (*ch.expr).clone();
+                rewrite(&mut e, ctx)?;
+                checks.push(render(&e));
+            }
+            TableConstraint::ForeignKey(_) => {
+                tracing::warn!(table = %name, "foreign keys are not enforced across shards; ignored")
+            }
+            other => {
+                return Err(CoordError::unsupported(format!(
+                    "table constraint {other} is not supported yet"
+                )))
+            }
+        }
+    }
+    for pk in &primary_key {
+        let col = columns
+            .iter_mut()
+            .find(|c| &c.name == pk)
+            .ok_or_else(|| CoordError::UndefinedColumn(pk.clone()))?;
+        col.not_null = true;
+    }
+    let opts = table_options(&ct.table_options)?;
+    let distribution = match &ct.partition_by {
+        Some(e) => match e.as_ref() {
+            Expr::Function(f) => {
+                let method = function_name(&f.name);
+                let cols: Vec<String> = match &f.args {
+                    FunctionArguments::List(l) => l
+                        .args
+                        .iter()
+                        .map(|a| a.to_string().to_lowercase().trim_matches('"').to_string())
+                        .collect(),
+                    _ => vec![],
+                };
+                let [column] = cols.as_slice() else {
+                    return Err(CoordError::unsupported(
+                        "partitioning on several columns is not supported yet",
+                    ));
+                };
+                if !columns.iter().any(|c| &c.name == column) {
+                    return Err(CoordError::UndefinedColumn(column.clone()));
+                }
+                match method.as_str() {
+                    "hash" => Distribution::Hash {
+                        column: column.clone(),
+                    },
+                    "range" => Distribution::Range {
+                        column: column.clone(),
+                    },
+                    other => {
+                        return Err(CoordError::unsupported(format!(
+                            "PARTITION BY {} is not supported (use HASH or RANGE)",
+                            other.to_uppercase()
+                        )))
+                    }
+                }
+            }
+            other => {
+                return Err(CoordError::unsupported(format!(
+                    "PARTITION BY {other} is not supported"
+                )))
+            }
+        },
+        None if opts.reference => Distribution::Reference,
+        None => match primary_key.first() {
+            Some(pk) => Distribution::Hash { column: pk.clone() },
+            None => Distribution::Single,
+        },
+    };
+    if let Some(dc) = distribution.column() {
+        for key in std::iter::once(&primary_key)
+            .filter(|k| !k.is_empty())
+            .chain(uniques.iter())
+        {
+            if !key.iter().any(|k| k == dc) {
+                return Err(CoordError::unsupported(format!(
+                    "unique constraints on a distributed table must include its distribution column \"{dc}\""
+                )));
+            }
+        }
+    }
+    let table = Table {
+        name: name.clone(),
+        oid: 0,
+        columns,
+        primary_key,
+        distribution,
+        group: 0,
+        indexes: vec![],
+    };
+    let schema = shard_schema(&table, &checks, &uniques);
+    place_table(engine, table, opts, vec![schema]).await
+}
+
+/// Chooses or creates the table's group, creates its shards, and records it.
+async fn place_table(
+    engine: &Engine,
+    mut table: Table,
+    opts: TableOptions,
+    schema: Vec<String>,
+) -> Result<(), CoordError> {
+    let catalog = engine.catalog.snapshot();
+    let nodes: Vec<u64> = catalog.nodes.keys().copied().collect();
+    if nodes.is_empty() {
+        return Err(CoordError::Internal(
+            "no storage nodes are registered".into(),
+        ));
+    }
+    let (kind, count, bounds) = match &table.distribution {
+        Distribution::Hash { .. } => (
+            GroupKind::Hash,
+            opts.shards.unwrap_or(engine.config.default_shards),
+            None,
+        ),
+        Distribution::Single => (GroupKind::Hash, 1, None),
+        Distribution::Reference => (GroupKind::Reference, nodes.len() as u32, None),
+        Distribution::Range { column } => {
+            let ty = table.column(column).map(|c| c.ty).unwrap_or(PgType::Text);
+            let bounds = parse_bounds(opts.bounds.as_deref().unwrap_or(""), ty)?;
+            (GroupKind::Range, bounds.len() as u32 + 1, Some(bounds))
+        }
+    };
+    // Hash tables with the same shard count share a group (co-located); one reference group.
+    let existing = catalog.groups.values().find(|g| match kind {
+        GroupKind::Hash => g.kind == GroupKind::Hash && g.shards.len() as u32 == count,
+        GroupKind::Reference => g.kind == GroupKind::Reference,
+        GroupKind::Range => false,
+    });
+    let (group, new_group) = match existing {
+        Some(g) => (g.clone(), None),
+        None => {
+            let first = engine.catalog.reserve_ids(u64::from(count) + 1).await?;
+            let bounds = bounds.unwrap_or_default();
+            let shards = (0..count)
+                .map(|i| Shard {
+                    id: first + 1 + u64::from(i),
+                    index: i,
+                    placements: vec![nodes[(i as usize) % nodes.len()]],
+                    lower: (i > 0).then(|| bounds[i as usize - 1].clone()),
+                    upper: bounds.get(i as usize).cloned(),
+                })
+                .collect();
+            let g = Group {
+                id: first,
+                kind: kind.clone(),
+                shards,
+            };
+            (g.clone(), Some(g))
+        }
+    };
+    table.group = group.id;
+    let shard_kind = if kind == GroupKind::Reference {
+        ShardKind::Reference
+    } else {
+        ShardKind::Sql
+    };
+    let mut done = Vec::new();
+    for s in &group.shards {
+        let t = target(s)?;
+        let node = catalog.node(t.node)?;
+        if let Err(e) = engine
+            .cluster
+            .create_shard(node, s.id, shard_kind, schema.clone())
+            .await
+        {
+            for d in &done {
+                let _ = run_on_shard(
+                    engine,
+                    *d,
+                    format!("DROP TABLE IF EXISTS {}", quote(&table.name)),
+                )
+                .await;
+            }
+            return Err(e);
+        }
+        done.push(t);
+    }
+    engine
+        .catalog
+        .propose(CatalogCommand::CreateTable { table, new_group })
+        .await?;
+    Ok(())
+}
+
+fn parse_bounds(s: &str, ty: PgType) -> Result<Vec<Bound>, CoordError> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        out.push(if ty.is_integer() {
+            Bound::Int(part.parse().map_err(|_| {
+                CoordError::InvalidValue(format!("range bound \"{part}\" is not an integer"))
+            })?)
+        } else {
+            Bound::Text(part.to_string())
+        });
+    }
+    if out.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(CoordError::InvalidValue(
+            "range bounds must be strictly increasing".into(),
+        ));
+    }
+    Ok(out)
+}
+
+async fn run_on_shard(
+    engine: &Engine,
+    t: crate::planner::Target,
+    sql: String,
+) -> Result<(), CoordError> {
+    let catalog = engine.catalog.snapshot();
+    let node = catalog.node(t.node)?;
+    let st = tessera_shared::proto::Statement {
+        sql,
+        params: vec![],
+        returns_rows: false,
+    };
+    engine
+        .cluster
+        .execute(node, t.shard, 0, vec![st])
+        .await
+        .map(|_| ())
+}
+
+async fn run_on_all_shards(engine: &Engine, table: &Table, sql: String) -> Result<(), CoordError> {
+    let catalog = engine.catalog.snapshot();
+    for s in &catalog.group_of(table)?.shards {
+        run_on_shard(engine, target(s)?, sql.clone()).await?;
+    }
+    Ok(())
+}
+
+/// `DROP TABLE`.
+pub async fn drop_tables(
+    engine: &Engine,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<(), CoordError> {
+    for n in names {
+        let name = table_name(n)?;
+        let Some(table) = engine.catalog.snapshot().tables.get(&name).cloned() else {
+            if if_exists {
+                continue;
+            }
+            return Err(CoordError::UndefinedTable(name));
+        };
+        engine
+            .catalog
+            .propose(CatalogCommand::DropTable { name: name.clone() })
+            .await?;
+        // Shards after the catalog: a failure leaves an orphan table file, never a table without shards.
+        if let Err(e) = run_on_all_shards(
+            engine,
+            &table,
+            format!("DROP TABLE IF EXISTS {}", quote(&name)),
+        )
+        .await
+        {
+            tracing::warn!(table = %name, error = %e, "dropping a shard table failed; the shard keeps an orphan copy");
+        }
+    }
+    Ok(())
+}
+
+/// `CREATE INDEX`.
+pub async fn create_index(engine: &Engine, ci: &CreateIndex) -> Result<(), CoordError> {
+    let tname = table_name(&ci.table_name)?;
+    let table = engine.catalog.snapshot().table(&tname)?.clone();
+    let cols = index_columns(&ci.columns);
+    for c in &cols {
+        if table.column(c).is_none() {
+            return Err(CoordError::UndefinedColumn(c.clone()));
+        }
+    }
+    if ci.unique {
+        if let Some(dc) = table.distribution.column() {
+            if !cols.iter().any(|c| c == dc) {
+                return Err(CoordError::unsupported(format!("a unique index on a distributed table must include its distribution column \"{dc}\"")));
+            }
+        }
+    }
+    let name = match &ci.name {
+        Some(n) => table_name(n)?,
+        None => format!("{}_{}_idx", tname, cols.join("_")),
+    };
+    if table.indexes.iter().any(|i| i.name == name) {
+        return if ci.if_not_exists {
+            Ok(())
+        } else {
+            Err(CoordError::DuplicateTable(name))
+        };
+    }
+    let sql = format!(
+        "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+        if ci.unique { "UNIQUE " } else { "" },
+        quote(&name),
+        quote(&tname),
+        cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+    );
+    run_on_all_shards(engine, &table, sql).await?;
+    engine
+        .catalog
+        .propose(CatalogCommand::CreateIndex {
+            table: tname,
+            index: Index {
+                name,
+                columns: cols,
+                unique: ci.unique,
+            },
+        })
+        .await?;
+    Ok(())
+}
+
+/// `ALTER TABLE ... ADD COLUMN`.
+pub async fn alter_table(
+    engine: &Engine,
+    name: &ObjectName,
+    ops: &[AlterTableOperation],
+    ctx: &RewriteCtx,
+) -> Result<(), CoordError> {
+    let tname = table_name(name)?;
+    let table = engine.catalog.snapshot().table(&tname)?.clone();
+    for op in ops {
+        let AlterTableOperation::AddColumn {
+            column_def,
+            if_not_exists,
+            ..
+        } = op
+        else {
+            return Err(CoordError::unsupported(format!(
+                "ALTER TABLE {op} is not supported yet"
+            )));
+        };
+        let cname = ident(&column_def.name);
+        if table.column(&cname).is_some() {
+            if *if_not_exists {
+                continue;
+            }
+            return Err(CoordError::DuplicateColumn(cname));
+        }
+        let ty = pg_type_of(&column_def.data_type)?;
+        let mut col = Column {
+            name: cname.clone(),
+            ty,
+            not_null: false,
+            default: None,
+        };
+        for o in &column_def.options {
+            match &o.option {
+                ColumnOption::NotNull => col.not_null = true,
+                ColumnOption::Null => {}
+                ColumnOption::Default(e) => col.default = Some(default_sql(e, ctx)?),
+                other => {
+                    return Err(CoordError::unsupported(format!(
+                        "ADD COLUMN with {other} is not supported yet"
+                    )))
+                }
+            }
+        }
+        let mut sql = format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            quote(&tname),
+            quote(&cname),
+            ty.sqlite_type()
+        );
+        if col.not_null {
+            sql.push_str(" NOT NULL");
+        }
+        if let Some(d) = &col.default {
+            sql.push_str(&format!(" DEFAULT {d}"));
+        }
+        run_on_all_shards(engine, &table, sql).await?;
+        engine
+            .catalog
+            .propose(CatalogCommand::AddColumn {
+                table: tname.clone(),
+                column: col,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// `SELECT create_distributed_table('t', 'col' [, shard_count])` and `create_reference_table('t')`:
+/// re-places an existing table, moving its rows.
+pub async fn redistribute(
+    engine: &Engine,
+    table: &str,
+    distribution: Distribution,
+    shards: Option<u32>,
+) -> Result<(), CoordError> {
+    let old = engine.catalog.snapshot().table(table)?.clone();
+    if let Some(dc) = distribution.column() {
+        let col = old
+            .column(dc)
+            .ok_or_else(|| CoordError::UndefinedColumn(dc.to_string()))?;
+        let _ = col;
+        if !old.primary_key.is_empty() && !old.primary_key.iter().any(|k| k == dc) {
+            return Err(CoordError::unsupported(format!(
+                "the primary key of \"{table}\" must include the distribution column \"{dc}\""
+            )));
+        }
+    }
+    // Read every row from the old placement.
+    let catalog = engine.catalog.snapshot();
+    let old_group = catalog.group_of(&old)?.clone();
+    let read_targets: Vec<_> = if old_group.kind == GroupKind::Reference {
+        vec![target(&old_group.shards[0])?]
+    } else {
+        old_group
+            .shards
+            .iter()
+            .map(target)
+            .collect::<Result<_, _>>()?
+    };
+    let cols: Vec<String> = old.columns.iter().map(|c| quote(&c.name)).collect();
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    for t in &read_targets {
+        let node = catalog.node(t.node)?;
+        let st = tessera_shared::proto::Statement {
+            sql: format!("SELECT {} FROM {}", cols.join(", "), quote(table)),
+            params: vec![],
+            returns_rows: true,
+        };
+        let r = engine.cluster.execute(node, t.shard, 0, vec![st]).await?;
+        for res in r {
+            rows.extend(
+                res.rows
+                    .into_iter()
+                    .map(|row| row.values.into_iter().map(Value::from).collect()),
+            );
+        }
+    }
+    let uniques: Vec<Vec<String>> = old
+        .indexes
+        .iter()
+        .filter(|i| i.unique)
+        .map(|i| i.columns.clone())
+        .collect();
+    let _ = uniques;
+    let mut new = old.clone();
+    new.distribution = distribution;
+    let schema = shard_schema(&new, &[], &[]);
+    let mut index_sql: Vec<String> = old
+        .indexes
+        .iter()
+        .map(|i| {
+            format!(
+                "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+                if i.unique { "UNIQUE " } else { "" },
+                quote(&i.name),
+                quote(table),
+                i.columns
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect();
+    engine
+        .catalog
+        .propose(CatalogCommand::DropTable {
+            name: table.to_string(),
+        })
+        .await?;
+    run_on_all_shards(
+        engine,
+        &old,
+        format!("DROP TABLE IF EXISTS {}", quote(table)),
+    )
+    .await?;
+    let mut all_schema = vec![schema];
+    all_schema.append(&mut index_sql);
+    place_table(
+        engine,
+        new,
+        TableOptions {
+            shards,
+            ..Default::default()
+        },
+        all_schema,
+    )
+    .await?;
+    // Re-insert the rows through the normal write path (routed by the new distribution).
+    let placed = engine.catalog.snapshot().table(table)?.clone();
+    for chunk in rows.chunks(500) {
+        engine.insert_rows(&placed, chunk).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! Statement dispatch: session commands, DDL, EXPLAIN and planned statements. No sockets here.
+
+use crate::catalog::store::{CatalogStore, FileCatalog};
+use crate::catalog::{CatalogCommand, Distribution, Table};
+use crate::cluster::Cluster;
+use crate::config::CoordinatorConfig;
+use crate::error::CoordError;
+use crate::executor::{self, finish_all};
+use crate::planner::{self, explain::explain, PlanCtx, Planned, Target};
+use crate::session::{default_settings, new_txn_id, OpenTxn, Session};
+use crate::sql::dialect::RewriteCtx;
+use crate::sql::infer::{param_types, OutputColumn};
+use crate::sql::names::{function_name, ident, table_name};
+use crate::sql::params;
+use crate::{ddl, sql};
+use sqlparser::ast::*;
+use std::sync::Arc;
+use tessera_shared::{PgType, Value};
+
+/// How a statement completes (its CommandComplete tag).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// `SELECT n` (rows counted by the protocol layer).
+    Select,
+    /// A command tag such as `INSERT 0 n`, `UPDATE n`, `CREATE TABLE`.
+    Command {
+        /// Tag word(s).
+        name: String,
+        /// Row count, when the tag carries one.
+        rows: Option<u64>,
+    },
+    /// `BEGIN`: the session is now in a transaction block.
+    Begin,
+    /// `COMMIT` or `ROLLBACK`: the transaction block ended.
+    End(&'static str),
+}
+
+/// The result of one statement.
+#[derive(Debug)]
+pub struct QueryResult {
+    /// Columns of the returned rows (empty when none are returned).
+    pub columns: Vec<OutputColumn>,
+    /// Rows.
+    pub rows: Vec<Vec<Value>>,
+    /// Whether rows are returned (a RowDescription is sent).
+    pub returns_rows: bool,
+    /// Completion tag.
+    pub completion: Completion,
+}
+
+impl QueryResult {
+    fn command(name: &str, rows: Option<u64>) -> QueryResult {
+        QueryResult {
+            columns: vec![],
+            rows: vec![],
+            returns_rows: false,
+            completion: Completion::Command {
+                name: name.into(),
+                rows,
+            },
+        }
+    }
+
+    fn text_rows(column: &str, lines: Vec<String>) -> QueryResult {
+        QueryResult {
+            columns: vec![OutputColumn {
+                name: column.into(),
+                ty: PgType::Text,
+            }],
+            rows: lines.into_iter().map(|l| vec![Value::Text(l)]).collect(),
+            returns_rows: true,
+            completion: Completion::Select,
+        }
+    }
+}
+
+/// What Describe reports for a statement.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Parameter types, one per `$n`.
+    pub params: Vec<PgType>,
+    /// Result columns (empty when the statement returns no rows).
+    pub columns: Vec<OutputColumn>,
+}
+
+/// The coordinator's engine: catalog, storage clients and configuration.
+pub struct Engine {
+    /// Catalog store (file-backed now, Raft later).
+    pub catalog: Arc<dyn CatalogStore>,
+    /// Storage node clients.
+    pub cluster: Arc<Cluster>,
+    /// Settings.
+    pub config: CoordinatorConfig,
+}
+
+fn dml_tag(tag: &str, n: u64) -> Completion {
+    match tag {
+        "INSERT" => Completion::Command {
+            name: "INSERT 0".into(),
+            rows: Some(n),
+        },
+        "SELECT" => Completion::Select,
+        other => Completion::Command {
+            name: other.into(),
+            rows: Some(n),
+        },
+    }
+}
+
+/// Returns `(function, args)` for `SELECT f('a', 'b')` without FROM.
+fn utility_call(q: &Query) -> Option<(String, Vec<String>)> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    if !s.from.is_empty() || s.projection.len() != 1 {
+        return None;
+    }
+    let (SelectItem::UnnamedExpr(Expr::Function(f))
+    | SelectItem::ExprWithAlias {
+        expr: Expr::Function(f),
+        ..
+    }) = &s.projection[0]
+    else {
+        return None;
+    };
+    let name = function_name(&f.name);
+    if !matches!(
+        name.as_str(),
+        "create_distributed_table" | "create_reference_table"
+    ) {
+        return None;
+    }
+    let FunctionArguments::List(l) = &f.args else {
+        return Some((name, vec![]));
+    };
+    let args = l
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+                sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        })
+        .collect();
+    Some((name, args))
+}
+
+impl Engine {
+    /// Opens the catalog and registers the configured storage nodes.
+    pub async fn open(config: CoordinatorConfig) -> Result<Engine, CoordError> {
+        let catalog: Arc<dyn CatalogStore> = Arc::new(FileCatalog::open(&config.data_dir)?);
+        for n in &config.storage_nodes {
+            let known = catalog
+                .snapshot()
+                .nodes
+                .values()
+                .any(|x| x.name == n.name && x.addr == n.addr);
+            if !known {
+                catalog
+                    .propose(CatalogCommand::UpsertNode {
+                        name: n.name.clone(),
+                        addr: n.addr.clone(),
+                    })
+                    .await?;
+            }
+        }
+        Ok(Engine {
+            catalog,
+            cluster: Arc::new(Cluster::default()),
+            config,
+        })
+    }
+
+    /// Parses client SQL.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, CoordError> {
+        sql::parse::parse(sql)
+    }
+
+    /// Parameter and result types of a statement, without running it.
+    pub fn describe(&self, stmt: &Statement) -> Result<Described, CoordError> {
+        let catalog = self.catalog.snapshot();
+        let n = params::count(stmt);
+        let params = param_types(stmt, &catalog, n);
+        let columns = match stmt {
+            Statement::Query(q) if utility_call(q).is_some() => vec![OutputColumn {
+                name: utility_call(q).map(|c| c.0).unwrap_or_default(),
+                ty: PgType::Text,
+            }],
+            Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_) => {
+                // Plan with NULL parameters: the columns do not depend on values.
+                let rctx = RewriteCtx::new("", "");
+                let nulls = vec![Value::Null; n];
+                match planner::plan(
+                    stmt,
+                    &PlanCtx {
+                        catalog: &catalog,
+                        params: &nulls,
+                        rewrite: &rctx,
+                    },
+                ) {
+                    Ok(p) => p.columns,
+                    Err(e) => return Err(e),
+                }
+            }
+            Statement::Explain { .. } => vec![OutputColumn {
+                name: "QUERY PLAN".into(),
+                ty: PgType::Text,
+            }],
+            Statement::ShowVariable { variable } => crate::engine_show::show_columns(variable),
+            _ => vec![],
+        };
+        Ok(Described { params, columns })
+    }
+
+    /// Runs one statement for `session`, with Postgres transaction-block semantics.
+    pub async fn execute(
+        &self,
+        session: &mut Session,
+        stmt: &Statement,
+        params: &[Value],
+    ) -> Result<QueryResult, CoordError> {
+        match stmt {
+            Statement::StartTransaction { .. } => {
+                if session.txn.is_none() {
+                    session.txn = Some(OpenTxn {
+                        id: new_txn_id(),
+                        touched: Default::default(),
+                        failed: false,
+                    });
+                }
+                return Ok(QueryResult {
+                    completion: Completion::Begin,
+                    ..QueryResult::command("BEGIN", None)
+                });
+            }
+            Statement::Commit { .. } => {
+                let Some(txn) = session.txn.take() else {
+                    return Ok(QueryResult {
+                        completion: Completion::End("COMMIT"),
+                        ..QueryResult::command("COMMIT", None)
+                    });
+                };
+                let targets: Vec<Target> = txn.touched.iter().copied().collect();
+                if txn.failed {
+                    let _ = finish_all(self, &targets, txn.id, false).await;
+                    return Ok(QueryResult {
+                        completion: Completion::End("ROLLBACK"),
+                        ..QueryResult::command("ROLLBACK", None)
+                    });
+                }
+                finish_all(self, &targets, txn.id, true).await?;
+                return Ok(QueryResult {
+                    completion: Completion::End("COMMIT"),
+                    ..QueryResult::command("COMMIT", None)
+                });
+            }
+            Statement::Rollback {
+                savepoint: None, ..
+            } => {
+                if let Some(txn) = session.txn.take() {
+                    let targets: Vec<Target> = txn.touched.iter().copied().collect();
+                    if let Err(e) = finish_all(self, &targets, txn.id, false).await {
+                        tracing::warn!(error = %e, "rollback failed on a shard; it rolls back on its idle timeout");
+                    }
+                }
+                return Ok(QueryResult {
+                    completion: Completion::End("ROLLBACK"),
+                    ..QueryResult::command("ROLLBACK", None)
+                });
+            }
+            _ => {}
+        }
+        if session.txn.as_ref().is_some_and(|t| t.failed) {
+            return Err(CoordError::TxnAborted);
+        }
+        let result = self.execute_in_txn(session, stmt, params).await;
+        if result.is_err() {
+            if let Some(t) = session.txn.as_mut() {
+                t.failed = true;
+            }
+        }
+        result
+    }
+
+    async fn execute_in_txn(
+        &self,
+        session: &mut Session,
+        stmt: &Statement,
+        params: &[Value],
+    ) -> Result<QueryResult, CoordError> {
+        let rctx = RewriteCtx::new(&session.user, &session.database);
+        match stmt {
+            Statement::Set(set) => crate::engine_show::set(session, set),
+            Statement::ShowVariable { variable } => {
+                crate::engine_show::show(self, session, variable).await
+            }
+            Statement::Reset(r) => {
+                match &r.reset {
+                    Reset::ALL => session.settings = default_settings(),
+                    Reset::ConfigurationParameter(name) => {
+                        let n = function_name(name);
+                        if let Some(d) = default_settings().get(&n) {
+                            session.settings.insert(n, d.clone());
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(QueryResult::command("RESET", None))
+            }
+            Statement::Discard { .. } => {
+                if session.txn.is_some() {
+                    return Err(CoordError::TxnState(
+                        "DISCARD ALL cannot run inside a transaction block".into(),
+                    ));
+                }
+                session.settings = default_settings();
+                Ok(QueryResult::command("DISCARD ALL", None))
+            }
+            Statement::CreateTable(ct) => {
+                ddl::create_table(self, ct, &rctx).await?;
+                Ok(QueryResult::command("CREATE TABLE", None))
+            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                if_exists,
+                ..
+            } => {
+                ddl::drop_tables(self, names, *if_exists).await?;
+                Ok(QueryResult::command("DROP TABLE", None))
+            }
+            Statement::CreateIndex(ci) => {
+                ddl::create_index(self, ci).await?;
+                Ok(QueryResult::command("CREATE INDEX", None))
+            }
+            Statement::AlterTable(at) => {
+                ddl::alter_table(self, &at.name, &at.operations, &rctx).await?;
+                Ok(QueryResult::command("ALTER TABLE", None))
+            }
+            Statement::Truncate(t) => {
+                for target in &t.table_names {
+                    let name = table_name(&target.name)?;
+                    let planned = self.plan(&Statement::Delete(delete_all(&name)), &[], &rctx)?;
+                    executor::execute(self, session, &planned, &[]).await?;
+                }
+                Ok(QueryResult::command("TRUNCATE TABLE", None))
+            }
+            Statement::Explain {
+                statement, analyze, ..
+            } => {
+                if *analyze {
+                    return Err(CoordError::unsupported(
+                        "EXPLAIN ANALYZE is not supported yet",
+                    ));
+                }
+                let planned = self.plan(statement, params, &rctx)?;
+                Ok(QueryResult::text_rows(
+                    "QUERY PLAN",
+                    explain(&planned, &self.catalog.snapshot()),
+                ))
+            }
+            Statement::Query(q) if utility_call(q).is_some() => {
+                let (name, args) = utility_call(q).unwrap_or_default();
+                let table = args
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| CoordError::Syntax(format!("{name} needs a table name")))?;
+                let table = table.to_lowercase();
+                if name == "create_reference_table" {
+                    ddl::redistribute(self, &table, Distribution::Reference, None).await?;
+                } else {
+                    let column = args.get(1).cloned().ok_or_else(|| {
+                        CoordError::Syntax(format!("{name} needs a distribution column"))
+                    })?;
+                    let shards = args.get(2).and_then(|s| s.parse().ok());
+                    ddl::redistribute(
+                        self,
+                        &table,
+                        Distribution::Hash {
+                            column: column.to_lowercase(),
+                        },
+                        shards,
+                    )
+                    .await?;
+                }
+                Ok(QueryResult {
+                    columns: vec![OutputColumn {
+                        name,
+                        ty: PgType::Text,
+                    }],
+                    rows: vec![vec![Value::Text(String::new())]],
+                    returns_rows: true,
+                    completion: Completion::Select,
+                })
+            }
+            Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_) => {
+                let planned = self.plan(stmt, params, &rctx)?;
+                let returns_rows =
+                    matches!(stmt, Statement::Query(_)) || !planned.columns.is_empty();
+                let rs = executor::execute(self, session, &planned, params).await?;
+                Ok(QueryResult {
+                    columns: planned.columns,
+                    returns_rows,
+                    completion: dml_tag(planned.tag, rs.affected),
+                    rows: rs.rows,
+                })
+            }
+            other => Err(CoordError::unsupported(format!(
+                "statement not supported yet: {}",
+                other
+                    .to_string()
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))),
+        }
+    }
+
+    /// Plans a query or DML statement against the current catalog.
+    pub fn plan(
+        &self,
+        stmt: &Statement,
+        params: &[Value],
+        rctx: &RewriteCtx,
+    ) -> Result<Planned, CoordError> {
+        let catalog = self.catalog.snapshot();
+        planner::plan(
+            stmt,
+            &PlanCtx {
+                catalog: &catalog,
+                params,
+                rewrite: rctx,
+            },
+        )
+    }
+
+    /// Inserts rows (all columns, catalog order) through the normal routed write path.
+    pub async fn insert_rows(&self, table: &Table, rows: &[Vec<Value>]) -> Result<(), CoordError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let width = table.columns.len();
+        let mut values = Vec::new();
+        let mut params = Vec::new();
+        for row in rows {
+            let marks: Vec<String> = (0..width)
+                .map(|i| format!("${}", params.len() + i + 1))
+                .collect();
+            values.push(format!("({})", marks.join(", ")));
+            params.extend(row.iter().cloned());
+        }
+        let cols: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| crate::sql::names::quote(&c.name))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES {}",
+            crate::sql::names::quote(&table.name),
+            cols.join(", "),
+            values.join(", ")
+        );
+        let stmt = self
+            .parse(&sql)?
+            .pop()
+            .ok_or_else(|| CoordError::Internal("empty insert".into()))?;
+        let mut session = Session::new("tessera", "postgres");
+        let planned = self.plan(&stmt, &params, &RewriteCtx::new("tessera", "postgres"))?;
+        executor::execute(self, &mut session, &planned, &params).await?;
+        Ok(())
+    }
+}
+
+fn delete_all(table: &str) -> Delete {
+    let sql = format!("DELETE FROM {}", crate::sql::names::quote(table));
+    match sql::parse::parse(&sql).ok().and_then(|mut v| v.pop()) {
+        Some(Statement::Delete(d)) => d,
+        _ => unreachable!("DELETE FROM always parses"),
+    }
+}
+
+/// Lower-cased identifier list as one dotted name.
+pub fn dotted(parts: &[Ident]) -> String {
+    parts.iter().map(ident).collect::<Vec<_>>().join(".")
+}

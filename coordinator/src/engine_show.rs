@@ -1,0 +1,281 @@
+//! SET and SHOW: session settings, and the cluster views behind `tessera admin` (`SHOW tessera.nodes` ...).
+
+use crate::catalog::{Distribution, GroupKind};
+use crate::engine::{dotted, Completion, Engine, QueryResult};
+use crate::error::CoordError;
+use crate::session::Session;
+use crate::sql::infer::OutputColumn;
+use crate::sql::names::function_name;
+use sqlparser::ast::{Expr, Ident, Set};
+use tessera_shared::{PgType, Value};
+
+fn setting_value(values: &[Expr]) -> String {
+    values
+        .iter()
+        .map(|v| match v {
+            Expr::Value(v) => match &v.value {
+                sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+                other => other.to_string(),
+            },
+            Expr::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `SET name = value` (session and LOCAL scope are treated alike).
+pub fn set(session: &mut Session, set: &Set) -> Result<QueryResult, CoordError> {
+    match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
+            let name = function_name(variable);
+            let value = setting_value(values);
+            if value.eq_ignore_ascii_case("default") {
+                if let Some(d) = crate::session::default_settings().get(&name) {
+                    session.settings.insert(name, d.clone());
+                }
+            } else {
+                session.settings.insert(name, value);
+            }
+        }
+        Set::SetTimeZone { value, .. } => {
+            session.settings.insert(
+                "timezone".into(),
+                setting_value(std::slice::from_ref(value)),
+            );
+        }
+        Set::SetNames { charset_name, .. } => {
+            session
+                .settings
+                .insert("client_encoding".into(), charset_name.to_string());
+        }
+        Set::SetTransaction { .. } | Set::SetSessionAuthorization(_) | Set::SetRole { .. } => {}
+        other => {
+            return Err(CoordError::unsupported(format!(
+                "{other} is not supported yet"
+            )))
+        }
+    }
+    Ok(QueryResult {
+        columns: vec![],
+        rows: vec![],
+        returns_rows: false,
+        completion: Completion::Command {
+            name: "SET".into(),
+            rows: None,
+        },
+    })
+}
+
+fn cols(names: &[(&str, PgType)]) -> Vec<OutputColumn> {
+    names
+        .iter()
+        .map(|(n, t)| OutputColumn {
+            name: n.to_string(),
+            ty: *t,
+        })
+        .collect()
+}
+
+/// Columns `SHOW <variable>` returns.
+pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
+    match dotted(variable).as_str() {
+        "all" => cols(&[
+            ("name", PgType::Text),
+            ("setting", PgType::Text),
+            ("description", PgType::Text),
+        ]),
+        "tessera.nodes" => cols(&[
+            ("id", PgType::Int8),
+            ("name", PgType::Text),
+            ("address", PgType::Text),
+            ("status", PgType::Text),
+            ("pid", PgType::Int8),
+            ("shards", PgType::Int8),
+        ]),
+        "tessera.tables" => cols(&[
+            ("name", PgType::Text),
+            ("distribution", PgType::Text),
+            ("column", PgType::Text),
+            ("shards", PgType::Int8),
+            ("group", PgType::Int8),
+            ("columns", PgType::Text),
+        ]),
+        "tessera.shards" => cols(&[
+            ("shard", PgType::Int8),
+            ("group", PgType::Int8),
+            ("kind", PgType::Text),
+            ("range", PgType::Text),
+            ("node", PgType::Text),
+            ("tables", PgType::Text),
+            ("rows", PgType::Int8),
+            ("bytes", PgType::Int8),
+        ]),
+        name => cols(&[(name, PgType::Text)]),
+    }
+}
+
+fn result(variable: &[Ident], rows: Vec<Vec<Value>>) -> QueryResult {
+    QueryResult {
+        columns: show_columns(variable),
+        rows,
+        returns_rows: true,
+        completion: Completion::Command {
+            name: "SHOW".into(),
+            rows: None,
+        },
+    }
+}
+
+/// `SHOW name`, `SHOW ALL`, and the `tessera.*` cluster views.
+pub async fn show(
+    engine: &Engine,
+    session: &Session,
+    variable: &[Ident],
+) -> Result<QueryResult, CoordError> {
+    let name = dotted(variable);
+    let text = |s: &str| Value::Text(s.to_string());
+    let rows = match name.as_str() {
+        "all" => session
+            .settings
+            .iter()
+            .map(|(k, v)| vec![text(k), text(v), text("")])
+            .collect(),
+        "tessera.nodes" => {
+            let catalog = engine.catalog.snapshot();
+            let mut rows = Vec::new();
+            for n in catalog.nodes.values() {
+                let shards = catalog
+                    .groups
+                    .values()
+                    .flat_map(|g| &g.shards)
+                    .filter(|s| s.placements.contains(&n.id))
+                    .count();
+                let (status, pid) = match engine.cluster.stats(n).await {
+                    Ok(s) => ("up", Value::Integer(i64::from(s.pid))),
+                    Err(_) => ("down", Value::Null),
+                };
+                rows.push(vec![
+                    Value::Integer(n.id as i64),
+                    text(&n.name),
+                    text(&n.addr),
+                    text(status),
+                    pid,
+                    Value::Integer(shards as i64),
+                ]);
+            }
+            rows
+        }
+        "tessera.tables" => {
+            let catalog = engine.catalog.snapshot();
+            catalog
+                .tables
+                .values()
+                .map(|t| {
+                    let (dist, col) = match &t.distribution {
+                        Distribution::Hash { column } => ("hash", Value::Text(column.clone())),
+                        Distribution::Range { column } => ("range", Value::Text(column.clone())),
+                        Distribution::Reference => ("reference", Value::Null),
+                        Distribution::Single => ("single", Value::Null),
+                    };
+                    let shards = catalog
+                        .groups
+                        .get(&t.group)
+                        .map(|g| g.shards.len())
+                        .unwrap_or(0);
+                    let columns: Vec<String> = t
+                        .columns
+                        .iter()
+                        .map(|c| format!("{} {}", c.name, c.ty.name()))
+                        .collect();
+                    vec![
+                        text(&t.name),
+                        text(dist),
+                        col,
+                        Value::Integer(shards as i64),
+                        Value::Integer(t.group as i64),
+                        text(&columns.join(", ")),
+                    ]
+                })
+                .collect()
+        }
+        "tessera.shards" => shard_rows(engine).await?,
+        other => match session.settings.get(other) {
+            Some(v) => vec![vec![text(v)]],
+            None => {
+                return Err(CoordError::Storage {
+                    sqlstate: "42704".into(),
+                    message: format!("unrecognized configuration parameter \"{other}\""),
+                })
+            }
+        },
+    };
+    Ok(result(variable, rows))
+}
+
+async fn shard_rows(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
+    let catalog = engine.catalog.snapshot();
+    let mut stats = std::collections::HashMap::new();
+    for n in catalog.nodes.values() {
+        if let Ok(s) = engine.cluster.stats(n).await {
+            for sh in s.shards {
+                stats.insert((n.id, sh.shard_id), sh);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for g in catalog.groups.values() {
+        let tables: Vec<String> = catalog
+            .tables
+            .values()
+            .filter(|t| t.group == g.id)
+            .map(|t| t.name.clone())
+            .collect();
+        for s in &g.shards {
+            let node = s.placements.first().copied().unwrap_or(0);
+            let node_name = catalog
+                .nodes
+                .get(&node)
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
+            let range = match g.kind {
+                GroupKind::Hash => {
+                    let (lo, hi) =
+                        tessera_shared::hash::token_range(s.index, g.shards.len() as u32);
+                    format!("hash [{lo}, {hi}]")
+                }
+                GroupKind::Range => format!(
+                    "[{}, {})",
+                    s.lower
+                        .as_ref()
+                        .map(|b| format!("{b:?}"))
+                        .unwrap_or_else(|| "-inf".into()),
+                    s.upper
+                        .as_ref()
+                        .map(|b| format!("{b:?}"))
+                        .unwrap_or_else(|| "+inf".into())
+                ),
+                GroupKind::Reference => "full copy".into(),
+            };
+            let st = stats.get(&(node, s.id));
+            let count: Option<u64> =
+                st.map(|st| tables.iter().filter_map(|t| st.rows.get(t)).sum());
+            rows.push(vec![
+                Value::Integer(s.id as i64),
+                Value::Integer(g.id as i64),
+                Value::Text(format!("{:?}", g.kind).to_lowercase()),
+                Value::Text(range),
+                Value::Text(node_name),
+                Value::Text(tables.join(", ")),
+                count
+                    .map(|c| Value::Integer(c as i64))
+                    .unwrap_or(Value::Null),
+                st.map(|st| Value::Integer(st.bytes as i64))
+                    .unwrap_or(Value::Null),
+            ]);
+        }
+    }
+    Ok(rows)
+}

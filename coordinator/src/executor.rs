@@ -1,0 +1,250 @@
+//! Runs plans: fans statements out to shards, keeps multi-shard writes atomic, and merges results.
+//!
+//! Transactions: inside `BEGIN` every statement carries the session's transaction
+//! id, so each shard keeps one open SQLite transaction for it; `COMMIT` commits
+//! them all. An autocommit write that touches several shards gets its own
+//! transaction id the same way and is committed only after every shard
+//! succeeded; any failure rolls back every shard.
+
+use crate::catalog::Catalog;
+use crate::engine::Engine;
+use crate::error::CoordError;
+use crate::merge::{concat, merge_sorted};
+use crate::planner::{Merge, Plan, Planned, Target};
+use crate::scratch::{self, Loaded};
+use crate::session::{new_txn_id, Session};
+use futures::future::join_all;
+use tessera_shared::proto::{self, StatementResult};
+use tessera_shared::Value;
+
+/// Rows and affected-row count of an executed statement.
+#[derive(Debug, Default)]
+pub struct ResultSet {
+    /// Result rows (RETURNING rows for DML).
+    pub rows: Vec<Vec<Value>>,
+    /// Rows inserted, updated or deleted (rows returned for queries).
+    pub affected: u64,
+}
+
+fn to_rows(r: StatementResult) -> (Vec<Vec<Value>>, u64) {
+    let rows = r
+        .rows
+        .into_iter()
+        .map(|row| row.values.into_iter().map(Value::from).collect())
+        .collect();
+    (rows, r.rows_affected)
+}
+
+async fn run_tasks(
+    engine: &Engine,
+    catalog: &Catalog,
+    tasks: Vec<(Target, String)>,
+    params: &[Value],
+    txn_id: u64,
+) -> Vec<Result<(Vec<Vec<Value>>, u64), CoordError>> {
+    let proto_params: Vec<proto::Value> = params.iter().cloned().map(proto::Value::from).collect();
+    let futs = tasks.into_iter().map(|(t, sql)| {
+        let params = proto_params.clone();
+        async move {
+            let node = catalog.node(t.node)?;
+            let st = proto::Statement {
+                sql,
+                params,
+                returns_rows: true,
+            };
+            let mut results = engine
+                .cluster
+                .execute(node, t.shard, txn_id, vec![st])
+                .await?;
+            let first = results
+                .pop()
+                .ok_or_else(|| CoordError::Internal("storage returned no result".into()))?;
+            Ok(to_rows(first))
+        }
+    });
+    join_all(futs).await
+}
+
+/// Commits or rolls back `txn_id` on every target. Returns the first failure; a commit that
+/// fails after another shard committed is reported as a partial commit.
+pub async fn finish_all(
+    engine: &Engine,
+    targets: &[Target],
+    txn_id: u64,
+    commit: bool,
+) -> Result<(), CoordError> {
+    let catalog = engine.catalog.snapshot();
+    let futs = targets.iter().map(|t| {
+        let catalog = catalog.clone();
+        async move {
+            let node = catalog.node(t.node)?;
+            engine
+                .cluster
+                .finish_txn(node, t.shard, txn_id, commit)
+                .await
+        }
+    });
+    let results = join_all(futs).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    for (t, r) in targets.iter().zip(results) {
+        if let Err(e) = r {
+            if commit && ok > 0 {
+                tracing::error!(txn_id, shard = t.shard, error = %e, "commit failed after other shards committed");
+                return Err(CoordError::PartialCommit {
+                    shard: t.shard,
+                    reason: e.to_string(),
+                });
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Executes a planned statement for `session`.
+pub async fn execute(
+    engine: &Engine,
+    session: &mut Session,
+    planned: &Planned,
+    params: &[Value],
+) -> Result<ResultSet, CoordError> {
+    let catalog = engine.catalog.snapshot();
+    match &planned.plan {
+        Plan::Local { sql } => {
+            let rows = scratch::query(vec![], sql.clone(), params.to_vec()).await?;
+            Ok(ResultSet {
+                affected: rows.len() as u64,
+                rows,
+            })
+        }
+        Plan::Distributed {
+            tasks,
+            merge,
+            write,
+        } => {
+            let targets: Vec<Target> = tasks.iter().map(|t| t.target).collect();
+            let work: Vec<(Target, String)> =
+                tasks.iter().map(|t| (t.target, t.sql.clone())).collect();
+            let (txn_id, implicit) = match &mut session.txn {
+                Some(txn) => {
+                    txn.touched.extend(targets.iter().copied());
+                    (txn.id, false)
+                }
+                None if *write && tasks.len() > 1 => (new_txn_id(), true),
+                None => (0, false),
+            };
+            let results = run_tasks(engine, &catalog, work, params, txn_id).await;
+            let mut outputs = Vec::with_capacity(results.len());
+            let mut failure = None;
+            for r in results {
+                match r {
+                    Ok(o) => outputs.push(o),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            if implicit {
+                if let Some(e) = failure {
+                    if let Err(rb) = finish_all(engine, &targets, txn_id, false).await {
+                        tracing::warn!(error = %rb, "rollback after a failed multi-shard write failed; shards roll back on their idle timeout");
+                    }
+                    return Err(e);
+                }
+                finish_all(engine, &targets, txn_id, true).await?;
+            } else if let Some(e) = failure {
+                return Err(e);
+            }
+            merge_results(merge, outputs, params).await
+        }
+        Plan::Pull { tables, sql, .. } => {
+            let txn_id = match &mut session.txn {
+                Some(txn) => {
+                    for t in tables {
+                        txn.touched.extend(t.targets.iter().copied());
+                    }
+                    txn.id
+                }
+                None => 0,
+            };
+            let mut loaded = Vec::new();
+            for t in tables {
+                let cols: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|c| crate::sql::names::quote(&c.name))
+                    .collect();
+                let sql = format!(
+                    "SELECT {} FROM {}",
+                    cols.join(", "),
+                    crate::sql::names::quote(&t.name)
+                );
+                let work = t.targets.iter().map(|x| (*x, sql.clone())).collect();
+                let mut rows = Vec::new();
+                for r in run_tasks(engine, &catalog, work, &[], txn_id).await {
+                    rows.extend(r?.0);
+                }
+                loaded.push(Loaded::table(&t.name, &t.columns, rows));
+            }
+            let rows = scratch::query(loaded, sql.clone(), params.to_vec()).await?;
+            Ok(ResultSet {
+                affected: rows.len() as u64,
+                rows,
+            })
+        }
+    }
+}
+
+async fn merge_results(
+    merge: &Merge,
+    outputs: Vec<(Vec<Vec<Value>>, u64)>,
+    params: &[Value],
+) -> Result<ResultSet, CoordError> {
+    let affected: u64 = outputs.iter().map(|o| o.1).sum();
+    let mut outputs = outputs;
+    Ok(match merge {
+        Merge::Single | Merge::FirstOnly => {
+            let (rows, affected) = if outputs.is_empty() {
+                (vec![], 0)
+            } else {
+                outputs.swap_remove(0)
+            };
+            ResultSet { rows, affected }
+        }
+        Merge::Concat { limit, offset } => {
+            let rows = concat(outputs.into_iter().map(|o| o.0).collect(), *limit, *offset);
+            ResultSet { rows, affected }
+        }
+        Merge::Sort {
+            keys,
+            limit,
+            offset,
+            visible,
+        } => {
+            let rows = merge_sorted(
+                outputs.into_iter().map(|o| o.0).collect(),
+                keys,
+                *limit,
+                *offset,
+                *visible,
+            );
+            ResultSet {
+                affected: rows.len() as u64,
+                rows,
+            }
+        }
+        Merge::Final { sql, width } => {
+            let partials: Vec<Vec<Value>> = outputs.into_iter().flat_map(|o| o.0).collect();
+            let rows = scratch::query(
+                vec![Loaded::partials(*width, partials)],
+                sql.clone(),
+                params.to_vec(),
+            )
+            .await?;
+            ResultSet {
+                affected: rows.len() as u64,
+                rows,
+            }
+        }
+    })
+}

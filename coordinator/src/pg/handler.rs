@@ -1,0 +1,261 @@
+//! Simple and extended query handlers: parse, hand statements to the engine, encode results.
+
+use super::encode::{decode_param, encode_row, fields, param_wire_type};
+use super::errors::to_pgwire;
+use crate::engine::{Completion, Described, Engine, QueryResult};
+use crate::error::CoordError;
+use crate::executor::finish_all;
+use crate::planner::Target;
+use crate::session::Session;
+use async_trait::async_trait;
+use futures::stream;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::{ClientInfo, Type, METADATA_DATABASE, METADATA_USER};
+use pgwire::error::{ErrorInfo, PgWireResult};
+use sqlparser::ast::Statement;
+use std::sync::Arc;
+use tessera_shared::{PgType, Value};
+
+/// A parsed statement kept by the extended protocol.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The statement (None for an empty query).
+    pub stmt: Option<Statement>,
+    /// Parameter and result types.
+    pub described: Described,
+}
+
+/// A connection's session, rolled back if the client disconnects inside a transaction.
+pub struct Slot {
+    session: tokio::sync::Mutex<Session>,
+    engine: Arc<Engine>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(txn) = self.session.get_mut().txn.take() else {
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let engine = self.engine.clone();
+        let targets: Vec<Target> = txn.touched.into_iter().collect();
+        handle.spawn(async move {
+            if let Err(e) = finish_all(&engine, &targets, txn.id, false).await {
+                tracing::warn!(error = %e, "rollback of a disconnected session failed; shards roll back on idle timeout");
+            }
+        });
+    }
+}
+
+/// The query handler shared by all connections.
+pub struct QueryHandler {
+    engine: Arc<Engine>,
+    parser: Arc<TesseraParser>,
+}
+
+impl QueryHandler {
+    /// A handler over `engine`.
+    pub fn new(engine: Arc<Engine>) -> QueryHandler {
+        QueryHandler {
+            parser: Arc::new(TesseraParser {
+                engine: engine.clone(),
+            }),
+            engine,
+        }
+    }
+
+    fn slot<C: ClientInfo>(&self, client: &C) -> Arc<Slot> {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "postgres".into());
+        let db = client
+            .metadata()
+            .get(METADATA_DATABASE)
+            .cloned()
+            .unwrap_or_else(|| user.clone());
+        let engine = self.engine.clone();
+        client.session_extensions().get_or_insert_with(|| Slot {
+            session: tokio::sync::Mutex::new(Session::new(&user, &db)),
+            engine,
+        })
+    }
+}
+
+fn response(r: QueryResult, format: &Format) -> PgWireResult<Response> {
+    if r.returns_rows {
+        let schema = Arc::new(fields(&r.columns, format));
+        let mut enc = DataRowEncoder::new(schema.clone());
+        let mut rows = Vec::with_capacity(r.rows.len());
+        for row in &r.rows {
+            encode_row(&mut enc, row, &r.columns, &schema)?;
+            rows.push(Ok(enc.take_row()));
+        }
+        let mut resp = QueryResponse::new(schema, stream::iter(rows));
+        if let Completion::Command { name, .. } = &r.completion {
+            resp.set_command_tag(name);
+        }
+        return Ok(Response::Query(resp));
+    }
+    Ok(match r.completion {
+        Completion::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+        Completion::End(t) => Response::TransactionEnd(Tag::new(t)),
+        Completion::Select => Response::Execution(Tag::new("SELECT").with_rows(r.rows.len())),
+        Completion::Command { name, rows } => {
+            let tag = match name.strip_suffix(" 0") {
+                Some(base) => Tag::new(base).with_oid(0),
+                None => Tag::new(&name),
+            };
+            Response::Execution(match rows {
+                Some(n) => tag.with_rows(n as usize),
+                None => tag,
+            })
+        }
+    })
+}
+
+fn error_info(e: CoordError) -> Box<ErrorInfo> {
+    match to_pgwire(e) {
+        pgwire::error::PgWireError::UserError(info) => info,
+        other => Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "XX000".into(),
+            other.to_string(),
+        )),
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for QueryHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let stmts = self.engine.parse(query).map_err(to_pgwire)?;
+        let slot = self.slot(client);
+        let mut session = slot.session.lock().await;
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            match self.engine.execute(&mut session, stmt, &[]).await {
+                Ok(r) => out.push(response(r, &Format::UnifiedText)?),
+                Err(e) => {
+                    // Postgres stops a multi-statement query at its first error.
+                    out.push(Response::Error(error_info(e)));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses and describes statements for the extended protocol.
+pub struct TesseraParser {
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl QueryParser for TesseraParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut stmts = self.engine.parse(sql).map_err(to_pgwire)?;
+        if stmts.len() > 1 {
+            return Err(to_pgwire(CoordError::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            )));
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
+        let described = self.engine.describe(&stmt).map_err(to_pgwire)?;
+        Ok(Some(Prepared {
+            stmt: Some(stmt),
+            described,
+        }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(stmt
+            .described
+            .params
+            .iter()
+            .map(|t| param_wire_type(*t))
+            .collect())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(fields(
+            &stmt.described.columns,
+            format.unwrap_or(&Format::UnifiedText),
+        ))
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for QueryHandler {
+    type Statement = Prepared;
+    type QueryParser = TesseraParser;
+
+    fn query_parser(&self) -> Arc<TesseraParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let prepared = &portal.statement.statement;
+        let Some(stmt) = &prepared.stmt else {
+            return Ok(Response::EmptyQuery);
+        };
+        let mut params = Vec::with_capacity(portal.parameters.len());
+        for (i, raw) in portal.parameters.iter().enumerate() {
+            // The client's declared type wins; otherwise the one we described.
+            let declared = portal
+                .statement
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .and_then(|t| PgType::from_oid(t.oid()));
+            let ty = declared
+                .or_else(|| prepared.described.params.get(i).copied())
+                .unwrap_or(PgType::Text);
+            let v: Value = decode_param(raw.as_deref(), portal.parameter_format.is_binary(i), ty)
+                .map_err(to_pgwire)?;
+            params.push(v);
+        }
+        let slot = self.slot(client);
+        let mut session = slot.session.lock().await;
+        let r = self
+            .engine
+            .execute(&mut session, stmt, &params)
+            .await
+            .map_err(to_pgwire)?;
+        response(r, &portal.result_column_format)
+    }
+}

@@ -1,0 +1,34 @@
+//! The PostgreSQL wire protocol layer: translates pgwire calls into [`crate::Engine`] calls and back.
+//!
+//! - [`startup`]: connection start-up (trust authentication, server parameters).
+//! - [`handler`]: simple and extended query handlers.
+//! - [`encode`]: values to text or binary wire format; row descriptions.
+//! - [`errors`]: [`crate::CoordError`] to an ErrorResponse with its SQLSTATE.
+
+pub mod encode;
+pub mod errors;
+pub mod handler;
+pub mod startup;
+
+use pgwire::api::PgWireServerHandlers;
+use std::sync::Arc;
+
+/// Hands pgwire the handlers of a connection.
+pub struct Handlers {
+    /// Query handling.
+    pub queries: Arc<handler::QueryHandler>,
+    /// Start-up.
+    pub startup: Arc<startup::Startup>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.queries.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        self.queries.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        self.startup.clone()
+    }
+}

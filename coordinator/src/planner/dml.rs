@@ -1,0 +1,372 @@
+//! Planning of INSERT, UPDATE and DELETE: rows routed by their distribution key, writes to every copy of reference tables.
+
+use super::route::{const_value, dist_key, names_for, prune, shard_for};
+use super::select::referenced_tables;
+use super::{target, Merge, Plan, PlanCtx, Planned, ShardTask};
+use crate::catalog::{Distribution, GroupKind, Table};
+use crate::error::CoordError;
+use crate::sql::dialect::{render, rewrite};
+use crate::sql::infer::projection_columns;
+use crate::sql::names::{ident, table_name};
+use sqlparser::ast::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+fn returning_columns(
+    ret: &Option<Vec<SelectItem>>,
+    table: &Table,
+    ctx: &PlanCtx<'_>,
+) -> Vec<crate::sql::infer::OutputColumn> {
+    match ret {
+        Some(items) => projection_columns(items, &vec![(table.name.clone(), table)], ctx.catalog),
+        None => vec![],
+    }
+}
+
+fn write_merge(table: &Table, ctx: &PlanCtx<'_>, n: usize) -> Result<Merge, CoordError> {
+    let group = ctx.catalog.group_of(table)?;
+    Ok(if group.kind == GroupKind::Reference {
+        Merge::FirstOnly
+    } else if n == 1 {
+        Merge::Single
+    } else {
+        Merge::Concat {
+            limit: None,
+            offset: 0,
+        }
+    })
+}
+
+/// Subqueries in DML see only one shard's rows: refuse them unless the table has one shard.
+fn check_no_foreign_tables(
+    node: &impl Visit,
+    table: &Table,
+    ctx: &PlanCtx<'_>,
+) -> Result<(), CoordError> {
+    let names = referenced_tables(node, &BTreeSet::new())?;
+    for n in &names {
+        let t = ctx.catalog.table(n)?;
+        if t.name != table.name && t.distribution != Distribution::Reference {
+            return Err(CoordError::unsupported(format!(
+                "a write to \"{}\" that reads \"{}\" is not supported yet (only reference tables may be read)",
+                table.name, t.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// INSERT ... VALUES: each row goes to the shard its key hashes to.
+pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
+    let TableObject::TableName(name) = &ins.table else {
+        return Err(CoordError::unsupported("INSERT into a table function"));
+    };
+    let table = ctx.catalog.table(&table_name(name)?)?;
+    let group = ctx.catalog.group_of(table)?;
+    let columns = returning_columns(&ins.returning, table, ctx);
+    let mut ins = ins.clone();
+    rewrite(&mut ins, ctx.rewrite)?;
+    check_no_foreign_tables(&ins, table, ctx)?;
+    let col_names: Vec<String> = if ins.columns.is_empty() {
+        table.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        ins.columns
+            .iter()
+            .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident))
+            .collect()
+    };
+    for c in &col_names {
+        if table.column(c).is_none() {
+            return Err(CoordError::UndefinedColumn(c.clone()));
+        }
+    }
+    let rows =
+        match ins.source.as_deref().map(|q| q.body.as_ref()) {
+            Some(SetExpr::Values(v)) => v.rows.clone(),
+            _ => return Err(CoordError::unsupported(
+                "INSERT ... SELECT and DEFAULT VALUES are not supported yet on distributed tables",
+            )),
+        };
+    if rows.iter().any(|r| r.len() != col_names.len()) {
+        return Err(CoordError::Syntax(
+            "INSERT has more expressions than target columns".into(),
+        ));
+    }
+    let tasks: Vec<ShardTask> = match &table.distribution {
+        Distribution::Hash { column } | Distribution::Range { column } => {
+            let ty = table
+                .column(column)
+                .map(|c| c.ty)
+                .unwrap_or(tessera_shared::PgType::Text);
+            let Some(pos) = col_names.iter().position(|c| c == column) else {
+                return Err(CoordError::Storage {
+                    sqlstate: "23502".into(),
+                    message: format!(
+                        "null value in distribution column \"{column}\" of relation \"{}\"",
+                        table.name
+                    ),
+                });
+            };
+            let mut by_shard: BTreeMap<u32, (u64, Vec<Parens<Vec<Expr>>>)> = BTreeMap::new();
+            for row in rows {
+                let v = const_value(&row[pos], ctx.params).ok_or_else(|| {
+                    CoordError::unsupported(format!("distribution column \"{column}\" must be a constant or parameter in INSERT"))
+                })?;
+                let shard = shard_for(group, &dist_key(&v, ty)?)?;
+                by_shard
+                    .entry(shard.index)
+                    .or_insert((shard.id, Vec::new()))
+                    .1
+                    .push(row);
+            }
+            let mut tasks = Vec::new();
+            for (index, (_, rows)) in by_shard {
+                let shard = &group.shards[index as usize];
+                let mut part = ins.clone();
+                if let Some(src) = part.source.as_mut() {
+                    if let SetExpr::Values(v) = src.body.as_mut() {
+                        v.rows = rows;
+                    }
+                }
+                tasks.push(ShardTask {
+                    target: target(shard)?,
+                    sql: render(&Statement::Insert(part)),
+                });
+            }
+            tasks
+        }
+        Distribution::Reference | Distribution::Single => {
+            let sql = render(&Statement::Insert(ins.clone()));
+            group
+                .shards
+                .iter()
+                .map(|s| {
+                    Ok(ShardTask {
+                        target: target(s)?,
+                        sql: sql.clone(),
+                    })
+                })
+                .collect::<Result<_, CoordError>>()?
+        }
+    };
+    let merge = write_merge(table, ctx, tasks.len())?;
+    Ok(Planned {
+        plan: Plan::Distributed {
+            tasks,
+            merge,
+            write: true,
+        },
+        columns,
+        tag: "INSERT",
+    })
+}
+
+fn targets_for_filter(
+    table: &Table,
+    alias: Option<&TableAlias>,
+    selection: Option<&Expr>,
+    ctx: &PlanCtx<'_>,
+) -> Result<Vec<super::Target>, CoordError> {
+    let group = ctx.catalog.group_of(table)?;
+    if group.kind == GroupKind::Reference {
+        return group.shards.iter().map(target).collect();
+    }
+    prune(
+        ctx.catalog,
+        table,
+        &names_for(&table.name, alias),
+        selection,
+        ctx.params,
+    )?
+    .into_iter()
+    .map(target)
+    .collect()
+}
+
+fn table_of(twj: &TableWithJoins) -> Result<(String, Option<TableAlias>), CoordError> {
+    match &twj.relation {
+        TableFactor::Table { name, alias, .. } if twj.joins.is_empty() => {
+            Ok((table_name(name)?, alias.clone()))
+        }
+        _ => Err(CoordError::unsupported(
+            "UPDATE/DELETE with joins is not supported yet",
+        )),
+    }
+}
+
+/// UPDATE: the shards the WHERE clause allows.
+pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
+    let (name, alias) = table_of(&u.table)?;
+    let table = ctx.catalog.table(&name)?;
+    if u.from.is_some() {
+        return Err(CoordError::unsupported(
+            "UPDATE ... FROM is not supported yet",
+        ));
+    }
+    for a in &u.assignments {
+        let cols: Vec<&ObjectName> = match &a.target {
+            AssignmentTarget::ColumnName(c) => vec![c],
+            AssignmentTarget::Tuple(cs) => cs.iter().collect(),
+        };
+        for c in cols {
+            let c =
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(ident)
+                    .unwrap_or_default();
+            if table.column(&c).is_none() {
+                return Err(CoordError::UndefinedColumn(c));
+            }
+            if table.distribution.column() == Some(c.as_str()) {
+                return Err(CoordError::unsupported(format!(
+                    "modifying the distribution column \"{c}\" is not supported"
+                )));
+            }
+        }
+    }
+    let columns = returning_columns(&u.returning, table, ctx);
+    let mut u = u.clone();
+    rewrite(&mut u, ctx.rewrite)?;
+    let stmt = Statement::Update(u.clone());
+    check_no_foreign_tables(&stmt, table, ctx)?;
+    let targets = targets_for_filter(table, alias.as_ref(), u.selection.as_ref(), ctx)?;
+    let sql = render(&stmt);
+    let tasks: Vec<ShardTask> = targets
+        .into_iter()
+        .map(|t| ShardTask {
+            target: t,
+            sql: sql.clone(),
+        })
+        .collect();
+    let merge = write_merge(table, ctx, tasks.len())?;
+    Ok(Planned {
+        plan: Plan::Distributed {
+            tasks,
+            merge,
+            write: true,
+        },
+        columns,
+        tag: "UPDATE",
+    })
+}
+
+/// DELETE: the shards the WHERE clause allows.
+pub fn plan_delete(d: &Delete, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
+    let from = match &d.from {
+        FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v) => v,
+    };
+    if from.len() != 1 || d.using.is_some() {
+        return Err(CoordError::unsupported(
+            "DELETE with USING or several tables is not supported yet",
+        ));
+    }
+    let (name, alias) = table_of(&from[0])?;
+    let table = ctx.catalog.table(&name)?;
+    let columns = returning_columns(&d.returning, table, ctx);
+    let mut d = d.clone();
+    rewrite(&mut d, ctx.rewrite)?;
+    let stmt = Statement::Delete(d.clone());
+    check_no_foreign_tables(&stmt, table, ctx)?;
+    let targets = targets_for_filter(table, alias.as_ref(), d.selection.as_ref(), ctx)?;
+    let sql = render(&stmt);
+    let tasks: Vec<ShardTask> = targets
+        .into_iter()
+        .map(|t| ShardTask {
+            target: t,
+            sql: sql.clone(),
+        })
+        .collect();
+    let merge = write_merge(table, ctx, tasks.len())?;
+    Ok(Planned {
+        plan: Plan::Distributed {
+            tasks,
+            merge,
+            write: true,
+        },
+        columns,
+        tag: "DELETE",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::planner::testing::catalog;
+    use crate::planner::{plan, Merge, Plan, PlanCtx};
+    use crate::sql::dialect::RewriteCtx;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+    use tessera_shared::Value;
+
+    fn try_plan(
+        sql: &str,
+        params: &[Value],
+    ) -> Result<crate::planner::Planned, crate::error::CoordError> {
+        let c = catalog();
+        let r = RewriteCtx::new("u", "d");
+        let s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
+        plan(
+            &s[0],
+            &PlanCtx {
+                catalog: &c,
+                params,
+                rewrite: &r,
+            },
+        )
+    }
+
+    #[test]
+    fn insert_rows_split_by_shard() {
+        let p = try_plan("INSERT INTO users (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd') RETURNING id", &[]).expect("plan");
+        let Plan::Distributed { tasks, write, .. } = &p.plan else {
+            panic!()
+        };
+        assert!(*write);
+        assert!(tasks.len() > 1);
+        let total: usize = tasks.iter().map(|t| t.sql.matches("'").count() / 2).sum();
+        assert_eq!(total, 4, "every row lands exactly once");
+        assert_eq!(p.columns[0].name, "id");
+    }
+
+    #[test]
+    fn insert_with_params_routes_by_parameter() {
+        let a = try_plan(
+            "INSERT INTO users (id, name) VALUES ($1, $2)",
+            &[Value::Integer(1), Value::Text("x".into())],
+        )
+        .expect("a");
+        let b = try_plan("SELECT * FROM users WHERE id = 1", &[]).expect("b");
+        let (Plan::Distributed { tasks: ta, .. }, Plan::Distributed { tasks: tb, .. }) =
+            (&a.plan, &b.plan)
+        else {
+            panic!()
+        };
+        assert_eq!(ta[0].target, tb[0].target);
+        assert!(ta[0].sql.contains("?1"), "{}", ta[0].sql);
+    }
+
+    #[test]
+    fn reference_writes_go_everywhere_and_key_updates_are_refused() {
+        let p = try_plan("INSERT INTO countries VALUES ('fr', 'France')", &[]).expect("plan");
+        let Plan::Distributed { tasks, merge, .. } = &p.plan else {
+            panic!()
+        };
+        assert_eq!(tasks.len(), 3);
+        assert_eq!(*merge, Merge::FirstOnly);
+        assert_eq!(
+            try_plan("UPDATE users SET id = 5 WHERE id = 1", &[])
+                .expect_err("key")
+                .sqlstate(),
+            "0A000"
+        );
+        assert_eq!(
+            try_plan("UPDATE users SET nope = 5", &[])
+                .expect_err("col")
+                .sqlstate(),
+            "42703"
+        );
+        let p = try_plan("DELETE FROM users WHERE id = 7", &[]).expect("delete");
+        let Plan::Distributed { tasks, .. } = &p.plan else {
+            panic!()
+        };
+        assert_eq!(tasks.len(), 1);
+    }
+}

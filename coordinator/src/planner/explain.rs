@@ -1,0 +1,103 @@
+//! EXPLAIN output: the route (shards and nodes) and the merge, one line each.
+
+use super::{Merge, Plan, Planned};
+use crate::catalog::Catalog;
+
+fn node_name(catalog: &Catalog, id: u64) -> String {
+    catalog
+        .nodes
+        .get(&id)
+        .map(|n| format!("{} ({})", n.name, n.addr))
+        .unwrap_or_else(|| format!("node {id}"))
+}
+
+/// The lines EXPLAIN prints for a plan.
+pub fn explain(p: &Planned, catalog: &Catalog) -> Vec<String> {
+    let mut out = Vec::new();
+    match &p.plan {
+        Plan::Local { sql } => {
+            out.push("Coordinator: evaluated locally (no table)".into());
+            out.push(format!("  SQL: {sql}"));
+        }
+        Plan::Distributed {
+            tasks,
+            merge,
+            write,
+        } => {
+            let kind = if *write { "Write" } else { "Read" };
+            let route = if tasks.len() == 1 {
+                "single shard".to_string()
+            } else {
+                format!("{} shards", tasks.len())
+            };
+            out.push(format!("{kind}: {route}"));
+            if *write && tasks.len() > 1 {
+                out.push(
+                    "  Atomicity: one transaction per shard, committed together after all succeed"
+                        .into(),
+                );
+            }
+            out.push(format!("  Merge: {}", describe_merge(merge)));
+            for t in tasks {
+                out.push(format!(
+                    "  Shard {} on {}",
+                    t.target.shard,
+                    node_name(catalog, t.target.node)
+                ));
+                out.push(format!("    SQL: {}", t.sql));
+            }
+        }
+        Plan::Pull {
+            tables,
+            sql,
+            reason,
+        } => {
+            out.push(format!("Pull to coordinator: {reason}"));
+            for t in tables {
+                let shards: Vec<String> = t
+                    .targets
+                    .iter()
+                    .map(|x| format!("{}@{}", x.shard, node_name(catalog, x.node)))
+                    .collect();
+                out.push(format!(
+                    "  Gather {} from shards {}",
+                    t.name,
+                    shards.join(", ")
+                ));
+            }
+            out.push(format!("  Coordinator SQL: {sql}"));
+        }
+    }
+    out
+}
+
+fn describe_merge(m: &Merge) -> String {
+    let lim = |l: &Option<u64>, o: &u64| {
+        let mut s = String::new();
+        if let Some(l) = l {
+            s.push_str(&format!(" limit {l}"));
+        }
+        if *o > 0 {
+            s.push_str(&format!(" offset {o}"));
+        }
+        s
+    };
+    match m {
+        Merge::Single => "none (one shard answers)".into(),
+        Merge::FirstOnly => "first replica's result (reference table)".into(),
+        Merge::Concat { limit, offset } => format!("concatenate{}", lim(limit, offset)),
+        Merge::Sort {
+            keys,
+            limit,
+            offset,
+            ..
+        } => {
+            let k: Vec<String> = keys
+                .iter()
+                .map(|k| format!("col{}{}", k.column + 1, if k.desc { " desc" } else { "" }))
+                .collect();
+            format!("k-way merge sort on {}{}", k.join(", "), lim(limit, offset))
+        }
+        Merge::Final { sql, .. } => format!("combine partial aggregates: {sql}"),
+    }
+}

@@ -1,0 +1,328 @@
+//! The distributed planner: from a statement's AST and the catalog to a plain-data [`Plan`].
+//!
+//! A plan says where a statement runs (which shards on which nodes, with what
+//! SQL) and how the coordinator finishes it (the [`Merge`]). Plans are data:
+//! unit tests check them without any node, and `EXPLAIN` prints them.
+
+pub mod aggregate;
+pub mod dml;
+pub mod explain;
+pub mod route;
+pub mod select;
+
+use crate::catalog::{Catalog, Column, Group, GroupKind, Shard};
+use crate::error::CoordError;
+use crate::sql::dialect::RewriteCtx;
+use crate::sql::infer::OutputColumn;
+use sqlparser::ast::Statement;
+use tessera_shared::Value;
+
+/// A shard and the node that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    /// Shard id.
+    pub shard: u64,
+    /// Node id.
+    pub node: u64,
+}
+
+/// SQL to run on one shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardTask {
+    /// Where.
+    pub target: Target,
+    /// SQLite SQL with `?n` parameters.
+    pub sql: String,
+}
+
+/// One ORDER BY key of a k-way merge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    /// Column index in the shard rows.
+    pub column: usize,
+    /// Descending.
+    pub desc: bool,
+    /// NULLs sort first.
+    pub nulls_first: bool,
+}
+
+/// How the coordinator combines shard results.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Merge {
+    /// One task: its rows are the result.
+    Single,
+    /// Every task holds the same data (reference table writes): keep the first task's result.
+    FirstOnly,
+    /// Append results, then apply OFFSET/LIMIT.
+    Concat {
+        /// LIMIT.
+        limit: Option<u64>,
+        /// OFFSET.
+        offset: u64,
+    },
+    /// k-way merge of sorted shard results, then OFFSET/LIMIT; only the first `visible` columns are returned.
+    Sort {
+        /// Keys.
+        keys: Vec<SortKey>,
+        /// LIMIT.
+        limit: Option<u64>,
+        /// OFFSET.
+        offset: u64,
+        /// Columns returned to the client (the rest are hidden sort keys).
+        visible: usize,
+    },
+    /// Load shard rows into a table `partials(__t0, ...)` of `width` columns and run `sql` over it.
+    Final {
+        /// Final SQL (aggregates combined, GROUP BY, HAVING, ORDER BY, LIMIT).
+        sql: String,
+        /// Number of partial columns.
+        width: usize,
+    },
+}
+
+/// A table pulled whole to the coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullTable {
+    /// Table name (also its name in the coordinator's scratch database).
+    pub name: String,
+    /// Its columns.
+    pub columns: Vec<Column>,
+    /// Shards to read (one per shard; one in all for reference tables).
+    pub targets: Vec<Target>,
+}
+
+/// Where and how a statement runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// No table: evaluated in the coordinator's scratch SQLite.
+    Local {
+        /// SQLite SQL.
+        sql: String,
+    },
+    /// Pushed to shards, then merged.
+    Distributed {
+        /// Per-shard SQL.
+        tasks: Vec<ShardTask>,
+        /// How results combine.
+        merge: Merge,
+        /// Whether the statement writes (several shards then commit together).
+        write: bool,
+    },
+    /// Tables gathered to the coordinator, the query finished there.
+    Pull {
+        /// Tables to gather.
+        tables: Vec<PullTable>,
+        /// SQLite SQL run over them.
+        sql: String,
+        /// Why the query could not be pushed down (shown by EXPLAIN).
+        reason: String,
+    },
+}
+
+/// A planned statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// The plan.
+    pub plan: Plan,
+    /// Output columns (empty for DML without RETURNING).
+    pub columns: Vec<OutputColumn>,
+    /// Command tag (`SELECT`, `INSERT`, ...).
+    pub tag: &'static str,
+}
+
+/// What planning needs besides the statement.
+pub struct PlanCtx<'a> {
+    /// Catalog snapshot.
+    pub catalog: &'a Catalog,
+    /// Bound parameters (for routing on `$n`).
+    pub params: &'a [Value],
+    /// Statement-time values for the dialect rewrite.
+    pub rewrite: &'a RewriteCtx,
+}
+
+/// Plans a query or DML statement.
+pub fn plan(stmt: &Statement, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
+    match stmt {
+        Statement::Query(q) => select::plan_query(q, ctx),
+        Statement::Insert(i) => dml::plan_insert(i, ctx),
+        Statement::Update(u) => dml::plan_update(u, ctx),
+        Statement::Delete(d) => dml::plan_delete(d, ctx),
+        other => Err(CoordError::unsupported(format!(
+            "statement not supported: {}",
+            first_words(other)
+        ))),
+    }
+}
+
+fn first_words(s: &Statement) -> String {
+    s.to_string()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The node serving a shard (its first placement).
+pub fn target(shard: &Shard) -> Result<Target, CoordError> {
+    let node = *shard
+        .placements
+        .first()
+        .ok_or_else(|| CoordError::Internal(format!("shard {} has no placement", shard.id)))?;
+    Ok(Target {
+        shard: shard.id,
+        node,
+    })
+}
+
+/// The shard a reference-table read uses.
+pub fn reference_read_target(group: &Group) -> Result<Target, CoordError> {
+    debug_assert_eq!(group.kind, GroupKind::Reference);
+    target(
+        group
+            .shards
+            .first()
+            .ok_or_else(|| CoordError::Internal("reference group has no shard".into()))?,
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A catalog for planner tests: `users` and `orders` hash-distributed on 4 shards,
+    //! `countries` a reference table, `events` range-distributed.
+    use crate::catalog::*;
+    use tessera_shared::PgType;
+
+    fn col(name: &str, ty: PgType) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            not_null: false,
+            default: None,
+        }
+    }
+
+    pub fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+            c.apply(CatalogCommand::UpsertNode {
+                name: n.to_string(),
+                addr: format!("127.0.0.1:{}", 1000 + i),
+            })
+            .expect("node");
+        }
+        let hash = Group {
+            id: 10,
+            kind: GroupKind::Hash,
+            shards: (0..4)
+                .map(|i| Shard {
+                    id: 100 + i as u64,
+                    index: i,
+                    placements: vec![1 + (i as u64 % 3)],
+                    lower: None,
+                    upper: None,
+                })
+                .collect(),
+        };
+        let reference = Group {
+            id: 20,
+            kind: GroupKind::Reference,
+            shards: (0..3)
+                .map(|i| Shard {
+                    id: 200 + i as u64,
+                    index: i,
+                    placements: vec![1 + i as u64],
+                    lower: None,
+                    upper: None,
+                })
+                .collect(),
+        };
+        let range = Group {
+            id: 30,
+            kind: GroupKind::Range,
+            shards: vec![
+                Shard {
+                    id: 300,
+                    index: 0,
+                    placements: vec![1],
+                    lower: None,
+                    upper: Some(Bound::Int(100)),
+                },
+                Shard {
+                    id: 301,
+                    index: 1,
+                    placements: vec![2],
+                    lower: Some(Bound::Int(100)),
+                    upper: Some(Bound::Int(200)),
+                },
+                Shard {
+                    id: 302,
+                    index: 2,
+                    placements: vec![3],
+                    lower: Some(Bound::Int(200)),
+                    upper: None,
+                },
+            ],
+        };
+        let t = |name: &str, cols: Vec<Column>, dist: Distribution, group: u64| Table {
+            name: name.into(),
+            oid: 0,
+            columns: cols,
+            primary_key: vec![],
+            distribution: dist,
+            group,
+            indexes: vec![],
+        };
+        c.apply(CatalogCommand::CreateTable {
+            table: t(
+                "users",
+                vec![
+                    col("id", PgType::Int8),
+                    col("name", PgType::Text),
+                    col("age", PgType::Int4),
+                    col("country", PgType::Text),
+                ],
+                Distribution::Hash {
+                    column: "id".into(),
+                },
+                10,
+            ),
+            new_group: Some(hash),
+        })
+        .expect("users");
+        c.apply(CatalogCommand::CreateTable {
+            table: t(
+                "orders",
+                vec![col("user_id", PgType::Int8), col("amount", PgType::Float8)],
+                Distribution::Hash {
+                    column: "user_id".into(),
+                },
+                10,
+            ),
+            new_group: None,
+        })
+        .expect("orders");
+        c.apply(CatalogCommand::CreateTable {
+            table: t(
+                "countries",
+                vec![col("code", PgType::Text), col("name", PgType::Text)],
+                Distribution::Reference,
+                20,
+            ),
+            new_group: Some(reference),
+        })
+        .expect("countries");
+        c.apply(CatalogCommand::CreateTable {
+            table: t(
+                "events",
+                vec![col("ts", PgType::Int8), col("what", PgType::Text)],
+                Distribution::Range {
+                    column: "ts".into(),
+                },
+                30,
+            ),
+            new_group: Some(range),
+        })
+        .expect("events");
+        c
+    }
+}

@@ -1,0 +1,461 @@
+//! Planning of queries: one shard, scatter-gather with a merge, or pull to the coordinator.
+
+use super::aggregate::{decompose, Decomposed};
+use super::route::{const_value, names_for, prune};
+use super::{reference_read_target, target, Merge, Plan, PlanCtx, Planned, PullTable, ShardTask};
+use crate::catalog::{Distribution, GroupKind, Table};
+use crate::error::CoordError;
+use crate::sql::dialect::{render, rewrite};
+use crate::sql::infer::query_columns;
+use crate::sql::names::{column_ref, table_name};
+use sqlparser::ast::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+use tessera_shared::Value as Val;
+
+/// Tables a statement reads or writes, in first-mention order, without CTE names.
+pub fn referenced_tables(
+    node: &impl Visit,
+    ctes: &BTreeSet<String>,
+) -> Result<Vec<String>, CoordError> {
+    let mut out: Vec<String> = Vec::new();
+    let mut err = None;
+    let _ = visit_relations(node, |r| {
+        match table_name(r) {
+            Ok(n) if ctes.contains(&n) => {}
+            Ok(n) => {
+                if !out.contains(&n) {
+                    out.push(n)
+                }
+            }
+            Err(e) => err = Some(e),
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn cte_names(q: &Query) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let _ = visit_expressions(q, |_| ControlFlow::<()>::Continue(()));
+    fn walk(q: &Query, names: &mut BTreeSet<String>) {
+        if let Some(w) = &q.with {
+            for c in &w.cte_tables {
+                names.insert(crate::sql::names::ident(&c.alias.name));
+                walk(&c.query, names);
+            }
+        }
+    }
+    walk(q, &mut names);
+    names
+}
+
+/// Whether a query nests another query (subquery, derived table, CTE, set operation).
+fn has_nested_query(q: &Query) -> bool {
+    if q.with.is_some() || !matches!(q.body.as_ref(), SetExpr::Select(_)) {
+        return true;
+    }
+    let mut nested = false;
+    let _ = visit_expressions(q, |e| {
+        if matches!(
+            e,
+            Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::In {
+                    target: InTarget::Subquery(_),
+                    ..
+                }
+        ) {
+            nested = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if let SetExpr::Select(s) = q.body.as_ref() {
+        for twj in &s.from {
+            let factors =
+                std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation));
+            for f in factors {
+                if !matches!(f, TableFactor::Table { args: None, .. }) {
+                    nested = true;
+                }
+            }
+        }
+    }
+    nested
+}
+
+/// Plans a query.
+pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
+    let catalog = ctx.catalog;
+    let ctes = cte_names(q);
+    let names = referenced_tables(q, &ctes)?;
+    let tables: Vec<&Table> = names
+        .iter()
+        .map(|n| catalog.table(n))
+        .collect::<Result<_, _>>()?;
+    let columns = query_columns(q, catalog);
+    let mut q = q.clone();
+    rewrite(&mut q, ctx.rewrite)?;
+    let planned = |plan| {
+        Ok(Planned {
+            plan,
+            columns: columns.clone(),
+            tag: "SELECT",
+        })
+    };
+
+    if tables.is_empty() {
+        return planned(Plan::Local { sql: render(&q) });
+    }
+    let distributed: Vec<&Table> = tables
+        .iter()
+        .copied()
+        .filter(|t| t.distribution != Distribution::Reference)
+        .collect();
+    if distributed.is_empty() {
+        let group = catalog.group_of(tables[0])?;
+        let task = ShardTask {
+            target: reference_read_target(group)?,
+            sql: render(&q),
+        };
+        return planned(Plan::Distributed {
+            tasks: vec![task],
+            merge: Merge::Single,
+            write: false,
+        });
+    }
+    let groups: BTreeSet<u64> = distributed.iter().map(|t| t.group).collect();
+    if groups.len() > 1 {
+        return planned(pull(
+            &q,
+            &tables,
+            ctx,
+            "tables are not co-located (different shard layouts)",
+        )?);
+    }
+    let group = catalog.group_of(distributed[0])?;
+    // Everything in one shard: the whole query runs there, whatever its shape.
+    if group.shards.len() == 1 {
+        let task = ShardTask {
+            target: target(&group.shards[0])?,
+            sql: render(&q),
+        };
+        return planned(Plan::Distributed {
+            tasks: vec![task],
+            merge: Merge::Single,
+            write: false,
+        });
+    }
+    if has_nested_query(&q) {
+        return planned(pull(
+            &q,
+            &tables,
+            ctx,
+            "subqueries, CTEs and set operations across shards are finished at the coordinator",
+        )?);
+    }
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return planned(pull(&q, &tables, ctx, "not a plain SELECT")?);
+    };
+    let scope = from_items(select);
+    if distributed.len() > 1 && !joined_on_distribution_keys(select, &scope, &distributed) {
+        return planned(pull(
+            &q,
+            &tables,
+            ctx,
+            "join is not on the distribution columns",
+        )?);
+    }
+    // Prune with the first distributed table's key; co-located tables joined on
+    // their keys live on the same shard index.
+    let anchor = distributed[0];
+    let anchor_names: Vec<String> = scope
+        .iter()
+        .filter(|(_, t)| *t == anchor.name)
+        .map(|(alias, _)| alias.clone())
+        .chain(std::iter::once(anchor.name.clone()))
+        .collect();
+    let shards = prune(
+        catalog,
+        anchor,
+        &anchor_names,
+        select.selection.as_ref(),
+        ctx.params,
+    )?;
+    if shards.len() == 1 {
+        let task = ShardTask {
+            target: target(shards[0])?,
+            sql: render(&q),
+        };
+        return planned(Plan::Distributed {
+            tasks: vec![task],
+            merge: Merge::Single,
+            write: false,
+        });
+    }
+    match decompose(&q, select, columns.len(), ctx.params)? {
+        Decomposed::Pushed { shard_query, merge } => {
+            let sql = render(&shard_query);
+            let tasks = shards
+                .iter()
+                .map(|s| {
+                    Ok(ShardTask {
+                        target: target(s)?,
+                        sql: sql.clone(),
+                    })
+                })
+                .collect::<Result<_, CoordError>>()?;
+            planned(Plan::Distributed {
+                tasks,
+                merge,
+                write: false,
+            })
+        }
+        Decomposed::NotPushable(reason) => planned(pull(&q, &tables, ctx, &reason)?),
+    }
+}
+
+/// (alias or name, table name) of each FROM item.
+fn from_items(select: &Select) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for twj in &select.from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table { name, alias, .. } = f {
+                if let Ok(n) = table_name(name) {
+                    for key in names_for(&n, alias.as_ref()) {
+                        out.push((key, n.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether every distributed table is connected to the others by equalities between distribution columns.
+fn joined_on_distribution_keys(
+    select: &Select,
+    scope: &[(String, String)],
+    distributed: &[&Table],
+) -> bool {
+    let mut equalities: Vec<(&Expr, &Expr)> = Vec::new();
+    fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<(&'e Expr, &'e Expr)>) {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                conjuncts(left, out);
+                conjuncts(right, out);
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => out.push((left, right)),
+            Expr::Nested(inner) => conjuncts(inner, out),
+            _ => {}
+        }
+    }
+    if let Some(w) = &select.selection {
+        conjuncts(w, &mut equalities);
+    }
+    for twj in &select.from {
+        for j in &twj.joins {
+            let c = match &j.join_operator {
+                JoinOperator::Join(c)
+                | JoinOperator::Inner(c)
+                | JoinOperator::Left(c)
+                | JoinOperator::LeftOuter(c)
+                | JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::FullOuter(c) => c,
+                _ => continue,
+            };
+            if let JoinConstraint::On(e) = c {
+                conjuncts(e, &mut equalities);
+            }
+        }
+    }
+    let dist_col = |q: &str, c: &str| -> Option<String> {
+        let table = scope.iter().find(|(k, _)| k == q).map(|(_, t)| t.clone())?;
+        let t = distributed.iter().find(|t| t.name == table)?;
+        (t.distribution.column() == Some(c)).then_some(table)
+    };
+    // Union-find over table names.
+    let mut parent: BTreeMap<String, String> = distributed
+        .iter()
+        .map(|t| (t.name.clone(), t.name.clone()))
+        .collect();
+    fn find(p: &mut BTreeMap<String, String>, x: &str) -> String {
+        let mut cur = x.to_string();
+        while let Some(next) = p.get(&cur).cloned() {
+            if next == cur {
+                break;
+            }
+            cur = next;
+        }
+        cur
+    }
+    for (l, r) in equalities {
+        if let (Some((Some(lq), lc)), Some((Some(rq), rc))) = (column_ref(l), column_ref(r)) {
+            if let (Some(a), Some(b)) = (dist_col(&lq, &lc), dist_col(&rq, &rc)) {
+                let (ra, rb) = (find(&mut parent, &a), find(&mut parent, &b));
+                parent.insert(ra, rb);
+            }
+        }
+    }
+    let roots: BTreeSet<String> = distributed
+        .iter()
+        .map(|t| find(&mut parent, &t.name))
+        .collect();
+    roots.len() == 1
+}
+
+/// Gathers every table to the coordinator and runs the query there.
+pub fn pull(
+    q: &Query,
+    tables: &[&Table],
+    ctx: &PlanCtx<'_>,
+    reason: &str,
+) -> Result<Plan, CoordError> {
+    let mut pulled = Vec::new();
+    for t in tables {
+        let group = ctx.catalog.group_of(t)?;
+        let targets = if group.kind == GroupKind::Reference {
+            vec![reference_read_target(group)?]
+        } else {
+            group.shards.iter().map(target).collect::<Result<_, _>>()?
+        };
+        pulled.push(PullTable {
+            name: t.name.clone(),
+            columns: t.columns.clone(),
+            targets,
+        });
+    }
+    Ok(Plan::Pull {
+        tables: pulled,
+        sql: render(q),
+        reason: reason.to_string(),
+    })
+}
+
+/// A LIMIT/OFFSET value known at plan time.
+pub fn limit_value(e: &Expr, params: &[Val]) -> Option<u64> {
+    match const_value(e, params)? {
+        Val::Integer(i) if i >= 0 => Some(i as u64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::testing::catalog;
+    use crate::planner::{plan, SortKey};
+    use crate::sql::dialect::RewriteCtx;
+    use sqlparser::dialect::PostgreSqlDialect;
+    use sqlparser::parser::Parser;
+
+    fn planned(sql: &str) -> Planned {
+        let c = catalog();
+        let r = RewriteCtx::new("u", "d");
+        let s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
+        plan(
+            &s[0],
+            &PlanCtx {
+                catalog: &c,
+                params: &[],
+                rewrite: &r,
+            },
+        )
+        .expect("plan")
+    }
+
+    fn tasks(p: &Planned) -> (usize, Merge) {
+        match &p.plan {
+            Plan::Distributed { tasks, merge, .. } => (tasks.len(), merge.clone()),
+            other => panic!("expected a distributed plan, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn point_query_goes_to_one_shard_unchanged() {
+        let p = planned("SELECT * FROM users WHERE id = 1");
+        assert_eq!(tasks(&p), (1, Merge::Single));
+        assert_eq!(p.columns.len(), 4);
+    }
+
+    #[test]
+    fn scatter_with_sort_merge_and_limit_pushdown() {
+        let p = planned("SELECT name FROM users ORDER BY age DESC LIMIT 5 OFFSET 2");
+        let (n, merge) = tasks(&p);
+        assert_eq!(n, 4);
+        assert_eq!(
+            merge,
+            Merge::Sort {
+                keys: vec![SortKey {
+                    column: 1,
+                    desc: true,
+                    nulls_first: true
+                }],
+                limit: Some(5),
+                offset: 2,
+                visible: 1
+            }
+        );
+        let Plan::Distributed { tasks, .. } = &p.plan else {
+            unreachable!()
+        };
+        assert!(tasks[0].sql.ends_with("LIMIT 7"), "{}", tasks[0].sql);
+    }
+
+    #[test]
+    fn aggregates_are_decomposed() {
+        let p = planned("SELECT count(*), avg(age), max(age) FROM users");
+        let (n, merge) = tasks(&p);
+        assert_eq!(n, 4);
+        let Merge::Final { sql, .. } = merge else {
+            panic!("{merge:?}")
+        };
+        assert!(sql.contains("sum(__t0)"), "{sql}");
+        let Plan::Distributed { tasks, .. } = &p.plan else {
+            unreachable!()
+        };
+        assert!(
+            tasks[0].sql.contains("count(*) AS __t0"),
+            "{}",
+            tasks[0].sql
+        );
+    }
+
+    #[test]
+    fn co_located_join_is_pushed_down_and_other_joins_pulled() {
+        let p = planned(
+            "SELECT u.name, o.amount FROM users u JOIN orders o ON u.id = o.user_id WHERE u.id = 3",
+        );
+        assert_eq!(tasks(&p).0, 1);
+        let p = planned("SELECT u.name, o.amount FROM users u JOIN orders o ON u.id = o.user_id");
+        assert_eq!(tasks(&p).0, 4);
+        let p =
+            planned("SELECT u.name, c.name FROM users u JOIN countries c ON u.country = c.code");
+        assert_eq!(tasks(&p).0, 4, "reference tables join on every shard");
+        let p = planned("SELECT u.name FROM users u JOIN orders o ON u.age = o.amount");
+        assert!(matches!(p.plan, Plan::Pull { .. }), "{:?}", p.plan);
+        let p = planned("SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)");
+        assert!(matches!(p.plan, Plan::Pull { .. }));
+    }
+
+    #[test]
+    fn count_distinct_is_pulled_and_local_queries_stay_local() {
+        assert!(matches!(
+            planned("SELECT count(DISTINCT age) FROM users").plan,
+            Plan::Pull { .. }
+        ));
+        assert!(matches!(planned("SELECT 1 + 1").plan, Plan::Local { .. }));
+    }
+}

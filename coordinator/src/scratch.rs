@@ -1,0 +1,153 @@
+//! The coordinator's scratch SQLite: an in-memory database per statement, on a blocking thread,
+//! for table-less queries, combining partial aggregates, and queries over pulled tables.
+
+use crate::catalog::Column;
+use crate::error::CoordError;
+use crate::sql::names::quote;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::Connection;
+use tessera_shared::Value;
+
+/// A table to load before running the query.
+pub struct Loaded {
+    /// Table name.
+    pub name: String,
+    /// Column names (untyped in the scratch database: values keep their storage class).
+    pub columns: Vec<String>,
+    /// Rows.
+    pub rows: Vec<Vec<Value>>,
+}
+
+impl Loaded {
+    /// A pulled table with its catalog columns.
+    pub fn table(name: &str, columns: &[Column], rows: Vec<Vec<Value>>) -> Loaded {
+        Loaded {
+            name: name.to_string(),
+            columns: columns.iter().map(|c| c.name.clone()).collect(),
+            rows,
+        }
+    }
+
+    /// The `partials(__t0, ...)` table of a final aggregation.
+    pub fn partials(width: usize, rows: Vec<Vec<Value>>) -> Loaded {
+        Loaded {
+            name: "partials".into(),
+            columns: (0..width).map(|i| format!("__t{i}")).collect(),
+            rows,
+        }
+    }
+}
+
+fn to_sql(v: Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(f) => SqlValue::Real(f),
+        Value::Text(s) => SqlValue::Text(s),
+        Value::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+fn from_sql(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+fn sql_err(e: rusqlite::Error) -> CoordError {
+    let msg = e.to_string();
+    let code = if msg.contains("syntax error") {
+        "42601"
+    } else if msg.starts_with("no such column") {
+        "42703"
+    } else if msg.starts_with("no such function") {
+        "42883"
+    } else if msg.starts_with("no such table") {
+        "42P01"
+    } else {
+        "XX000"
+    };
+    CoordError::Storage {
+        sqlstate: code.into(),
+        message: msg,
+    }
+}
+
+fn run(tables: Vec<Loaded>, sql: &str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, CoordError> {
+    let conn = Connection::open_in_memory().map_err(sql_err)?;
+    conn.execute_batch("PRAGMA case_sensitive_like = ON;")
+        .map_err(sql_err)?;
+    for t in tables {
+        let cols: Vec<String> = t.columns.iter().map(|c| quote(c)).collect();
+        conn.execute_batch(&format!(
+            "CREATE TABLE {} ({})",
+            quote(&t.name),
+            cols.join(", ")
+        ))
+        .map_err(sql_err)?;
+        let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+        let mut ins = conn
+            .prepare(&format!(
+                "INSERT INTO {} VALUES ({})",
+                quote(&t.name),
+                marks.join(", ")
+            ))
+            .map_err(sql_err)?;
+        for row in t.rows {
+            ins.execute(rusqlite::params_from_iter(row.into_iter().map(to_sql)))
+                .map_err(sql_err)?;
+        }
+    }
+    let mut st = conn.prepare(sql).map_err(sql_err)?;
+    let wanted = st.parameter_count();
+    for (i, p) in params.into_iter().enumerate().take(wanted) {
+        st.raw_bind_parameter(i + 1, to_sql(p)).map_err(sql_err)?;
+    }
+    let n = st.column_count();
+    let mut out = Vec::new();
+    let mut rows = st.raw_query();
+    while let Some(r) = rows.next().map_err(sql_err)? {
+        let mut row = Vec::with_capacity(n);
+        for i in 0..n {
+            row.push(from_sql(r.get_ref(i).map_err(sql_err)?));
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// Loads `tables` into a fresh in-memory database and runs `sql` with `params`, off the async threads.
+pub async fn query(
+    tables: Vec<Loaded>,
+    sql: String,
+    params: Vec<Value>,
+) -> Result<Vec<Vec<Value>>, CoordError> {
+    tokio::task::spawn_blocking(move || run(tables, &sql, params))
+        .await
+        .map_err(|e| CoordError::Internal(format!("scratch query panicked: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn final_aggregation_over_partials() {
+        let rows = vec![
+            vec![Value::Integer(2), Value::Integer(10)],
+            vec![Value::Integer(3), Value::Integer(20)],
+        ];
+        let out = query(
+            vec![Loaded::partials(2, rows)],
+            "SELECT sum(__t0), max(__t1) FROM partials".into(),
+            vec![],
+        )
+        .await
+        .expect("query");
+        assert_eq!(out, vec![vec![Value::Integer(5), Value::Integer(20)]]);
+    }
+}

@@ -1,0 +1,54 @@
+//! The Postgres listener: accepts connections until shutdown, then drains them.
+
+use crate::engine::Engine;
+use crate::pg::{handler::QueryHandler, startup::Startup, Handlers};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// Serves the Postgres protocol on `listener` until `shutdown` resolves; open
+/// connections get a grace period to finish their statement.
+pub async fn serve(
+    engine: Arc<Engine>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let handlers = Arc::new(Handlers {
+        queries: Arc::new(QueryHandler::new(engine)),
+        startup: Arc::new(Startup::default()),
+    });
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (sock, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = sock.set_nodelay(true);
+                let h = handlers.clone();
+                conns.spawn(async move {
+                    if let Err(e) = pgwire::tokio::process_socket(sock, None, h).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    tracing::info!(open = conns.len(), "coordinator shutting down");
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        conns.abort_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! Rewrites a Postgres statement's AST into SQL that SQLite runs with Postgres' meaning.
+//!
+//! Two steps: [`rewrite`] changes semantics-bearing forms (casts, `ILIKE`,
+//! `now()`, NULL ordering, Postgres-only functions) and keeps `$n`
+//! placeholders, so the planner can still read them; [`render`] turns `$n`
+//! into SQLite's `?n` and prints the SQL text sent to a shard.
+
+use crate::error::CoordError;
+use crate::sql::names::function_name;
+use sqlparser::ast::*;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+use tessera_shared::PgType;
+
+/// Per-statement values that Postgres functions read (fixed at statement start,
+/// so every shard sees the same `now()`).
+#[derive(Debug, Clone)]
+pub struct RewriteCtx {
+    /// `now()`, as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
+    pub now: String,
+    /// `current_user`.
+    pub user: String,
+    /// `current_database()`.
+    pub database: String,
+}
+
+impl RewriteCtx {
+    /// A context stamped with the current time.
+    pub fn new(user: &str, database: &str) -> RewriteCtx {
+        RewriteCtx {
+            now: chrono::Utc::now()
+                .format("%Y-%m-%d %H:%M:%S%.6f+00")
+                .to_string(),
+            user: user.to_string(),
+            database: database.to_string(),
+        }
+    }
+}
+
+/// The string `version()` returns.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL 16.6 (Tessera {}) on x86_64-pc-linux-gnu, distributed SQL over SQLite shards",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Parses one expression (used to build replacement nodes).
+pub fn parse_expr(sql: &str) -> Result<Expr, CoordError> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| CoordError::Internal(format!("rewrite produced bad SQL {sql}: {e}")))
+}
+
+fn string_lit(s: &str) -> Expr {
+    Expr::value(Value::SingleQuotedString(s.to_string()))
+}
+
+/// The PgType of a declared SQL type, or 42704.
+pub fn pg_type_of(dt: &DataType) -> Result<PgType, CoordError> {
+    let name = match dt {
+        DataType::Custom(n, _) => function_name(n),
+        DataType::Timestamp(_, TimezoneInfo::Tz)
+        | DataType::Timestamp(_, TimezoneInfo::WithTimeZone) => "timestamptz".into(),
+        DataType::Timestamp(..) => "timestamp".into(),
+        DataType::Varchar(_) | DataType::CharacterVarying(_) => "varchar".into(),
+        DataType::Char(_) | DataType::Character(_) => "char".into(),
+        DataType::Numeric(_) | DataType::Decimal(_) => "numeric".into(),
+        DataType::Float(_) => "float8".into(),
+        DataType::Int(_) | DataType::Integer(_) => "integer".into(),
+        DataType::JSON => "json".into(),
+        DataType::JSONB => "jsonb".into(),
+        other => other.to_string().to_lowercase(),
+    };
+    PgType::from_name(&name).ok_or(CoordError::UndefinedType(name))
+}
+
+/// Rewrites Postgres forms into SQLite forms, in place. `$n` placeholders stay.
+pub fn rewrite<V: VisitMut>(node: &mut V, ctx: &RewriteCtx) -> Result<(), CoordError> {
+    let mut r = Rewriter { ctx, error: None };
+    let _ = node.visit(&mut r);
+    match r.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+struct Rewriter<'a> {
+    ctx: &'a RewriteCtx,
+    error: Option<CoordError>,
+}
+
+impl VisitorMut for Rewriter<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        match rewrite_expr(expr, self.ctx) {
+            Ok(Some(new)) => *expr = new,
+            Ok(None) => {}
+            Err(e) => {
+                self.error = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_order_by(&mut self, order_by: &mut OrderBy) -> ControlFlow<()> {
+        // Postgres sorts NULLs as larger than every value; SQLite as smaller.
+        if let OrderByKind::Expressions(exprs) = &mut order_by.kind {
+            for o in exprs {
+                if o.options.nulls_first.is_none() {
+                    let desc = matches!(o.options.sort, Some(OrderBySort::Desc));
+                    o.options.nulls_first = Some(desc);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordError> {
+    Ok(Some(match expr {
+        Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } => {
+            let ty = pg_type_of(data_type)?;
+            if ty == PgType::Bool {
+                if let Expr::Value(v) = inner.as_ref() {
+                    if let Value::SingleQuotedString(s) = &v.value {
+                        let b = crate::sql::params::from_text(s, PgType::Bool)?;
+                        return Ok(Some(parse_expr(
+                            if b == tessera_shared::Value::Integer(1) {
+                                "1"
+                            } else {
+                                "0"
+                            },
+                        )?));
+                    }
+                }
+            }
+            parse_expr(&format!("CAST({inner} AS {})", ty.sqlite_type()))?
+        }
+        Expr::TypedString(ts) => match &ts.value.value {
+            Value::SingleQuotedString(s) => string_lit(s),
+            _ => return Ok(None),
+        },
+        Expr::ILike {
+            negated,
+            expr: e,
+            pattern,
+            escape_char,
+            ..
+        } => {
+            let not = if *negated { "NOT " } else { "" };
+            let esc = escape_char
+                .as_ref()
+                .map(|c| format!(" ESCAPE {c}"))
+                .unwrap_or_default();
+            parse_expr(&format!("lower({e}) {not}LIKE lower({pattern}){esc}"))?
+        }
+        Expr::Substring {
+            expr: e,
+            substring_from,
+            substring_for,
+            ..
+        } => {
+            let from = substring_from
+                .as_ref()
+                .map(|f| f.to_string())
+                .unwrap_or_else(|| "1".into());
+            match substring_for {
+                Some(n) => parse_expr(&format!("substr({e}, {from}, {n})"))?,
+                None => parse_expr(&format!("substr({e}, {from})"))?,
+            }
+        }
+        Expr::Position { expr: needle, r#in } => {
+            parse_expr(&format!("instr({in}, {needle})", r#in = r#in))?
+        }
+        Expr::Trim {
+            trim_where,
+            trim_what,
+            expr: e,
+            ..
+        } => {
+            let f = match trim_where {
+                Some(TrimWhereField::Leading) => "ltrim",
+                Some(TrimWhereField::Trailing) => "rtrim",
+                _ => "trim",
+            };
+            match trim_what {
+                Some(w) => parse_expr(&format!("{f}({e}, {w})"))?,
+                None => parse_expr(&format!("{f}({e})"))?,
+            }
+        }
+        Expr::IsDistinctFrom(a, b) => parse_expr(&format!(
+            "NOT coalesce(({a}) = ({b}), ({a}) IS NULL AND ({b}) IS NULL)"
+        ))?,
+        Expr::IsNotDistinctFrom(a, b) => parse_expr(&format!(
+            "coalesce(({a}) = ({b}), ({a}) IS NULL AND ({b}) IS NULL)"
+        ))?,
+        Expr::BinaryOp { op, .. }
+            if matches!(
+                op,
+                BinaryOperator::PGRegexMatch
+                    | BinaryOperator::PGRegexIMatch
+                    | BinaryOperator::PGRegexNotMatch
+                    | BinaryOperator::PGRegexNotIMatch
+                    | BinaryOperator::AtArrow
+                    | BinaryOperator::ArrowAt
+                    | BinaryOperator::Question
+                    | BinaryOperator::QuestionAnd
+                    | BinaryOperator::QuestionPipe
+                    | BinaryOperator::HashArrow
+                    | BinaryOperator::HashLongArrow
+            ) =>
+        {
+            return Err(CoordError::unsupported(format!(
+                "operator {op} is not supported yet"
+            )));
+        }
+        Expr::Function(f) => return rewrite_function(f, ctx),
+        _ => return Ok(None),
+    }))
+}
+
+fn args_of(f: &Function) -> Vec<String> {
+    match &f.args {
+        FunctionArguments::List(l) => l.args.iter().map(|a| a.to_string()).collect(),
+        _ => vec![],
+    }
+}
+
+fn rewrite_function(f: &Function, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordError> {
+    let name = function_name(&f.name);
+    let args = args_of(f);
+    let a = |i: usize| args.get(i).cloned().unwrap_or_else(|| "NULL".into());
+    Ok(Some(match name.as_str() {
+        "now"
+        | "current_timestamp"
+        | "transaction_timestamp"
+        | "statement_timestamp"
+        | "clock_timestamp"
+        | "localtimestamp" => string_lit(&ctx.now),
+        "current_date" => string_lit(ctx.now.get(..10).unwrap_or(&ctx.now)),
+        "version" => string_lit(&version_string()),
+        "current_database" | "current_catalog" => string_lit(&ctx.database),
+        "current_user" | "session_user" | "user" | "current_role" => string_lit(&ctx.user),
+        "current_schema" => string_lit("public"),
+        "pg_backend_pid" => parse_expr(&std::process::id().to_string())?,
+        "random" => parse_expr("((random() & 9007199254740991) / 9007199254740992.0)")?,
+        "char_length" | "character_length" => parse_expr(&format!("length({})", a(0)))?,
+        "left" => parse_expr(&format!("substr({}, 1, {})", a(0), a(1)))?,
+        "right" => parse_expr(&format!("substr({}, -({}))", a(0), a(1)))?,
+        "strpos" => parse_expr(&format!("instr({}, {})", a(0), a(1)))?,
+        "btrim" => parse_expr(&format!("trim({})", args.join(", ")))?,
+        "string_agg" if f.over.is_none() => {
+            parse_expr(&format!("group_concat({}, {})", a(0), a(1)))?
+        }
+        "bool_and" | "every" => parse_expr(&format!("min({})", a(0)))?,
+        "bool_or" => parse_expr(&format!("max({})", a(0)))?,
+        "greatest" => parse_expr(&format!("max({})", args.join(", ")))?,
+        "least" => parse_expr(&format!("min({})", args.join(", ")))?,
+        "gen_random_uuid" | "uuid_generate_v4" => string_lit(&random_uuid()),
+        _ => return Ok(None),
+    }))
+}
+
+fn random_uuid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for chunk in bytes.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// SQL text for SQLite: `$n` placeholders become `?n`.
+pub fn render<V: VisitMut + Clone + std::fmt::Display>(node: &V) -> String {
+    let mut n = node.clone();
+    let _ = visit_expressions_mut(&mut n, |e| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &mut v.value {
+                if let Some(rest) = p.strip_prefix('$') {
+                    *p = format!("?{rest}");
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(sql: &str) -> String {
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
+        let ctx = RewriteCtx {
+            now: "2026-01-02 03:04:05.000000+00".into(),
+            user: "u".into(),
+            database: "d".into(),
+        };
+        rewrite(&mut s[0], &ctx).expect("rewrite");
+        render(&s[0])
+    }
+
+    #[test]
+    fn rewrites() {
+        assert_eq!(
+            sqlite("SELECT a::bigint FROM t WHERE b = $1"),
+            "SELECT CAST(a AS INTEGER) FROM t WHERE b = ?1"
+        );
+        assert_eq!(sqlite("SELECT 't'::boolean"), "SELECT 1");
+        assert_eq!(
+            sqlite("SELECT * FROM t WHERE a ILIKE 'x%'"),
+            "SELECT * FROM t WHERE lower(a) LIKE lower('x%')"
+        );
+        assert_eq!(
+            sqlite("SELECT now()"),
+            "SELECT '2026-01-02 03:04:05.000000+00'"
+        );
+        assert_eq!(
+            sqlite("SELECT a FROM t ORDER BY a, b DESC"),
+            "SELECT a FROM t ORDER BY a NULLS LAST, b DESC NULLS FIRST"
+        );
+        assert_eq!(
+            sqlite("SELECT substring(a from 2 for 3) FROM t"),
+            "SELECT SUBSTR(a, 2, 3) FROM t"
+        );
+        assert_eq!(sqlite("SELECT current_user"), "SELECT 'u'");
+    }
+
+    #[test]
+    fn unknown_cast_type_is_42704() {
+        let mut s =
+            Parser::parse_sql(&PostgreSqlDialect {}, "SELECT a::geometry FROM t").expect("parse");
+        let ctx = RewriteCtx::new("u", "d");
+        assert_eq!(
+            rewrite(&mut s[0], &ctx).expect_err("type").sqlstate(),
+            "42704"
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! Static result typing: the Postgres name and type of every output column, and of every `$n`.
+//!
+//! Types are decided from the AST and the catalog alone, before any row exists,
+//! because Describe must answer before Execute.
+
+use crate::catalog::{Catalog, Table};
+use crate::sql::dialect::pg_type_of;
+use crate::sql::names::{column_ref, function_name, ident, table_name};
+use crate::sql::params::placeholder_index;
+use sqlparser::ast::*;
+use std::ops::ControlFlow;
+use tessera_shared::PgType;
+
+/// One output column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputColumn {
+    /// Name as Postgres would report it.
+    pub name: String,
+    /// Type.
+    pub ty: PgType,
+}
+
+/// Tables visible to an expression: (name or alias, table).
+pub type Scope<'a> = Vec<(String, &'a Table)>;
+
+/// The scope of a FROM list.
+pub fn scope_of<'a>(from: &[TableWithJoins], catalog: &'a Catalog) -> Scope<'a> {
+    let mut scope = Vec::new();
+    for twj in from {
+        add_factor(&twj.relation, catalog, &mut scope);
+        for j in &twj.joins {
+            add_factor(&j.relation, catalog, &mut scope);
+        }
+    }
+    scope
+}
+
+fn add_factor<'a>(f: &TableFactor, catalog: &'a Catalog, scope: &mut Scope<'a>) {
+    if let TableFactor::Table { name, alias, .. } = f {
+        if let Ok(n) = table_name(name) {
+            if let Some(t) = catalog.tables.get(&n) {
+                let key = alias.as_ref().map(|a| ident(&a.name)).unwrap_or(n);
+                scope.push((key, t));
+            }
+        }
+    }
+}
+
+/// Output columns of a query.
+pub fn query_columns(q: &Query, catalog: &Catalog) -> Vec<OutputColumn> {
+    set_expr_columns(&q.body, catalog)
+}
+
+fn set_expr_columns(body: &SetExpr, catalog: &Catalog) -> Vec<OutputColumn> {
+    match body {
+        SetExpr::Select(s) => {
+            let scope = scope_of(&s.from, catalog);
+            projection_columns(&s.projection, &scope, catalog)
+        }
+        SetExpr::Query(q) => query_columns(q, catalog),
+        SetExpr::SetOperation { left, .. } => set_expr_columns(left, catalog),
+        SetExpr::Values(v) => v
+            .rows
+            .first()
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(i, e)| OutputColumn {
+                        name: format!("column{}", i + 1),
+                        ty: expr_type(e, &[], catalog),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+/// Output columns of a projection (also RETURNING lists).
+pub fn projection_columns(
+    items: &[SelectItem],
+    scope: &Scope<'_>,
+    catalog: &Catalog,
+) -> Vec<OutputColumn> {
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            SelectItem::Wildcard(_) => {
+                for (_, t) in scope {
+                    out.extend(t.columns.iter().map(|c| OutputColumn {
+                        name: c.name.clone(),
+                        ty: c.ty,
+                    }));
+                }
+            }
+            SelectItem::QualifiedWildcard(kind, _) => {
+                let q = match kind {
+                    SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                        table_name(n).unwrap_or_default()
+                    }
+                    SelectItemQualifiedWildcardKind::Expr(e) => e.to_string(),
+                };
+                if let Some((_, t)) = scope.iter().find(|(k, _)| *k == q) {
+                    out.extend(t.columns.iter().map(|c| OutputColumn {
+                        name: c.name.clone(),
+                        ty: c.ty,
+                    }));
+                }
+            }
+            SelectItem::UnnamedExpr(e) => out.push(OutputColumn {
+                name: expr_name(e),
+                ty: expr_type(e, scope, catalog),
+            }),
+            SelectItem::ExprWithAlias { expr, alias } => out.push(OutputColumn {
+                name: ident(alias),
+                ty: expr_type(expr, scope, catalog),
+            }),
+            SelectItem::ExprWithAliases { expr, aliases } => out.push(OutputColumn {
+                name: aliases
+                    .first()
+                    .map(ident)
+                    .unwrap_or_else(|| expr_name(expr)),
+                ty: expr_type(expr, scope, catalog),
+            }),
+        }
+    }
+    out
+}
+
+/// The column name Postgres gives an unaliased expression.
+pub fn expr_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => ident(i),
+        Expr::CompoundIdentifier(parts) => parts.last().map(ident).unwrap_or_default(),
+        Expr::Function(f) => function_name(&f.name)
+            .rsplit('.')
+            .next()
+            .unwrap_or("?column?")
+            .to_string(),
+        Expr::Cast {
+            expr, data_type, ..
+        } => match expr.as_ref() {
+            Expr::Value(_) => pg_type_of(data_type)
+                .map(short_type_name)
+                .unwrap_or("?column?")
+                .to_string(),
+            inner => expr_name(inner),
+        },
+        Expr::Nested(inner) => expr_name(inner),
+        Expr::Case { .. } => "case".into(),
+        Expr::Exists { .. } => "exists".into(),
+        Expr::Substring { .. } => "substring".into(),
+        Expr::Position { .. } => "position".into(),
+        Expr::Trim { .. } => "btrim".into(),
+        _ => "?column?".into(),
+    }
+}
+
+fn short_type_name(t: PgType) -> &'static str {
+    match t {
+        PgType::Int2 => "int2",
+        PgType::Int4 => "int4",
+        PgType::Int8 => "int8",
+        PgType::Float4 => "float4",
+        PgType::Float8 => "float8",
+        PgType::Bool => "bool",
+        PgType::Varchar => "varchar",
+        PgType::Bpchar => "bpchar",
+        PgType::Timestamptz => "timestamptz",
+        other => other.name(),
+    }
+}
+
+fn column_type(q: Option<&str>, c: &str, scope: &[(String, &Table)]) -> Option<PgType> {
+    scope
+        .iter()
+        .filter(|(k, _)| q.is_none_or(|q| q == k))
+        .find_map(|(_, t)| t.column(c).map(|col| col.ty))
+}
+
+/// The type of an expression, `text` when nothing better is known.
+pub fn expr_type(e: &Expr, scope: &[(String, &Table)], catalog: &Catalog) -> PgType {
+    if let Some((q, c)) = column_ref(e) {
+        return column_type(q.as_deref(), &c, scope).unwrap_or(PgType::Text);
+    }
+    let ty = |e: &Expr| expr_type(e, scope, catalog);
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => {
+                if n.contains(['.', 'e', 'E']) {
+                    PgType::Numeric
+                } else if n.parse::<i32>().is_ok() {
+                    PgType::Int4
+                } else {
+                    PgType::Int8
+                }
+            }
+            Value::Boolean(_) => PgType::Bool,
+            _ => PgType::Text,
+        },
+        Expr::Cast { data_type, .. } => pg_type_of(data_type).unwrap_or(PgType::Text),
+        Expr::Nested(inner)
+        | Expr::UnaryOp {
+            expr: inner,
+            op: UnaryOperator::Minus | UnaryOperator::Plus,
+        } => ty(inner),
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            ..
+        }
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsDistinctFrom(..)
+        | Expr::IsNotDistinctFrom(..)
+        | Expr::In { .. }
+        | Expr::Between { .. }
+        | Expr::Like { .. }
+        | Expr::ILike { .. }
+        | Expr::Exists { .. } => PgType::Bool,
+        Expr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
+            | BinaryOperator::And
+            | BinaryOperator::Or
+            | BinaryOperator::PGLikeMatch
+            | BinaryOperator::PGILikeMatch
+            | BinaryOperator::PGNotLikeMatch
+            | BinaryOperator::PGNotILikeMatch => PgType::Bool,
+            BinaryOperator::StringConcat => PgType::Text,
+            _ => numeric_result(ty(left), ty(right)),
+        },
+        Expr::Case {
+            conditions,
+            else_result,
+            ..
+        } => conditions
+            .first()
+            .map(|c| ty(&c.result))
+            .or_else(|| else_result.as_deref().map(ty))
+            .unwrap_or(PgType::Text),
+        Expr::Subquery(q) => query_columns(q, catalog)
+            .first()
+            .map(|c| c.ty)
+            .unwrap_or(PgType::Text),
+        Expr::Substring { .. } | Expr::Trim { .. } => PgType::Text,
+        Expr::Position { .. } => PgType::Int4,
+        Expr::Function(f) => function_type(f, scope, catalog),
+        _ => PgType::Text,
+    }
+}
+
+fn numeric_result(a: PgType, b: PgType) -> PgType {
+    match (a, b) {
+        (a, b) if a.is_integer() && b.is_integer() => {
+            if a == PgType::Int8 || b == PgType::Int8 {
+                PgType::Int8
+            } else if a == PgType::Int2 && b == PgType::Int2 {
+                PgType::Int2
+            } else {
+                PgType::Int4
+            }
+        }
+        (PgType::Float4 | PgType::Float8, _) | (_, PgType::Float4 | PgType::Float8) => {
+            PgType::Float8
+        }
+        (PgType::Numeric, _) | (_, PgType::Numeric) => PgType::Numeric,
+        (PgType::Date | PgType::Timestamp | PgType::Timestamptz, _) => a,
+        _ => PgType::Numeric,
+    }
+}
+
+fn first_arg(f: &Function) -> Option<&Expr> {
+    match &f.args {
+        FunctionArguments::List(l) => l.args.first().and_then(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+fn function_type(f: &Function, scope: &[(String, &Table)], catalog: &Catalog) -> PgType {
+    let arg = || {
+        first_arg(f)
+            .map(|e| expr_type(e, scope, catalog))
+            .unwrap_or(PgType::Text)
+    };
+    match function_name(&f.name).as_str() {
+        "count" | "row_number" | "rank" | "dense_rank" | "pg_backend_pid" => PgType::Int8,
+        "sum" => match arg() {
+            t if t.is_integer() => PgType::Int8,
+            PgType::Float4 | PgType::Float8 => PgType::Float8,
+            _ => PgType::Numeric,
+        },
+        "avg" => match arg() {
+            PgType::Float4 | PgType::Float8 => PgType::Float8,
+            _ => PgType::Numeric,
+        },
+        "min" | "max" | "abs" | "coalesce" | "nullif" | "greatest" | "least" | "round"
+        | "trunc" | "ceil" | "floor" => arg(),
+        "length" | "char_length" | "character_length" | "octet_length" | "strpos" | "position" => {
+            PgType::Int4
+        }
+        "random" => PgType::Float8,
+        "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp" => {
+            PgType::Timestamptz
+        }
+        "current_date" => PgType::Date,
+        "bool_and" | "bool_or" | "every" => PgType::Bool,
+        "gen_random_uuid" => PgType::Uuid,
+        _ => PgType::Text,
+    }
+}
+
+/// Types of `$1..$n` in a statement: from the column a parameter is compared with
+/// or inserted into; `LIMIT`/`OFFSET` take bigint; otherwise text.
+pub fn param_types(stmt: &Statement, catalog: &Catalog, n: usize) -> Vec<PgType> {
+    let mut types: Vec<Option<PgType>> = vec![None; n];
+    let mut set = |p: &Expr, t: PgType| {
+        if let Some(i) = placeholder(p) {
+            if i >= 1 && i <= types.len() && types[i - 1].is_none() {
+                types[i - 1] = Some(t);
+            }
+        }
+    };
+    // The tables any part of the statement names: a bare column resolves against them.
+    let mut tables: Vec<(String, &Table)> = Vec::new();
+    let _ = visit_relations(stmt, |r| {
+        if let Ok(n) = table_name(r) {
+            if let Some(t) = catalog.tables.get(&n) {
+                tables.push((n, t));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // Aliases: map every alias in FROM clauses to its table too.
+    let _ = visit_table_factors(stmt, catalog, &mut tables);
+    if let Statement::Insert(ins) = stmt {
+        if let (TableObject::TableName(name), Some(src)) = (&ins.table, &ins.source) {
+            if let (Ok(tn), SetExpr::Values(v)) = (table_name(name), src.body.as_ref()) {
+                if let Some(t) = catalog.tables.get(&tn) {
+                    let cols: Vec<String> = if ins.columns.is_empty() {
+                        t.columns.iter().map(|c| c.name.clone()).collect()
+                    } else {
+                        ins.columns
+                            .iter()
+                            .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident))
+                            .collect()
+                    };
+                    for row in &v.rows {
+                        for (e, c) in row.iter().zip(&cols) {
+                            if let Some(col) = t.column(c) {
+                                set(e, col.ty);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Statement::Update(u) = stmt {
+        for a in &u.assignments {
+            if let AssignmentTarget::ColumnName(c) = &a.target {
+                let c =
+                    c.0.last()
+                        .and_then(|p| p.as_ident())
+                        .map(ident)
+                        .unwrap_or_default();
+                if let Some(t) = column_type(None, &c, &tables) {
+                    set(&a.value, t);
+                }
+            }
+        }
+    }
+    let _ = visit_expressions(stmt, |e| {
+        match e {
+            Expr::BinaryOp { left, right, .. } => {
+                let lt = expr_type(left, &tables, catalog);
+                let rt = expr_type(right, &tables, catalog);
+                if placeholder(left).is_some() && placeholder(right).is_none() {
+                    set(left, rt);
+                }
+                if placeholder(right).is_some() && placeholder(left).is_none() {
+                    set(right, lt);
+                }
+            }
+            Expr::In {
+                expr,
+                target: InTarget::List(list),
+                ..
+            } => {
+                let t = expr_type(expr, &tables, catalog);
+                for item in list {
+                    set(item, t);
+                }
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                let t = expr_type(expr, &tables, catalog);
+                set(low, t);
+                set(high, t);
+            }
+            Expr::Cast {
+                expr, data_type, ..
+            } => {
+                if let Ok(t) = pg_type_of(data_type) {
+                    set(expr, t);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if let Statement::Query(q) = stmt {
+        if let Some(LimitClause::LimitOffset { limit, offset, .. }) = &q.limit_clause {
+            if let Some(l) = limit {
+                set(l, PgType::Int8);
+            }
+            if let Some(o) = offset {
+                set(&o.value, PgType::Int8);
+            }
+        }
+    }
+    types
+        .into_iter()
+        .map(|t| t.unwrap_or(PgType::Text))
+        .collect()
+}
+
+fn visit_table_factors<'a>(
+    stmt: &Statement,
+    catalog: &'a Catalog,
+    tables: &mut Vec<(String, &'a Table)>,
+) -> ControlFlow<()> {
+    struct V<'a, 'b> {
+        catalog: &'a Catalog,
+        tables: &'b mut Vec<(String, &'a Table)>,
+    }
+    impl Visitor for V<'_, '_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
+            add_factor(f, self.catalog, self.tables);
+            ControlFlow::Continue(())
+        }
+    }
+    stmt.visit(&mut V { catalog, tables })
+}
+
+fn placeholder(e: &Expr) -> Option<usize> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(p) => placeholder_index(p),
+            _ => None,
+        },
+        Expr::Nested(inner) => placeholder(inner),
+        _ => None,
+    }
+}

@@ -1,0 +1,7 @@
+//! SQL helpers on the sqlparser AST: names, Postgres-to-SQLite rewriting, type inference, parameters.
+
+pub mod dialect;
+pub mod infer;
+pub mod names;
+pub mod params;
+pub mod parse;
