@@ -1,0 +1,200 @@
+//! `tessera local`: a supervisor that starts storage nodes and a coordinator as child processes.
+//!
+//! Ports of storage nodes are chosen by the OS on first start and remembered in
+//! `DATA_DIR/local.json`, so a restarted cluster finds its nodes where the
+//! catalog says. SIGINT/SIGTERM stop the children cleanly; if the supervisor
+//! itself is killed, the kernel sends its children SIGTERM.
+
+use crate::roles::READY;
+use crate::shutdown::SUPERVISED_ENV;
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// `tessera local` flags.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// Data directory of the whole cluster.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The coordinator's Postgres port (0 picks a free one; it is printed).
+    #[arg(long, default_value_t = tessera_coordinator::config::DEFAULT_PORT)]
+    pub port: u16,
+    /// Number of storage nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Shards of a hash table without WITH (shards = N).
+    #[arg(long, default_value_t = 8)]
+    pub shards: u32,
+    /// SQLite synchronous level of the storage nodes: full or normal.
+    #[arg(long, default_value = "full")]
+    pub synchronous: String,
+}
+
+const STATE_VERSION: u32 = 1;
+
+/// What `local.json` remembers between runs.
+#[derive(Serialize, Deserialize)]
+struct LocalState {
+    version: u32,
+    storage_ports: Vec<u16>,
+}
+
+struct Proc {
+    name: String,
+    addr: String,
+    child: Child,
+}
+
+async fn spawn(name: &str, args: Vec<String>) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(&args)
+        .env(SUPERVISED_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix(READY) {
+                let addr = rest.split_whitespace().nth(1).unwrap_or_default().to_string();
+                return Ok::<_, std::io::Error>(Some(addr));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+    // Keep draining the child's stdout so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    match ready {
+        Ok(Ok(Some(addr))) => Ok(Proc { name: name.to_string(), addr, child }),
+        Ok(_) => bail!("{name} exited before it was ready"),
+        Err(_) => bail!("{name} was not ready within 60 s"),
+    }
+}
+
+fn load_state(dir: &Path) -> anyhow::Result<Option<LocalState>> {
+    let p = dir.join("local.json");
+    match std::fs::read(&p) {
+        Ok(b) => {
+            let s: LocalState = serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))?;
+            if s.version != STATE_VERSION {
+                bail!("{} has version {}, this build reads {STATE_VERSION}", p.display(), s.version);
+            }
+            Ok(Some(s))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn stop(procs: &mut [Proc]) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    // Coordinator first (it is last in the list), then storage nodes.
+    for p in procs.iter_mut().rev() {
+        if let Some(pid) = p.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await.is_err() {
+            tracing::warn!(node = %p.name, "did not stop within 10 s; killing");
+            let _ = p.child.kill().await;
+        }
+    }
+}
+
+/// Starts the cluster and supervises it until SIGINT/SIGTERM.
+pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.data_dir)?;
+    let dir = std::fs::canonicalize(&a.data_dir)?;
+    let state = load_state(&dir)?;
+    let mut ports: Vec<u16> = state.map(|s| s.storage_ports).unwrap_or_default();
+    let mut procs = Vec::new();
+    for i in 0..a.nodes.max(1) {
+        let name = format!("storage-{}", i + 1);
+        let port = ports.get(i).copied().unwrap_or(0);
+        let args = vec![
+            "storage".into(),
+            "--name".into(),
+            name.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.join(&name).display().to_string(),
+            "--synchronous".into(),
+            a.synchronous.clone(),
+        ];
+        let p = spawn(&name, args).await?;
+        let bound: u16 = p.addr.rsplit(':').next().and_then(|x| x.parse().ok()).context("storage address")?;
+        if i < ports.len() {
+            ports[i] = bound;
+        } else {
+            ports.push(bound);
+        }
+        procs.push(p);
+    }
+    let state = LocalState { version: STATE_VERSION, storage_ports: ports };
+    std::fs::write(dir.join("local.json"), serde_json::to_vec_pretty(&state)?)?;
+    let storage: Vec<String> = procs.iter().map(|p| format!("{}={}", p.name, p.addr)).collect();
+    let coord = spawn(
+        "coordinator",
+        vec![
+            "coordinator".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", a.port),
+            "--data-dir".into(),
+            dir.join("coordinator").display().to_string(),
+            "--default-shards".into(),
+            a.shards.to_string(),
+            "--storage".into(),
+            storage.join(","),
+        ],
+    )
+    .await?;
+    let port = coord.addr.rsplit(':').next().unwrap_or_default().to_string();
+    println!("Tessera local cluster ({} storage nodes) in {}", procs.len(), dir.display());
+    println!("  {:<12} {:<22} pid {}", "coordinator", coord.addr, coord.child.id().unwrap_or(0));
+    for p in &procs {
+        println!("  {:<12} {:<22} pid {}", p.name, p.addr, p.child.id().unwrap_or(0));
+    }
+    println!("  authentication: trust — user postgres connects without a password (local use only)");
+    println!("  connect: psql -h 127.0.0.1 -p {port} -U postgres");
+    println!("{READY} local {}", coord.addr);
+    procs.push(coord);
+    supervise(&mut procs).await;
+    stop(&mut procs).await;
+    println!("Tessera local cluster stopped");
+    Ok(())
+}
+
+/// Waits for a shutdown signal, reporting children that exit on their own.
+async fn supervise(procs: &mut [Proc]) {
+    let shutdown = crate::shutdown::signal();
+    tokio::pin!(shutdown);
+    let mut exited = vec![false; procs.len()];
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        for (i, p) in procs.iter_mut().enumerate() {
+            if exited[i] {
+                continue;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                exited[i] = true;
+                tracing::error!(node = %p.name, %status, "process exited; the cluster runs without it");
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The coordinator and storage roles as processes: flags, optional TOML config, readiness line, shutdown.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use tessera_coordinator::config::NodeConfig;
+use tessera_coordinator::CoordinatorConfig;
+use tessera_storage::StorageConfig;
+
+/// The line a role prints on stdout once it accepts connections: `TESSERA_READY <role> <addr>`.
+pub const READY: &str = "TESSERA_READY";
+
+fn load<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> anyhow::Result<T> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+        }
+        None => Ok(T::default()),
+    }
+}
+
+/// `tessera coordinator` flags (override the TOML file).
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// TOML file with `CoordinatorConfig` fields.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Postgres listen address (default 127.0.0.1:7432; port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Catalog directory (default ./data/coordinator).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Storage nodes as name=host:port, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub storage: Vec<String>,
+    /// Shards of a hash table without WITH (shards = N) (default 8).
+    #[arg(long)]
+    pub default_shards: Option<u32>,
+}
+
+/// `tessera storage` flags (override the TOML file).
+#[derive(Args, Debug)]
+pub struct StorageArgs {
+    /// TOML file with `StorageConfig` fields.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address (default 127.0.0.1:7501; port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (default ./data/storage).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node name (default storage).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// SQLite synchronous level: full (default) or normal.
+    #[arg(long)]
+    pub synchronous: Option<String>,
+}
+
+/// Runs a coordinator until SIGINT/SIGTERM.
+pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
+    crate::shutdown::die_with_parent();
+    let mut config: CoordinatorConfig = load(&a.config)?;
+    if let Some(l) = a.listen {
+        config.listen = l;
+    }
+    if let Some(d) = a.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(n) = a.default_shards {
+        config.default_shards = n.max(1);
+    }
+    for s in a.storage {
+        let (name, addr) = s.split_once('=').with_context(|| format!("--storage wants name=host:port, got {s}"))?;
+        config.storage_nodes.push(NodeConfig { name: name.into(), addr: addr.into() });
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let engine = std::sync::Arc::new(tessera_coordinator::Engine::open(config.clone()).await?);
+    tracing::warn!("authentication is 'trust': any user connects without a password (local default)");
+    tracing::info!(%addr, nodes = config.storage_nodes.len(), "coordinator listening");
+    println!("{READY} coordinator {addr}");
+    tessera_coordinator::server::serve(engine, listener, crate::shutdown::signal()).await?;
+    Ok(())
+}
+
+/// Runs a storage node until SIGINT/SIGTERM.
+pub async fn run_storage(a: StorageArgs) -> anyhow::Result<()> {
+    crate::shutdown::die_with_parent();
+    let mut config: StorageConfig = load(&a.config)?;
+    if let Some(d) = a.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(n) = a.name {
+        config.node_name = n;
+    }
+    if let Some(s) = a.synchronous {
+        config.synchronous = s;
+    }
+    let listen = a.listen.unwrap_or_else(|| "127.0.0.1:7501".into());
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("{READY} storage {addr}");
+    tessera_storage::serve(config, listener, crate::shutdown::signal()).await?;
+    Ok(())
+}
