@@ -1,0 +1,135 @@
+//! Test harness: starts a real `tessera local` cluster (separate processes, free ports) in a temp dir.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running local cluster; stopped (SIGTERM, then wait) on drop.
+pub struct Cluster {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    /// Node name -> pid, from the start-up banner.
+    pub pids: Vec<(String, u32)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn tessera() -> &'static str {
+    env!("CARGO_BIN_EXE_tessera")
+}
+
+impl Cluster {
+    /// Starts `nodes` storage nodes with `shards` default shards, in a fresh temp dir.
+    pub fn start(nodes: usize, shards: u32) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster::start_in(&dir, nodes, shards);
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// Starts (or restarts) a cluster on an existing data dir.
+    pub fn start_in(dir: &Path, nodes: usize, shards: u32) -> Cluster {
+        let mut child = Command::new(tessera())
+            .args(["local", "--data-dir"])
+            .arg(dir)
+            .args(["--port", "0", "--nodes", &nodes.to_string(), "--shards", &shards.to_string()])
+            .env("TESSERA_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tessera local");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut pids = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            assert!(Instant::now() < deadline, "cluster did not start in 60 s");
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("read") == 0 {
+                panic!("tessera local exited before it was ready");
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [name, _addr, "pid", pid] = words.as_slice() {
+                pids.push((name.to_string(), pid.parse().expect("pid")));
+            }
+            if let Some(rest) = line.strip_prefix("TESSERA_READY local ") {
+                break rest.trim().rsplit(':').next().expect("port").parse().expect("port number");
+            }
+        };
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Cluster { child, port, dir: dir.to_path_buf(), pids, _tmp: None }
+    }
+
+    pub fn conn_str(&self) -> String {
+        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    pub fn pid_of(&self, name: &str) -> u32 {
+        self.pids.iter().find(|(n, _)| n == name).map(|(_, p)| *p).unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(mut self) -> PathBuf {
+        self.terminate();
+        self.dir.clone()
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// kill -9 a process.
+pub fn kill9(pid: u32) {
+    let status = Command::new("kill").arg("-9").arg(pid.to_string()).status().expect("kill");
+    assert!(status.success());
+}
+
+/// Waits until `f` returns true, up to `secs`.
+pub async fn wait_until<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
