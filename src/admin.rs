@@ -50,8 +50,13 @@ pub enum AdminCommand {
 
 /// Runs an admin command.
 pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
-    let conn_str = format!("host={} port={} user={} dbname=postgres connect_timeout=5", a.host, a.port, a.user);
-    let (client, conn) = tokio_postgres::connect(&conn_str, NoTls).await.with_context(|| format!("connecting to {}:{}", a.host, a.port))?;
+    let conn_str = format!(
+        "host={} port={} user={} dbname=postgres connect_timeout=5",
+        a.host, a.port, a.user
+    );
+    let (client, conn) = tokio_postgres::connect(&conn_str, NoTls)
+        .await
+        .with_context(|| format!("connecting to {}:{}", a.host, a.port))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -61,12 +66,17 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Shards => "SHOW tessera.shards".to_string(),
         AdminCommand::Explain { sql } => format!("EXPLAIN {sql}"),
     };
-    let msgs = client.simple_query(&sql).await.with_context(|| format!("running {sql}"))?;
+    let msgs = client
+        .simple_query(&sql)
+        .await
+        .with_context(|| format!("running {sql}"))?;
     let mut header: Vec<String> = Vec::new();
     let mut rows: Vec<Vec<Option<String>>> = Vec::new();
     for m in msgs {
         match m {
-            SimpleQueryMessage::RowDescription(cols) => header = cols.iter().map(|c| c.name().to_string()).collect(),
+            SimpleQueryMessage::RowDescription(cols) => {
+                header = cols.iter().map(|c| c.name().to_string()).collect()
+            }
             SimpleQueryMessage::Row(r) => {
                 if header.is_empty() {
                     header = r.columns().iter().map(|c| c.name().to_string()).collect();
@@ -82,7 +92,15 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| {
                     serde_json::Value::Object(
-                        header.iter().cloned().zip(r.iter().map(|v| v.clone().map(serde_json::Value::String).unwrap_or(serde_json::Value::Null))).collect(),
+                        header
+                            .iter()
+                            .cloned()
+                            .zip(r.iter().map(|v| {
+                                v.clone()
+                                    .map(serde_json::Value::String)
+                                    .unwrap_or(serde_json::Value::Null)
+                            }))
+                            .collect(),
                     )
                 })
                 .collect();
@@ -108,9 +126,24 @@ fn print_table(header: &[String], rows: &[Vec<Option<String>>]) {
             }
         }
     }
-    let line = |vals: Vec<String>| vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
     println!("{}", line(header.to_vec()));
-    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+    println!(
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
     for r in rows {
         println!("{}", line(r.iter().map(cell).collect()));
     }

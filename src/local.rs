@@ -67,7 +67,11 @@ async fn spawn(name: &str, args: Vec<String>) -> anyhow::Result<Proc> {
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
             if let Some(rest) = line.strip_prefix(READY) {
-                let addr = rest.split_whitespace().nth(1).unwrap_or_default().to_string();
+                let addr = rest
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
                 return Ok::<_, std::io::Error>(Some(addr));
             }
         }
@@ -77,7 +81,11 @@ async fn spawn(name: &str, args: Vec<String>) -> anyhow::Result<Proc> {
     // Keep draining the child's stdout so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     match ready {
-        Ok(Ok(Some(addr))) => Ok(Proc { name: name.to_string(), addr, child }),
+        Ok(Ok(Some(addr))) => Ok(Proc {
+            name: name.to_string(),
+            addr,
+            child,
+        }),
         Ok(_) => bail!("{name} exited before it was ready"),
         Err(_) => bail!("{name} was not ready within 60 s"),
     }
@@ -87,9 +95,14 @@ fn load_state(dir: &Path) -> anyhow::Result<Option<LocalState>> {
     let p = dir.join("local.json");
     match std::fs::read(&p) {
         Ok(b) => {
-            let s: LocalState = serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))?;
+            let s: LocalState =
+                serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))?;
             if s.version != STATE_VERSION {
-                bail!("{} has version {}, this build reads {STATE_VERSION}", p.display(), s.version);
+                bail!(
+                    "{} has version {}, this build reads {STATE_VERSION}",
+                    p.display(),
+                    s.version
+                );
             }
             Ok(Some(s))
         }
@@ -106,7 +119,10 @@ async fn stop(procs: &mut [Proc]) {
         if let Some(pid) = p.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_secs(10), p.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(node = %p.name, "did not stop within 10 s; killing");
             let _ = p.child.kill().await;
         }
@@ -135,7 +151,12 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
             a.synchronous.clone(),
         ];
         let p = spawn(&name, args).await?;
-        let bound: u16 = p.addr.rsplit(':').next().and_then(|x| x.parse().ok()).context("storage address")?;
+        let bound: u16 = p
+            .addr
+            .rsplit(':')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .context("storage address")?;
         if i < ports.len() {
             ports[i] = bound;
         } else {
@@ -143,9 +164,15 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         }
         procs.push(p);
     }
-    let state = LocalState { version: STATE_VERSION, storage_ports: ports };
+    let state = LocalState {
+        version: STATE_VERSION,
+        storage_ports: ports,
+    };
     std::fs::write(dir.join("local.json"), serde_json::to_vec_pretty(&state)?)?;
-    let storage: Vec<String> = procs.iter().map(|p| format!("{}={}", p.name, p.addr)).collect();
+    let storage: Vec<String> = procs
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.addr))
+        .collect();
     let coord = spawn(
         "coordinator",
         vec![
@@ -161,13 +188,34 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let port = coord.addr.rsplit(':').next().unwrap_or_default().to_string();
-    println!("Tessera local cluster ({} storage nodes) in {}", procs.len(), dir.display());
-    println!("  {:<12} {:<22} pid {}", "coordinator", coord.addr, coord.child.id().unwrap_or(0));
+    let port = coord
+        .addr
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "Tessera local cluster ({} storage nodes) in {}",
+        procs.len(),
+        dir.display()
+    );
+    println!(
+        "  {:<12} {:<22} pid {}",
+        "coordinator",
+        coord.addr,
+        coord.child.id().unwrap_or(0)
+    );
     for p in &procs {
-        println!("  {:<12} {:<22} pid {}", p.name, p.addr, p.child.id().unwrap_or(0));
+        println!(
+            "  {:<12} {:<22} pid {}",
+            p.name,
+            p.addr,
+            p.child.id().unwrap_or(0)
+        );
     }
-    println!("  authentication: trust — user postgres connects without a password (local use only)");
+    println!(
+        "  authentication: trust — user postgres connects without a password (local use only)"
+    );
     println!("  connect: psql -h 127.0.0.1 -p {port} -U postgres");
     println!("{READY} local {}", coord.addr);
     procs.push(coord);

@@ -13,7 +13,8 @@ pub const READY: &str = "TESSERA_READY";
 fn load<T: serde::de::DeserializeOwned + Default>(path: &Option<PathBuf>) -> anyhow::Result<T> {
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))
         }
         None => Ok(T::default()),
@@ -74,13 +75,22 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         config.default_shards = n.max(1);
     }
     for s in a.storage {
-        let (name, addr) = s.split_once('=').with_context(|| format!("--storage wants name=host:port, got {s}"))?;
-        config.storage_nodes.push(NodeConfig { name: name.into(), addr: addr.into() });
+        let (name, addr) = s
+            .split_once('=')
+            .with_context(|| format!("--storage wants name=host:port, got {s}"))?;
+        config.storage_nodes.push(NodeConfig {
+            name: name.into(),
+            addr: addr.into(),
+        });
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let engine = std::sync::Arc::new(tessera_coordinator::Engine::open(config.clone()).await?);
-    tracing::warn!("authentication is 'trust': any user connects without a password (local default)");
+    tracing::warn!(
+        "authentication is 'trust': any user connects without a password (local default)"
+    );
     tracing::info!(%addr, nodes = config.storage_nodes.len(), "coordinator listening");
     println!("{READY} coordinator {addr}");
     tessera_coordinator::server::serve(engine, listener, crate::shutdown::signal()).await?;
@@ -101,7 +111,9 @@ pub async fn run_storage(a: StorageArgs) -> anyhow::Result<()> {
         config.synchronous = s;
     }
     let listen = a.listen.unwrap_or_else(|| "127.0.0.1:7501".into());
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     println!("{READY} storage {addr}");
     tessera_storage::serve(config, listener, crate::shutdown::signal()).await?;

@@ -6,7 +6,10 @@ pub const SUPERVISED_ENV: &str = "TESSERA_SUPERVISED";
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers, only the process's death stops it.
         std::future::pending::<()>().await;
         return;

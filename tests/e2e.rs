@@ -9,14 +9,20 @@ use tokio_postgres::SimpleQueryMessage;
 fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     msgs.iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
             _ => None,
         })
         .collect()
 }
 
 async fn query_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    rows(&c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")))
+    rows(
+        &c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+    )
 }
 
 fn s(v: &str) -> Option<String> {
@@ -30,29 +36,65 @@ async fn issue_walkthrough_over_simple_protocol() {
     let cluster = Cluster::start(3, 6);
     let c = cluster.client().await;
     c.simple_query(USERS).await.expect("create");
-    let r = query_rows(&c, "INSERT INTO users VALUES (1,'Ada','ada@example.com',36),(2,'Linus',NULL,54) RETURNING id").await;
+    let r = query_rows(
+        &c,
+        "INSERT INTO users VALUES (1,'Ada','ada@example.com',36),(2,'Linus',NULL,54) RETURNING id",
+    )
+    .await;
     let mut ids: Vec<_> = r.into_iter().map(|r| r[0].clone()).collect();
     ids.sort();
     assert_eq!(ids, vec![s("1"), s("2")]);
-    assert_eq!(query_rows(&c, "SELECT * FROM users WHERE id = 1").await, vec![vec![s("1"), s("Ada"), s("ada@example.com"), s("36")]]);
-    assert_eq!(query_rows(&c, "SELECT count(*), avg(age), max(age) FROM users").await, vec![vec![s("2"), s("45"), s("54")]]);
+    assert_eq!(
+        query_rows(&c, "SELECT * FROM users WHERE id = 1").await,
+        vec![vec![s("1"), s("Ada"), s("ada@example.com"), s("36")]]
+    );
+    assert_eq!(
+        query_rows(&c, "SELECT count(*), avg(age), max(age) FROM users").await,
+        vec![vec![s("2"), s("45"), s("54")]]
+    );
     assert_eq!(
         query_rows(&c, "SELECT age, count(*) FROM users GROUP BY age HAVING count(*) > 0 ORDER BY age LIMIT 10").await,
         vec![vec![s("36"), s("1")], vec![s("54"), s("1")]]
     );
-    let msgs = c.simple_query("UPDATE users SET age = age + 1 WHERE id = 2").await.expect("update");
-    assert!(matches!(msgs.last(), Some(SimpleQueryMessage::CommandComplete(1))));
-    let msgs = c.simple_query("DELETE FROM users WHERE age > 100").await.expect("delete");
-    assert!(matches!(msgs.last(), Some(SimpleQueryMessage::CommandComplete(0))));
-    let plan: Vec<String> = query_rows(&c, "EXPLAIN SELECT * FROM users WHERE id = 1").await.into_iter().filter_map(|r| r[0].clone()).collect();
+    let msgs = c
+        .simple_query("UPDATE users SET age = age + 1 WHERE id = 2")
+        .await
+        .expect("update");
+    assert!(matches!(
+        msgs.last(),
+        Some(SimpleQueryMessage::CommandComplete(1))
+    ));
+    let msgs = c
+        .simple_query("DELETE FROM users WHERE age > 100")
+        .await
+        .expect("delete");
+    assert!(matches!(
+        msgs.last(),
+        Some(SimpleQueryMessage::CommandComplete(0))
+    ));
+    let plan: Vec<String> = query_rows(&c, "EXPLAIN SELECT * FROM users WHERE id = 1")
+        .await
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
     assert!(plan[0].contains("single shard"), "{plan:?}");
     assert!(plan.iter().any(|l| l.contains("on storage-")), "{plan:?}");
-    let plan: Vec<String> = query_rows(&c, "EXPLAIN SELECT count(*) FROM users").await.into_iter().filter_map(|r| r[0].clone()).collect();
+    let plan: Vec<String> = query_rows(&c, "EXPLAIN SELECT count(*) FROM users")
+        .await
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
     assert!(plan[0].contains("6 shards"), "{plan:?}");
     assert!(plan[1].contains("combine partial aggregates"), "{plan:?}");
-    assert_eq!(query_rows(&c, "SELECT age FROM users WHERE id = 2").await, vec![vec![s("55")]]);
+    assert_eq!(
+        query_rows(&c, "SELECT age FROM users WHERE id = 2").await,
+        vec![vec![s("55")]]
+    );
     // Several statements in one query, and an empty query.
-    let msgs = c.simple_query("SELECT 1; SELECT 'two'").await.expect("multi");
+    let msgs = c
+        .simple_query("SELECT 1; SELECT 'two'")
+        .await
+        .expect("multi");
     assert_eq!(rows(&msgs), vec![vec![s("1")], vec![s("two")]]);
     c.simple_query("").await.expect("empty query");
 }
@@ -64,14 +106,25 @@ async fn extended_protocol_with_typed_parameters_and_results() {
     c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, name text, score double precision, ok boolean, n int, data bytea) PARTITION BY HASH (id)")
         .await
         .expect("create");
-    let ins = c.prepare("INSERT INTO t (id, name, score, ok, n, data) VALUES ($1, $2, $3, $4, $5, $6)").await.expect("prepare insert");
+    let ins = c
+        .prepare("INSERT INTO t (id, name, score, ok, n, data) VALUES ($1, $2, $3, $4, $5, $6)")
+        .await
+        .expect("prepare insert");
     for i in 0..50i64 {
         let name = format!("n{i}");
         let n = (i % 7) as i32;
         let data = vec![i as u8, 0xff];
-        c.execute(&ins, &[&i, &name, &(i as f64 / 2.0), &(i % 2 == 0), &n, &data]).await.expect("insert");
+        c.execute(
+            &ins,
+            &[&i, &name, &(i as f64 / 2.0), &(i % 2 == 0), &n, &data],
+        )
+        .await
+        .expect("insert");
     }
-    let sel = c.prepare("SELECT id, name, score, ok, n, data FROM t WHERE id = $1").await.expect("prepare select");
+    let sel = c
+        .prepare("SELECT id, name, score, ok, n, data FROM t WHERE id = $1")
+        .await
+        .expect("prepare select");
     let row = c.query_one(&sel, &[&7i64]).await.expect("select");
     assert_eq!(row.get::<_, i64>(0), 7);
     assert_eq!(row.get::<_, String>(1), "n7");
@@ -79,16 +132,37 @@ async fn extended_protocol_with_typed_parameters_and_results() {
     assert!(!row.get::<_, bool>(3));
     assert_eq!(row.get::<_, i32>(4), 0);
     assert_eq!(row.get::<_, Vec<u8>>(5), vec![7, 0xff]);
-    let rows = c.query("SELECT id FROM t WHERE n = $1 ORDER BY id DESC LIMIT $2", &[&3i32, &3i64]).await.expect("scatter");
+    let rows = c
+        .query(
+            "SELECT id FROM t WHERE n = $1 ORDER BY id DESC LIMIT $2",
+            &[&3i32, &3i64],
+        )
+        .await
+        .expect("scatter");
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, vec![45, 38, 31]);
-    let row = c.query_one("SELECT count(*), sum(n), min(name) FROM t WHERE ok", &[]).await.expect("agg");
+    let row = c
+        .query_one("SELECT count(*), sum(n), min(name) FROM t WHERE ok", &[])
+        .await
+        .expect("agg");
     assert_eq!(row.get::<_, i64>(0), 25);
-    assert_eq!(row.get::<_, i64>(1), (0..50).filter(|i| i % 2 == 0).map(|i| i % 7).sum::<i64>());
+    assert_eq!(
+        row.get::<_, i64>(1),
+        (0..50).filter(|i| i % 2 == 0).map(|i| i % 7).sum::<i64>()
+    );
     assert_eq!(row.get::<_, String>(2), "n0");
-    let none = c.query_opt("SELECT name FROM t WHERE id = $1", &[&1000i64]).await.expect("missing");
+    let none = c
+        .query_opt("SELECT name FROM t WHERE id = $1", &[&1000i64])
+        .await
+        .expect("missing");
     assert!(none.is_none());
-    let row = c.query_one("SELECT name FROM t WHERE id = $1 AND name = $2", &[&3i64, &"n3"]).await.expect("text param");
+    let row = c
+        .query_one(
+            "SELECT name FROM t WHERE id = $1 AND name = $2",
+            &[&3i64, &"n3"],
+        )
+        .await
+        .expect("text param");
     assert_eq!(row.get::<_, String>(0), "n3");
 }
 
@@ -97,7 +171,9 @@ async fn errors_carry_sqlstate_and_the_connection_stays_usable() {
     let cluster = Cluster::start(2, 4);
     let c = cluster.client().await;
     c.batch_execute(USERS).await.expect("create");
-    c.batch_execute("INSERT INTO users VALUES (1, 'a', NULL, 1)").await.expect("insert");
+    c.batch_execute("INSERT INTO users VALUES (1, 'a', NULL, 1)")
+        .await
+        .expect("insert");
     let cases = [
         ("SELEC 1", "42601"),
         ("SELECT * FROM nope", "42P01"),
@@ -107,18 +183,34 @@ async fn errors_carry_sqlstate_and_the_connection_stays_usable() {
         ("UPDATE users SET id = 3 WHERE id = 1", "0A000"),
         ("SELECT * FROM users WHERE name ~ 'a'", "0A000"),
         ("CREATE TABLE users (id int)", "42P07"),
-        ("CREATE TABLE bad (id int PRIMARY KEY, k int UNIQUE) PARTITION BY HASH (id)", "0A000"),
+        (
+            "CREATE TABLE bad (id int PRIMARY KEY, k int UNIQUE) PARTITION BY HASH (id)",
+            "0A000",
+        ),
         ("SELECT 1::geometry", "42704"),
         ("INSERT INTO users VALUES ('x', 'a', NULL, 1)", "22P02"),
     ];
     for (sql, code) in cases {
         let e = c.simple_query(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&e), code, "{sql}: {e}");
-        assert_eq!(query_rows(&c, "SELECT 1").await, vec![vec![s("1")]], "connection unusable after {sql}");
+        assert_eq!(
+            query_rows(&c, "SELECT 1").await,
+            vec![vec![s("1")]],
+            "connection unusable after {sql}"
+        );
     }
-    let e = c.prepare("SELECT * FROM nope WHERE id = $1").await.expect_err("prepare");
+    let e = c
+        .prepare("SELECT * FROM nope WHERE id = $1")
+        .await
+        .expect_err("prepare");
     assert_eq!(sqlstate(&e), "42P01");
-    assert_eq!(c.query_one("SELECT count(*) FROM users", &[]).await.expect("after").get::<_, i64>(0), 1);
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM users", &[])
+            .await
+            .expect("after")
+            .get::<_, i64>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,38 +219,83 @@ async fn transactions_are_atomic_across_shards() {
     let c = cluster.client().await;
     c.batch_execute(USERS).await.expect("create");
     // A multi-row insert spanning shards with a duplicate on one shard: nothing lands.
-    c.batch_execute("INSERT INTO users VALUES (1, 'a', NULL, 1)").await.expect("seed");
-    let values: Vec<String> = (2..40).map(|i| format!("({i}, 'u{i}', NULL, {i})")).chain(std::iter::once("(1, 'dup', NULL, 0)".into())).collect();
-    let e = c.batch_execute(&format!("INSERT INTO users VALUES {}", values.join(", "))).await.expect_err("duplicate");
+    c.batch_execute("INSERT INTO users VALUES (1, 'a', NULL, 1)")
+        .await
+        .expect("seed");
+    let values: Vec<String> = (2..40)
+        .map(|i| format!("({i}, 'u{i}', NULL, {i})"))
+        .chain(std::iter::once("(1, 'dup', NULL, 0)".into()))
+        .collect();
+    let e = c
+        .batch_execute(&format!("INSERT INTO users VALUES {}", values.join(", ")))
+        .await
+        .expect_err("duplicate");
     assert_eq!(sqlstate(&e), "23505");
-    assert_eq!(query_rows(&c, "SELECT count(*) FROM users").await, vec![vec![s("1")]], "partial multi-shard insert is visible");
+    assert_eq!(
+        query_rows(&c, "SELECT count(*) FROM users").await,
+        vec![vec![s("1")]],
+        "partial multi-shard insert is visible"
+    );
     // Explicit transaction: rolled back, then committed.
     c.batch_execute("BEGIN").await.expect("begin");
     for i in 10..20 {
-        c.batch_execute(&format!("INSERT INTO users VALUES ({i}, 'x', NULL, 1)")).await.expect("insert in txn");
+        c.batch_execute(&format!("INSERT INTO users VALUES ({i}, 'x', NULL, 1)"))
+            .await
+            .expect("insert in txn");
     }
-    assert_eq!(query_rows(&c, "SELECT count(*) FROM users").await, vec![vec![s("11")]], "a transaction sees its own writes");
+    assert_eq!(
+        query_rows(&c, "SELECT count(*) FROM users").await,
+        vec![vec![s("11")]],
+        "a transaction sees its own writes"
+    );
     let other = cluster.client().await;
-    assert_eq!(query_rows(&other, "SELECT count(*) FROM users").await, vec![vec![s("1")]], "uncommitted writes are invisible to others");
+    assert_eq!(
+        query_rows(&other, "SELECT count(*) FROM users").await,
+        vec![vec![s("1")]],
+        "uncommitted writes are invisible to others"
+    );
     c.batch_execute("ROLLBACK").await.expect("rollback");
-    assert_eq!(query_rows(&c, "SELECT count(*) FROM users").await, vec![vec![s("1")]]);
+    assert_eq!(
+        query_rows(&c, "SELECT count(*) FROM users").await,
+        vec![vec![s("1")]]
+    );
     c.batch_execute("BEGIN; INSERT INTO users VALUES (20, 'y', NULL, 2); INSERT INTO users VALUES (21, 'z', NULL, 3); COMMIT").await.expect("commit");
-    assert_eq!(query_rows(&other, "SELECT count(*) FROM users").await, vec![vec![s("3")]]);
+    assert_eq!(
+        query_rows(&other, "SELECT count(*) FROM users").await,
+        vec![vec![s("3")]]
+    );
     // A failed statement aborts the transaction until ROLLBACK.
     c.batch_execute("BEGIN").await.expect("begin");
-    c.batch_execute("INSERT INTO users VALUES (30, 'w', NULL, 1)").await.expect("insert");
+    c.batch_execute("INSERT INTO users VALUES (30, 'w', NULL, 1)")
+        .await
+        .expect("insert");
     assert!(c.batch_execute("SELECT * FROM nope").await.is_err());
     let e = c.batch_execute("SELECT 1").await.expect_err("aborted");
     assert_eq!(sqlstate(&e), "25P02");
-    c.batch_execute("COMMIT").await.expect("commit of a failed transaction rolls back");
-    assert_eq!(query_rows(&c, "SELECT count(*) FROM users WHERE id = 30").await, vec![vec![s("0")]]);
+    c.batch_execute("COMMIT")
+        .await
+        .expect("commit of a failed transaction rolls back");
+    assert_eq!(
+        query_rows(&c, "SELECT count(*) FROM users WHERE id = 30").await,
+        vec![vec![s("0")]]
+    );
     // tokio-postgres transactions (extended protocol).
     let mut c2 = cluster.client().await;
     let tx = c2.transaction().await.expect("tx");
-    tx.execute("INSERT INTO users VALUES ($1, $2, NULL, 1)", &[&40i64, &"p"]).await.expect("insert");
-    tx.execute("UPDATE users SET age = 99 WHERE id = $1", &[&1i64]).await.expect("update");
+    tx.execute(
+        "INSERT INTO users VALUES ($1, $2, NULL, 1)",
+        &[&40i64, &"p"],
+    )
+    .await
+    .expect("insert");
+    tx.execute("UPDATE users SET age = 99 WHERE id = $1", &[&1i64])
+        .await
+        .expect("update");
     tx.commit().await.expect("commit");
-    assert_eq!(query_rows(&c, "SELECT age FROM users WHERE id = 1").await, vec![vec![s("99")]]);
+    assert_eq!(
+        query_rows(&c, "SELECT age FROM users WHERE id = 1").await,
+        vec![vec![s("99")]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,16 +303,33 @@ async fn a_dead_storage_node_gives_a_clean_error_and_other_shards_answer() {
     let cluster = Cluster::start(3, 6);
     let c = cluster.client().await;
     c.batch_execute(USERS).await.expect("create");
-    let values: Vec<String> = (1..=60).map(|i| format!("({i}, 'u{i}', NULL, {i})")).collect();
-    c.batch_execute(&format!("INSERT INTO users VALUES {}", values.join(", "))).await.expect("insert");
+    let values: Vec<String> = (1..=60)
+        .map(|i| format!("({i}, 'u{i}', NULL, {i})"))
+        .collect();
+    c.batch_execute(&format!("INSERT INTO users VALUES {}", values.join(", ")))
+        .await
+        .expect("insert");
     kill9(cluster.pid_of("storage-2"));
     // The node is gone: a scatter query fails cleanly with 08006.
-    let failed = wait_until(10, || async { c.simple_query("SELECT count(*) FROM users").await.err().map(|e| sqlstate(&e)) == Some("08006".into()) }).await;
-    assert!(failed, "scatter query over a dead node did not fail with 08006");
+    let failed = wait_until(10, || async {
+        c.simple_query("SELECT count(*) FROM users")
+            .await
+            .err()
+            .map(|e| sqlstate(&e))
+            == Some("08006".into())
+    })
+    .await;
+    assert!(
+        failed,
+        "scatter query over a dead node did not fail with 08006"
+    );
     // Point queries on shards of live nodes still answer; those on the dead node fail with 08006.
     let (mut ok, mut down) = (0, 0);
     for i in 1..=60 {
-        match c.query_opt("SELECT name FROM users WHERE id = $1", &[&(i as i64)]).await {
+        match c
+            .query_opt("SELECT name FROM users WHERE id = $1", &[&(i as i64)])
+            .await
+        {
             Ok(Some(r)) => {
                 assert_eq!(r.get::<_, String>(0), format!("u{i}"));
                 ok += 1;
@@ -191,9 +345,23 @@ async fn a_dead_storage_node_gives_a_clean_error_and_other_shards_answer() {
     assert_eq!(query_rows(&c, "SELECT 1").await, vec![vec![s("1")]]);
     // The admin view reports the node down.
     let nodes = query_rows(&c, "SHOW tessera.nodes").await;
-    let status: Vec<(String, String)> = nodes.iter().map(|r| (r[1].clone().unwrap_or_default(), r[3].clone().unwrap_or_default())).collect();
-    assert!(status.contains(&("storage-2".into(), "down".into())), "{status:?}");
-    assert!(status.contains(&("storage-1".into(), "up".into())), "{status:?}");
+    let status: Vec<(String, String)> = nodes
+        .iter()
+        .map(|r| {
+            (
+                r[1].clone().unwrap_or_default(),
+                r[3].clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        status.contains(&("storage-2".into(), "down".into())),
+        "{status:?}"
+    );
+    assert!(
+        status.contains(&("storage-1".into(), "up".into())),
+        "{status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,12 +369,23 @@ async fn data_survives_a_restart_and_a_kill() {
     let cluster = Cluster::start(3, 4);
     let c = cluster.client().await;
     c.batch_execute(USERS).await.expect("create");
-    c.batch_execute("CREATE INDEX ON users (age)").await.expect("index");
-    let values: Vec<String> = (1..=30).map(|i| format!("({i}, 'u{i}', NULL, {i})")).collect();
-    c.batch_execute(&format!("INSERT INTO users VALUES {}", values.join(", "))).await.expect("insert");
+    c.batch_execute("CREATE INDEX ON users (age)")
+        .await
+        .expect("index");
+    let values: Vec<String> = (1..=30)
+        .map(|i| format!("({i}, 'u{i}', NULL, {i})"))
+        .collect();
+    c.batch_execute(&format!("INSERT INTO users VALUES {}", values.join(", ")))
+        .await
+        .expect("insert");
     // Every acknowledged single-row write, then kill -9 every storage node.
     for i in 31..=60 {
-        c.execute("INSERT INTO users VALUES ($1, 'k', NULL, 0)", &[&(i as i64)]).await.expect("ack");
+        c.execute(
+            "INSERT INTO users VALUES ($1, 'k', NULL, 0)",
+            &[&(i as i64)],
+        )
+        .await
+        .expect("ack");
     }
     for n in ["storage-1", "storage-2", "storage-3"] {
         kill9(cluster.pid_of(n));
@@ -215,14 +394,25 @@ async fn data_survives_a_restart_and_a_kill() {
     let dir = cluster.dir.clone();
     let tmp_keepalive = cluster;
     let dir_copy = tempfile::tempdir().expect("tmp");
-    let status = std::process::Command::new("cp").arg("-a").arg(&dir).arg(dir_copy.path()).status().expect("cp");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&dir)
+        .arg(dir_copy.path())
+        .status()
+        .expect("cp");
     assert!(status.success());
     drop(tmp_keepalive);
     let copied = dir_copy.path().join(dir.file_name().expect("name"));
     let cluster = Cluster::start_in(&copied, 3, 4);
     let c = cluster.client().await;
-    assert_eq!(query_rows(&c, "SELECT count(*), sum(id) FROM users").await, vec![vec![s("60"), s(&(1..=60).sum::<i32>().to_string())]]);
-    assert_eq!(query_rows(&c, "SELECT name FROM users WHERE id = 45").await, vec![vec![s("k")]]);
+    assert_eq!(
+        query_rows(&c, "SELECT count(*), sum(id) FROM users").await,
+        vec![vec![s("60"), s(&(1..=60).sum::<i32>().to_string())]]
+    );
+    assert_eq!(
+        query_rows(&c, "SELECT name FROM users WHERE id = 45").await,
+        vec![vec![s("k")]]
+    );
     let tables = query_rows(&c, "SHOW tessera.tables").await;
     assert_eq!(tables[0][0], s("users"));
 }
@@ -231,34 +421,64 @@ async fn data_survives_a_restart_and_a_kill() {
 async fn psql_and_admin_cli_work() {
     let cluster = Cluster::start(3, 4);
     let port = cluster.port.to_string();
-    let has_psql = std::process::Command::new("psql").arg("--version").output().is_ok();
+    let has_psql = std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok();
     if has_psql {
         let out = std::process::Command::new("psql")
             .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-X", "-c", USERS, "-c", "INSERT INTO users VALUES (1,'Ada','ada@example.com',36),(2,'Linus',NULL,54) RETURNING id", "-c", "SELECT name, age FROM users ORDER BY id"])
             .output()
             .expect("psql");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "psql failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("INSERT 0 2"), "{stdout}");
         assert!(stdout.contains(" Linus |  54"), "{stdout}");
     } else {
         let c = cluster.client().await;
         c.batch_execute(USERS).await.expect("create");
-        c.batch_execute("INSERT INTO users VALUES (1,'Ada','ada@example.com',36),(2,'Linus',NULL,54)").await.expect("insert");
+        c.batch_execute(
+            "INSERT INTO users VALUES (1,'Ada','ada@example.com',36),(2,'Linus',NULL,54)",
+        )
+        .await
+        .expect("insert");
     }
     let admin = |args: &[&str]| {
-        let out = std::process::Command::new(common::tessera()).arg("admin").args(["--port", &port]).args(args).output().expect("admin");
-        assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(common::tessera())
+            .arg("admin")
+            .args(["--port", &port])
+            .args(args)
+            .output()
+            .expect("admin");
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let nodes: serde_json::Value = serde_json::from_str(&admin(&["nodes", "--format", "json"])).expect("json");
+    let nodes: serde_json::Value =
+        serde_json::from_str(&admin(&["nodes", "--format", "json"])).expect("json");
     let nodes = nodes.as_array().expect("array");
     assert_eq!(nodes.len(), 3);
     assert!(nodes.iter().all(|n| n["status"] == "up"), "{nodes:?}");
     let tables = admin(&["tables"]);
-    assert!(tables.contains("users") && tables.contains("hash"), "{tables}");
-    let shards: serde_json::Value = serde_json::from_str(&admin(&["shards", "--format", "json"])).expect("json");
-    let total: i64 = shards.as_array().expect("array").iter().filter_map(|s| s["rows"].as_str()?.parse::<i64>().ok()).sum();
+    assert!(
+        tables.contains("users") && tables.contains("hash"),
+        "{tables}"
+    );
+    let shards: serde_json::Value =
+        serde_json::from_str(&admin(&["shards", "--format", "json"])).expect("json");
+    let total: i64 = shards
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["rows"].as_str()?.parse::<i64>().ok())
+        .sum();
     assert_eq!(total, 2, "row counts read from the storage nodes: {shards}");
     let plan = admin(&["explain", "SELECT * FROM users WHERE id = 2"]);
     assert!(plan.contains("single shard"), "{plan}");

@@ -337,7 +337,9 @@ async fn place_table(
                     id: first + 1 + u64::from(i),
                     index: i,
                     placements: vec![nodes[(i as usize) % nodes.len()]],
-                    lower: (i as usize).checked_sub(1).and_then(|j| bounds.get(j).cloned()),
+                    lower: (i as usize)
+                        .checked_sub(1)
+                        .and_then(|j| bounds.get(j).cloned()),
                     upper: bounds.get(i as usize).cloned(),
                 })
                 .collect();

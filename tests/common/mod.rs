@@ -35,7 +35,14 @@ impl Cluster {
         let mut child = Command::new(tessera())
             .args(["local", "--data-dir"])
             .arg(dir)
-            .args(["--port", "0", "--nodes", &nodes.to_string(), "--shards", &shards.to_string()])
+            .args([
+                "--port",
+                "0",
+                "--nodes",
+                &nodes.to_string(),
+                "--shards",
+                &shards.to_string(),
+            ])
             .env("TESSERA_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -56,19 +63,36 @@ impl Cluster {
                 pids.push((name.to_string(), pid.parse().expect("pid")));
             }
             if let Some(rest) = line.strip_prefix("TESSERA_READY local ") {
-                break rest.trim().rsplit(':').next().expect("port").parse().expect("port number");
+                break rest
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .expect("port")
+                    .parse()
+                    .expect("port number");
             }
         };
         std::thread::spawn(move || for _ in reader.lines() {});
-        Cluster { child, port, dir: dir.to_path_buf(), pids, _tmp: None }
+        Cluster {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            pids,
+            _tmp: None,
+        }
     }
 
     pub fn conn_str(&self) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls).await.expect("connect");
+        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -76,7 +100,11 @@ impl Cluster {
     }
 
     pub fn pid_of(&self, name: &str) -> u32 {
-        self.pids.iter().find(|(n, _)| n == name).map(|(_, p)| *p).unwrap_or_else(|| panic!("no process {name}"))
+        self.pids
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("no process {name}"))
     }
 
     /// SIGTERM and wait: a clean stop.
@@ -86,7 +114,10 @@ impl Cluster {
     }
 
     fn terminate(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -109,7 +140,11 @@ impl Drop for Cluster {
 
 /// kill -9 a process.
 pub fn kill9(pid: u32) {
-    let status = Command::new("kill").arg("-9").arg(pid.to_string()).status().expect("kill");
+    let status = Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -131,5 +166,7 @@ where
 
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
 }

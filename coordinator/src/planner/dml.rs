@@ -11,6 +11,46 @@ use crate::sql::names::{ident, table_name};
 use sqlparser::ast::*;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Postgres reads a quoted literal as the target column's type; SQLite stores it as text.
+/// Convert the literals SQLite would refuse or misread: booleans and bytea.
+fn coerce_literal(e: &mut Expr, ty: tessera_shared::PgType) -> Result<(), CoordError> {
+    use tessera_shared::PgType;
+    let Expr::Value(v) = e else { return Ok(()) };
+    let sqlparser::ast::Value::SingleQuotedString(s) = &v.value else {
+        return Ok(());
+    };
+    match ty {
+        PgType::Bool => {
+            let b = crate::sql::params::from_text(s, ty)?;
+            *e = Expr::value(sqlparser::ast::Value::Number(
+                if b == tessera_shared::Value::Integer(1) {
+                    "1"
+                } else {
+                    "0"
+                }
+                .into(),
+                false,
+            ));
+        }
+        PgType::Bytea => {
+            let hex = match s.strip_prefix("\\x") {
+                Some(h) if h.len() % 2 == 0 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    h.to_string()
+                }
+                Some(_) => {
+                    return Err(CoordError::InvalidValue(format!(
+                        "invalid input syntax for type bytea: \"{s}\""
+                    )))
+                }
+                None => s.bytes().map(|b| format!("{b:02x}")).collect(),
+            };
+            *e = Expr::value(sqlparser::ast::Value::HexStringLiteral(hex));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn returning_columns(
     ret: &Option<Vec<SelectItem>>,
     table: &Table,
@@ -90,6 +130,16 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
         return Err(CoordError::Syntax(
             "INSERT has more expressions than target columns".into(),
         ));
+    }
+    let types: Vec<tessera_shared::PgType> = col_names
+        .iter()
+        .filter_map(|c| table.column(c).map(|c| c.ty))
+        .collect();
+    let mut rows = rows;
+    for row in rows.iter_mut() {
+        for (e, ty) in row.iter_mut().zip(&types) {
+            coerce_literal(e, *ty)?;
+        }
     }
     let tasks: Vec<ShardTask> = match &table.distribution {
         Distribution::Hash { column } | Distribution::Range { column } => {
@@ -225,6 +275,18 @@ pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
     }
     let columns = returning_columns(&u.returning, table, ctx);
     let mut u = u.clone();
+    for a in u.assignments.iter_mut() {
+        if let AssignmentTarget::ColumnName(c) = &a.target {
+            let c =
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .map(ident)
+                    .unwrap_or_default();
+            if let Some(col) = table.column(&c) {
+                coerce_literal(&mut a.value, col.ty)?;
+            }
+        }
+    }
     rewrite(&mut u, ctx.rewrite)?;
     let stmt = Statement::Update(u.clone());
     check_no_foreign_tables(&stmt, table, ctx)?;
