@@ -22,7 +22,7 @@ pub enum Decomposed {
     /// Shards run `shard_query`; the coordinator applies `merge`.
     Pushed {
         /// Query each shard runs.
-        shard_query: Query,
+        shard_query: Box<Query>,
         /// How to combine.
         merge: Merge,
     },
@@ -217,7 +217,10 @@ fn sort_merge(
             visible,
         }
     };
-    Decomposed::Pushed { shard_query, merge }
+    Decomposed::Pushed {
+        shard_query: Box::new(shard_query),
+        merge,
+    }
 }
 
 /// Maps original expressions onto partial columns.
@@ -457,7 +460,8 @@ fn combine(
         },
         final_items.join(", ")
     );
-    if !m.keys.is_empty() && !(select.distinct.is_some() && group_by.is_empty()) {
+    let distinct_only = select.distinct.is_some() && group_by.is_empty();
+    if !m.keys.is_empty() && !distinct_only {
         sql.push_str(" GROUP BY ");
         sql.push_str(
             &m.keys
@@ -483,7 +487,7 @@ fn combine(
         sql.push_str(&format!(" OFFSET {offset}"));
     }
     Ok(Decomposed::Pushed {
-        shard_query,
+        shard_query: Box::new(shard_query),
         merge: Merge::Final { sql, width },
     })
 }

@@ -156,20 +156,16 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
                     ),
                 });
             };
-            let mut by_shard: BTreeMap<u32, (u64, Vec<Parens<Vec<Expr>>>)> = BTreeMap::new();
+            let mut by_shard: BTreeMap<u32, Vec<Parens<Vec<Expr>>>> = BTreeMap::new();
             for row in rows {
                 let v = const_value(&row[pos], ctx.params).ok_or_else(|| {
                     CoordError::unsupported(format!("distribution column \"{column}\" must be a constant or parameter in INSERT"))
                 })?;
                 let shard = shard_for(group, &dist_key(&v, ty)?)?;
-                by_shard
-                    .entry(shard.index)
-                    .or_insert((shard.id, Vec::new()))
-                    .1
-                    .push(row);
+                by_shard.entry(shard.index).or_default().push(row);
             }
             let mut tasks = Vec::new();
-            for (index, (_, rows)) in by_shard {
+            for (index, rows) in by_shard {
                 let shard = &group.shards[index as usize];
                 let mut part = ins.clone();
                 if let Some(src) = part.source.as_mut() {

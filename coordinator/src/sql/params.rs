@@ -54,7 +54,7 @@ pub fn from_text(s: &str, ty: PgType) -> Result<Value, CoordError> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
