@@ -67,6 +67,7 @@ impl From<rusqlite::Error> for StorageError {
                         _ => "23000",
                     },
                     ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => "40001",
+                    ErrorCode::TypeMismatch => "22P02",
                     ErrorCode::TooBig => "54000",
                     ErrorCode::DiskFull => "53100",
                     ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => "58030",
