@@ -483,3 +483,52 @@ async fn psql_and_admin_cli_work() {
     let plan = admin(&["explain", "SELECT * FROM users WHERE id = 2"]);
     assert!(plan.contains("single shard"), "{plan}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_transaction_is_rolled_back_and_releases_its_locks() {
+    let cluster = Cluster::start(2, 2);
+    let a = cluster.client().await;
+    a.batch_execute(USERS).await.expect("create");
+    a.batch_execute("BEGIN; INSERT INTO users VALUES (100, 'uncommitted', NULL, 1)")
+        .await
+        .expect("open txn");
+    drop(a);
+    let b = cluster.client().await;
+    let written = wait_until(15, || async {
+        b.batch_execute("INSERT INTO users VALUES (100, 'b', NULL, 2)")
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(
+        written,
+        "the abandoned transaction kept its lock or its row"
+    );
+    assert_eq!(
+        query_rows(&b, "SELECT name FROM users WHERE id = 100").await,
+        vec![vec![s("b")]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_garbage_does_not_hurt_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start(1, 1);
+    let payloads: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        vec![0, 0, 0, 8, 4, 210, 22, 47], // SSLRequest, then hang up
+        vec![0, 0, 0, 4],                 // too-short startup
+        vec![0xff; 64],
+        vec![0, 0, 0, 200, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0], // truncated startup
+    ];
+    for p in payloads {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", cluster.port))
+            .await
+            .expect("connect");
+        let _ = s.write_all(&p).await;
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut buf)).await;
+    }
+    let c = cluster.client().await;
+    assert_eq!(query_rows(&c, "SELECT 41 + 1").await, vec![vec![s("42")]]);
+}

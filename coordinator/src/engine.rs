@@ -182,6 +182,12 @@ impl Engine {
     pub fn describe(&self, stmt: &Statement) -> Result<Described, CoordError> {
         let catalog = self.catalog.snapshot();
         let n = params::count(stmt);
+        if n > 65535 {
+            return Err(CoordError::Storage {
+                sqlstate: "54023".into(),
+                message: format!("statement has {n} parameters; at most 65535 are allowed"),
+            });
+        }
         let params = param_types(stmt, &catalog, n);
         let columns = match stmt {
             Statement::Query(q) if utility_call(q).is_some() => vec![OutputColumn {

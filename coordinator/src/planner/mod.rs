@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod dml;
 pub mod explain;
+mod fuzz;
 pub mod route;
 pub mod select;
 

@@ -1,0 +1,22 @@
+-- Tessera CRUD walk-through: a hash-distributed table, a reference table, routing and scatter-gather.
+CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, email text, age int) PARTITION BY HASH (id);
+INSERT INTO users VALUES (1,'Ada','ada@example.com',36),(2,'Linus',NULL,54) RETURNING id;
+INSERT INTO users VALUES (3,'Grace','grace@navy.mil',85),(4,'Alan',NULL,41),(5,'Barbara','bl@mit.edu',NULL);
+SELECT * FROM users WHERE id = 1;
+SELECT count(*), avg(age), max(age) FROM users;
+SELECT age, count(*) FROM users GROUP BY age HAVING count(*) > 0 ORDER BY age LIMIT 10;
+UPDATE users SET age = age + 1 WHERE id = 2;
+DELETE FROM users WHERE age > 100;
+EXPLAIN SELECT * FROM users WHERE id = 1;
+EXPLAIN SELECT age, count(*) FROM users GROUP BY age;
+CREATE TABLE countries (code text PRIMARY KEY, name text) WITH (distribution = 'reference');
+INSERT INTO countries VALUES ('uk', 'United Kingdom'), ('us', 'United States');
+ALTER TABLE users ADD COLUMN country text;
+UPDATE users SET country = 'uk' WHERE id IN (1, 4);
+UPDATE users SET country = 'us' WHERE id = 3;
+SELECT u.name, c.name AS country FROM users u JOIN countries c ON u.country = c.code ORDER BY u.id;
+BEGIN;
+INSERT INTO users (id, name) VALUES (10, 'Ken'), (11, 'Dennis');
+SELECT count(*) FROM users;
+ROLLBACK;
+SELECT count(*) FROM users;
