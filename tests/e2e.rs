@@ -532,3 +532,23 @@ async fn protocol_garbage_does_not_hurt_the_server() {
     let c = cluster.client().await;
     assert_eq!(query_rows(&c, "SELECT 41 + 1").await, vec![vec![s("42")]]);
 }
+
+#[test]
+fn sigterm_stops_the_whole_local_cluster() {
+    let cluster = Cluster::start(3, 2);
+    let pids: Vec<u32> = cluster.pids.iter().map(|(_, p)| *p).collect();
+    assert_eq!(
+        pids.len(),
+        4,
+        "coordinator and three storage nodes are printed: {:?}",
+        cluster.pids
+    );
+    cluster.stop();
+    for pid in pids {
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "process {pid} outlived tessera local");
+    }
+}

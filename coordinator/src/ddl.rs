@@ -71,7 +71,7 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, CoordError> 
 }
 
 /// The shard-side `CREATE TABLE` for a table.
-pub fn shard_schema(t: &Table, checks: &[String], uniques: &[Vec<String>]) -> String {
+pub fn shard_schema(t: &Table) -> String {
     let mut parts: Vec<String> = t
         .columns
         .iter()
@@ -96,13 +96,13 @@ pub fn shard_schema(t: &Table, checks: &[String], uniques: &[Vec<String>]) -> St
                 .join(", ")
         ));
     }
-    for u in uniques {
+    for u in &t.uniques {
         parts.push(format!(
             "UNIQUE ({})",
             u.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
         ));
     }
-    for c in checks {
+    for c in &t.checks {
         parts.push(format!("CHECK ({c})"));
     }
     format!(
@@ -288,8 +288,10 @@ pub async fn create_table(
         distribution,
         group: 0,
         indexes: vec![],
+        uniques,
+        checks,
     };
-    let schema = shard_schema(&table, &checks, &uniques);
+    let schema = shard_schema(&table);
     place_table(engine, table, opts, vec![schema]).await
 }
 
@@ -642,7 +644,7 @@ pub async fn redistribute(
     let _ = uniques;
     let mut new = old.clone();
     new.distribution = distribution;
-    let schema = shard_schema(&new, &[], &[]);
+    let schema = shard_schema(&new);
     let mut index_sql: Vec<String> = old
         .indexes
         .iter()

@@ -351,7 +351,7 @@ impl Engine {
             Statement::Truncate(t) => {
                 for target in &t.table_names {
                     let name = table_name(&target.name)?;
-                    let planned = self.plan(&Statement::Delete(delete_all(&name)), &[], &rctx)?;
+                    let planned = self.plan(&Statement::Delete(delete_all(&name)?), &[], &rctx)?;
                     executor::execute(self, session, &planned, &[]).await?;
                 }
                 Ok(QueryResult::command("TRUNCATE TABLE", None))
@@ -486,11 +486,11 @@ impl Engine {
     }
 }
 
-fn delete_all(table: &str) -> Delete {
+fn delete_all(table: &str) -> Result<Delete, CoordError> {
     let sql = format!("DELETE FROM {}", crate::sql::names::quote(table));
-    match sql::parse::parse(&sql).ok().and_then(|mut v| v.pop()) {
-        Some(Statement::Delete(d)) => d,
-        _ => unreachable!("DELETE FROM always parses"),
+    match sql::parse::parse(&sql)?.pop() {
+        Some(Statement::Delete(d)) => Ok(d),
+        _ => Err(CoordError::Internal(format!("cannot build {sql}"))),
     }
 }
 

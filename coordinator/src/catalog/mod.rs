@@ -97,6 +97,12 @@ pub struct Table {
     pub group: u64,
     /// Secondary indexes.
     pub indexes: Vec<Index>,
+    /// UNIQUE constraints (column lists), enforced by each shard.
+    #[serde(default)]
+    pub uniques: Vec<Vec<String>>,
+    /// CHECK constraints as SQLite SQL, enforced by each shard.
+    #[serde(default)]
+    pub checks: Vec<String>,
 }
 
 impl Table {
@@ -342,6 +348,8 @@ mod tests {
             },
             group,
             indexes: vec![],
+            uniques: vec![],
+            checks: vec![],
         }
     }
 

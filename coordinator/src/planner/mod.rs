@@ -272,6 +272,8 @@ pub(crate) mod testing {
             distribution: dist,
             group,
             indexes: vec![],
+            uniques: vec![],
+            checks: vec![],
         };
         c.apply(CatalogCommand::CreateTable {
             table: t(

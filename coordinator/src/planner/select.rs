@@ -40,7 +40,6 @@ pub fn referenced_tables(
 
 fn cte_names(q: &Query) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let _ = visit_expressions(q, |_| ControlFlow::<()>::Continue(()));
     fn walk(q: &Query, names: &mut BTreeSet<String>) {
         if let Some(w) = &q.with {
             for c in &w.cte_tables {
