@@ -12,7 +12,8 @@ use sqlparser::ast::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Postgres reads a quoted literal as the target column's type; SQLite stores it as text.
-/// Convert the literals SQLite would refuse or misread: booleans and bytea.
+/// Convert the literals SQLite would refuse or misread: booleans, bytea, and dates/timestamps
+/// (stored in Postgres' canonical text so that they compare and print right).
 fn coerce_literal(e: &mut Expr, ty: tessera_shared::PgType) -> Result<(), CoordError> {
     use tessera_shared::PgType;
     let Expr::Value(v) = e else { return Ok(()) };
@@ -45,6 +46,11 @@ fn coerce_literal(e: &mut Expr, ty: tessera_shared::PgType) -> Result<(), CoordE
                 None => s.bytes().map(|b| format!("{b:02x}")).collect(),
             };
             *e = Expr::value(sqlparser::ast::Value::HexStringLiteral(hex));
+        }
+        PgType::Date | PgType::Timestamp | PgType::Timestamptz => {
+            *e = Expr::value(sqlparser::ast::Value::SingleQuotedString(
+                crate::sql::datetime::canonical(s, ty)?,
+            ));
         }
         _ => {}
     }

@@ -1,5 +1,6 @@
 //! SQL helpers on the sqlparser AST: names, Postgres-to-SQLite rewriting, type inference, parameters.
 
+pub mod datetime;
 pub mod dialect;
 pub mod infer;
 pub mod names;

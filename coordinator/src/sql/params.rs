@@ -49,6 +49,9 @@ pub fn from_text(s: &str, ty: PgType) -> Result<Value, CoordError> {
             Some(hex) => Value::Blob(decode_hex(hex).ok_or_else(bad)?),
             None => Value::Blob(s.as_bytes().to_vec()),
         },
+        PgType::Date | PgType::Timestamp | PgType::Timestamptz => {
+            Value::Text(crate::sql::datetime::canonical(s, ty)?)
+        }
         _ => Value::Text(s.to_string()),
     })
 }
