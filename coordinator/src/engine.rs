@@ -91,6 +91,8 @@ pub struct Engine {
     pub cluster: Arc<Cluster>,
     /// Settings.
     pub config: CoordinatorConfig,
+    /// Durable multi-shard commit decisions.
+    pub txnlog: crate::txnlog::DecisionLog,
 }
 
 fn dml_tag(tag: &str, n: u64) -> Completion {
@@ -166,11 +168,42 @@ impl Engine {
                     .await?;
             }
         }
-        Ok(Engine {
+        let (txnlog, pending) = crate::txnlog::DecisionLog::open(&config.data_dir)?;
+        let engine = Engine {
             catalog,
             cluster: Arc::new(Cluster::default()),
             config,
-        })
+            txnlog,
+        };
+        engine.recover(pending).await;
+        Ok(engine)
+    }
+
+    /// Finishes commits decided before a crash: every shard that still holds the transaction commits it.
+    async fn recover(&self, pending: Vec<crate::txnlog::Pending>) {
+        for (txn, targets) in pending {
+            let mut all_ok = true;
+            for t in &targets {
+                let r = match self.catalog.snapshot().node(t.node) {
+                    Ok(node) => self.cluster.finish_txn(node, t.shard, txn, true).await,
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(()) => {
+                        tracing::info!(txn, shard = t.shard, "recovered commit: shard committed")
+                    }
+                    // The shard committed before the crash (or lost the transaction with its own crash).
+                    Err(CoordError::Storage { sqlstate, .. }) if sqlstate == "25P02" => {}
+                    Err(e) => {
+                        all_ok = false;
+                        tracing::error!(txn, shard = t.shard, error = %e, "cannot finish a decided commit; will retry at next start");
+                    }
+                }
+            }
+            if all_ok {
+                let _ = self.txnlog.done(txn);
+            }
+        }
     }
 
     /// Parses client SQL.

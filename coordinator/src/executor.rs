@@ -74,6 +74,14 @@ pub async fn finish_all(
     commit: bool,
 ) -> Result<(), CoordError> {
     let catalog = engine.catalog.snapshot();
+    let decided = commit && targets.len() > 1;
+    if decided {
+        engine.txnlog.decide(txn_id, targets)?;
+        if std::env::var("TESSERA_FAULT").as_deref() == Ok("crash-after-commit-decision") {
+            // Test hook: die between the decision and the shards' commits.
+            std::process::abort();
+        }
+    }
     let futs = targets.iter().map(|t| {
         let catalog = catalog.clone();
         async move {
@@ -86,6 +94,9 @@ pub async fn finish_all(
     });
     let results = join_all(futs).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
+    if decided && ok == targets.len() {
+        engine.txnlog.done(txn_id)?;
+    }
     for (t, r) in targets.iter().zip(results) {
         if let Err(e) = r {
             if commit && ok > 0 {

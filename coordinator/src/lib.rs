@@ -15,6 +15,7 @@
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
 //! - [`server`]: the listener and shutdown.
+//! - [`txnlog`]: the durable log of multi-shard commit decisions.
 
 pub mod catalog;
 pub mod cluster;
@@ -31,6 +32,7 @@ pub mod scratch;
 pub mod server;
 pub mod session;
 pub mod sql;
+pub mod txnlog;
 
 pub use config::CoordinatorConfig;
 pub use engine::Engine;

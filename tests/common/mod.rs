@@ -170,3 +170,52 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .map(|c| c.code().to_string())
         .unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
+
+/// A single role process (`tessera storage` or `tessera coordinator`), killed on drop.
+pub struct Role {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Role {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Role {
+        let mut cmd = Command::new(tessera());
+        cmd.args(args)
+            .env("TESSERA_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn role");
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).expect("read") == 0 {
+                panic!("role {args:?} exited before it was ready");
+            }
+            if line.starts_with("TESSERA_READY") {
+                break;
+            }
+        }
+        let addr = line.split_whitespace().nth(2).expect("addr").to_string();
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Role { child, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,191 @@
+//! The commit decision log: a multi-shard commit is decided durably here before any shard commits,
+//! so a coordinator that dies mid-commit finishes the commit when it restarts.
+//!
+//! Format (versioned, one JSON object per line): a header `{"tessera_txn_log":1}`, then
+//! `{"commit":<txn>,"targets":[[shard,node],...]}` (fsynced before the first shard commits) and
+//! `{"done":<txn>}` once every shard acknowledged. A decision without `done` is re-sent on start-up.
+//! Shards hold a prepared transaction open (and its locks) until they hear COMMIT or ROLLBACK,
+//! and roll back on their own only after `txn_idle_timeout_secs` without a decision.
+
+use crate::error::CoordError;
+use crate::planner::Target;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Format version of the log.
+pub const TXN_LOG_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Record {
+    Header {
+        tessera_txn_log: u32,
+    },
+    Commit {
+        commit: u64,
+        targets: Vec<(u64, u64)>,
+    },
+    Done {
+        done: u64,
+    },
+}
+
+/// The open log.
+pub struct DecisionLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+/// A commit that was decided but not confirmed done.
+pub type Pending = (u64, Vec<Target>);
+
+impl DecisionLog {
+    /// Opens `dir/txn-decisions.log`, returning the decisions still pending, and starts a fresh log.
+    pub fn open(dir: &Path) -> Result<(DecisionLog, Vec<Pending>), CoordError> {
+        let path = dir.join("txn-decisions.log");
+        let mut pending: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+        match File::open(&path) {
+            Ok(f) => {
+                for (i, line) in BufReader::new(f).lines().enumerate() {
+                    let line = line.map_err(|e| CoordError::Io(e.to_string()))?;
+                    // A torn last line (crash mid-append) is a decision that was never made.
+                    let Ok(rec) = serde_json::from_str::<Record>(&line) else {
+                        continue;
+                    };
+                    match rec {
+                        Record::Header { tessera_txn_log }
+                            if tessera_txn_log != TXN_LOG_VERSION =>
+                        {
+                            return Err(CoordError::Io(format!("{} has format version {tessera_txn_log}, this build reads {TXN_LOG_VERSION}", path.display())));
+                        }
+                        Record::Header { .. } => {}
+                        Record::Commit { commit, targets } if i > 0 => {
+                            pending.insert(
+                                commit,
+                                targets
+                                    .into_iter()
+                                    .map(|(shard, node)| Target { shard, node })
+                                    .collect(),
+                            );
+                        }
+                        Record::Commit { .. } => {}
+                        Record::Done { done } => {
+                            pending.remove(&done);
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CoordError::Io(e.to_string())),
+        }
+        // Rewrite: header plus the still-pending decisions (they stay pending until re-sent).
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp).map_err(|e| CoordError::Io(e.to_string()))?;
+            let mut text = serde_json::to_string(&Record::Header {
+                tessera_txn_log: TXN_LOG_VERSION,
+            })
+            .map_err(|e| CoordError::Internal(e.to_string()))?;
+            text.push('\n');
+            for (txn, targets) in &pending {
+                let rec = Record::Commit {
+                    commit: *txn,
+                    targets: targets.iter().map(|t| (t.shard, t.node)).collect(),
+                };
+                text.push_str(
+                    &serde_json::to_string(&rec)
+                        .map_err(|e| CoordError::Internal(e.to_string()))?,
+                );
+                text.push('\n');
+            }
+            f.write_all(text.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| CoordError::Io(e.to_string()))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| CoordError::Io(e.to_string()))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| CoordError::Io(e.to_string()))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| CoordError::Io(e.to_string()))?;
+        Ok((
+            DecisionLog {
+                path,
+                file: Mutex::new(file),
+            },
+            pending.into_iter().collect(),
+        ))
+    }
+
+    fn append(&self, rec: &Record, sync: bool) -> Result<(), CoordError> {
+        let mut line =
+            serde_json::to_string(rec).map_err(|e| CoordError::Internal(e.to_string()))?;
+        line.push('\n');
+        let mut f = self
+            .file
+            .lock()
+            .map_err(|_| CoordError::Internal("decision log lock poisoned".into()))?;
+        if let Err(e) =
+            f.write_all(line.as_bytes())
+                .and_then(|_| if sync { f.sync_data() } else { Ok(()) })
+        {
+            // A failed write or fsync leaves the log's state unknown: stop rather than guess.
+            tracing::error!(path = %self.path.display(), error = %e, "decision log write failed; stopping");
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    /// Records, durably, that `txn` commits on `targets`.
+    pub fn decide(&self, txn: u64, targets: &[Target]) -> Result<(), CoordError> {
+        self.append(
+            &Record::Commit {
+                commit: txn,
+                targets: targets.iter().map(|t| (t.shard, t.node)).collect(),
+            },
+            true,
+        )
+    }
+
+    /// Records that every shard of `txn` acknowledged the commit.
+    pub fn done(&self, txn: u64) -> Result<(), CoordError> {
+        self.append(&Record::Done { done: txn }, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_decisions_survive_reopen_until_done() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = [Target { shard: 1, node: 2 }, Target { shard: 3, node: 4 }];
+        {
+            let (log, pending) = DecisionLog::open(dir.path()).expect("open");
+            assert!(pending.is_empty());
+            log.decide(7, &t).expect("decide");
+            log.decide(8, &t).expect("decide");
+            log.done(8).expect("done");
+        }
+        // A torn record at the end is ignored.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("txn-decisions.log"))
+            .expect("append");
+        f.write_all(b"{\"commit\":9,\"targ").expect("torn");
+        drop(f);
+        let (log, pending) = DecisionLog::open(dir.path()).expect("reopen");
+        assert_eq!(pending, vec![(7, t.to_vec())]);
+        log.done(7).expect("done");
+        drop(log);
+        let (_, pending) = DecisionLog::open(dir.path()).expect("reopen");
+        assert!(pending.is_empty());
+    }
+}
