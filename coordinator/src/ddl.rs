@@ -161,11 +161,13 @@ pub async fn create_table(
     for cd in &ct.columns {
         let cname = ident(&cd.name);
         let ty = pg_type_of(&cd.data_type)?;
+        let serial = matches!(&cd.data_type, DataType::Custom(n, _) if function_name(n).ends_with("serial") || function_name(n).starts_with("serial"));
         let mut col = Column {
             name: cname.clone(),
             ty,
-            not_null: false,
+            not_null: serial,
             default: None,
+            serial,
         };
         for o in &cd.options {
             match &o.option {
@@ -184,6 +186,13 @@ pub async fn create_table(
                 }
                 ColumnOption::ForeignKey(_) => {
                     tracing::warn!(table = %name, column = %cname, "foreign keys are not enforced across shards; ignored");
+                }
+                ColumnOption::Generated {
+                    generation_expr: None,
+                    ..
+                } => {
+                    col.serial = true;
+                    col.not_null = true;
                 }
                 other => {
                     return Err(CoordError::unsupported(format!(
@@ -548,6 +557,7 @@ pub async fn alter_table(
             ty,
             not_null: false,
             default: None,
+            serial: false,
         };
         for o in &column_def.options {
             match &o.option {

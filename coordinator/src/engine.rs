@@ -93,6 +93,8 @@ pub struct Engine {
     pub config: CoordinatorConfig,
     /// Durable multi-shard commit decisions.
     pub txnlog: crate::txnlog::DecisionLog,
+    /// Sequence values reserved by this coordinator: name -> (next, end).
+    pub sequence_blocks: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
 fn dml_tag(tag: &str, n: u64) -> Completion {
@@ -174,6 +176,7 @@ impl Engine {
             cluster: Arc::new(Cluster::default()),
             config,
             txnlog,
+            sequence_blocks: Default::default(),
         };
         engine.recover(pending).await;
         Ok(engine)
@@ -227,10 +230,10 @@ impl Engine {
                 name: utility_call(q).map(|c| c.0).unwrap_or_default(),
                 ty: PgType::Text,
             }],
-            Statement::Query(_)
-            | Statement::Insert(_)
-            | Statement::Update(_)
-            | Statement::Delete(_) => {
+            Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
+                planner::dml::statement_columns(stmt, &catalog)?
+            }
+            Statement::Query(_) => {
                 // Plan with NULL parameters: the columns do not depend on values.
                 let rctx = RewriteCtx::new("", "");
                 let nulls = vec![Value::Null; n];
@@ -437,10 +440,23 @@ impl Engine {
                     completion: Completion::Select,
                 })
             }
+            Statement::Insert(ins)
+                if !matches!(
+                    ins.source.as_deref().map(|q| q.body.as_ref()),
+                    Some(SetExpr::Values(_))
+                ) =>
+            {
+                self.insert_select(session, ins, params, &rctx).await
+            }
             Statement::Query(_)
             | Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_) => {
+                let filled = match stmt {
+                    Statement::Insert(ins) => self.fill_serials(ins).await?.map(Statement::Insert),
+                    _ => None,
+                };
+                let stmt = filled.as_ref().unwrap_or(stmt);
                 let planned = self.plan(stmt, params, &rctx)?;
                 let returns_rows =
                     matches!(stmt, Statement::Query(_)) || !planned.columns.is_empty();

@@ -11,7 +11,8 @@
 //! - [`executor`]: runs plans: fan-out, transactions across shards, merges.
 //! - [`scratch`]: the coordinator's in-memory SQLite for table-less queries, final aggregation and pulled joins.
 //! - [`session`]: per-connection state: settings and the open transaction.
-//! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views.
+//! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views;
+//!   [`engine_insert`]: serial values and INSERT ... SELECT.
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
 //! - [`server`]: the listener and shutdown.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod ddl;
 pub mod engine;
+pub mod engine_insert;
 pub mod engine_show;
 pub mod error;
 pub mod executor;

@@ -37,6 +37,10 @@ pub struct Column {
     pub not_null: bool,
     /// Default expression as SQLite SQL text, if any.
     pub default: Option<String>,
+    /// `serial` / `GENERATED ... AS IDENTITY`: the coordinator assigns values from a
+    /// cluster-wide sequence when an INSERT omits the column.
+    #[serde(default)]
+    pub serial: bool,
 }
 
 /// How a table's rows are spread.
@@ -175,6 +179,9 @@ pub struct Catalog {
     pub groups: BTreeMap<u64, Group>,
     /// Tables by name.
     pub tables: BTreeMap<String, Table>,
+    /// Next unallocated value of each sequence, by `table.column`.
+    #[serde(default)]
+    pub sequences: BTreeMap<String, i64>,
 }
 
 /// A change to the catalog: the log entry of the future metadata Raft group.
@@ -206,6 +213,13 @@ pub enum CatalogCommand {
         /// The column.
         column: Column,
     },
+    /// Reserve `count` values of the sequence `name` (`table.column`) for one coordinator.
+    AllocSequence {
+        /// Sequence name.
+        name: String,
+        /// How many values.
+        count: i64,
+    },
     /// Record an index.
     CreateIndex {
         /// Table name.
@@ -224,6 +238,7 @@ impl Default for Catalog {
             nodes: BTreeMap::new(),
             groups: BTreeMap::new(),
             tables: BTreeMap::new(),
+            sequences: BTreeMap::new(),
         }
     }
 }
@@ -268,6 +283,8 @@ impl Catalog {
                 if self.tables.remove(&name).is_none() {
                     return Err(CoordError::UndefinedTable(name));
                 }
+                let prefix = format!("{name}.");
+                self.sequences.retain(|k, _| !k.starts_with(&prefix));
             }
             CatalogCommand::AddColumn { table, column } => {
                 let t = self
@@ -278,6 +295,15 @@ impl Catalog {
                     return Err(CoordError::DuplicateColumn(column.name));
                 }
                 t.columns.push(column);
+            }
+            CatalogCommand::AllocSequence { name, count } => {
+                let next = self.sequences.entry(name).or_insert(1);
+                *next = next
+                    .checked_add(count.max(1))
+                    .ok_or_else(|| CoordError::Storage {
+                        sqlstate: "2200H".into(),
+                        message: "sequence reached its maximum value".into(),
+                    })?;
             }
             CatalogCommand::CreateIndex { table, index } => {
                 let t = self
@@ -341,6 +367,7 @@ mod tests {
                 ty: PgType::Int8,
                 not_null: true,
                 default: None,
+                serial: false,
             }],
             primary_key: vec!["id".into()],
             distribution: Distribution::Hash {
@@ -381,6 +408,7 @@ mod tests {
                     ty: PgType::Text,
                     not_null: false,
                     default: None,
+                    serial: false,
                 },
             },
         ];

@@ -68,6 +68,35 @@ fn returning_columns(
     }
 }
 
+/// Output columns of a DML statement (its RETURNING list), without planning it.
+pub fn statement_columns(
+    stmt: &Statement,
+    catalog: &crate::catalog::Catalog,
+) -> Result<Vec<crate::sql::infer::OutputColumn>, CoordError> {
+    let (name, returning) = match stmt {
+        Statement::Insert(i) => match &i.table {
+            TableObject::TableName(n) => (table_name(n)?, &i.returning),
+            _ => return Ok(vec![]),
+        },
+        Statement::Update(u) => (table_of(&u.table)?.0, &u.returning),
+        Statement::Delete(d) => {
+            let from = match &d.from {
+                FromTable::WithFromKeyword(v) | FromTable::WithoutKeyword(v) => v,
+            };
+            match from.first() {
+                Some(t) => (table_of(t)?.0, &d.returning),
+                None => return Ok(vec![]),
+            }
+        }
+        _ => return Ok(vec![]),
+    };
+    let table = catalog.table(&name)?;
+    Ok(match returning {
+        Some(items) => projection_columns(items, &vec![(table.name.clone(), table)], catalog),
+        None => vec![],
+    })
+}
+
 fn write_merge(table: &Table, ctx: &PlanCtx<'_>, n: usize) -> Result<Merge, CoordError> {
     let group = ctx.catalog.group_of(table)?;
     Ok(if group.kind == GroupKind::Reference {

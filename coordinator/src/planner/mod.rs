@@ -199,6 +199,7 @@ pub(crate) mod testing {
             ty,
             not_null: false,
             default: None,
+            serial: false,
         }
     }
 
