@@ -1,7 +1,7 @@
 //! Throughput benchmark: point selects and single-row inserts through a Tessera coordinator,
 //! against the same statements on one plain SQLite file (WAL, same `synchronous` level).
 //!
-//! Run: `cargo run --release --example bench -- [--rows N] [--clients C] [--synchronous full|normal]`.
+//! Run: `cargo run --release --example bench -- [--rows N] [--clients C] [--synchronous full|normal] [--embedded]`.
 //! It starts its own `tessera local` (release build of this checkout) on free ports in a temp dir.
 
 use std::io::{BufRead, BufReader};
@@ -13,6 +13,7 @@ struct Args {
     rows: usize,
     clients: usize,
     synchronous: String,
+    embedded: bool,
 }
 
 fn args() -> Args {
@@ -24,6 +25,11 @@ fn args() -> Args {
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
+        if v[i] == "--embedded" {
+            a.embedded = true;
+            i += 1;
+            continue;
+        }
         match (v[i].as_str(), v.get(i + 1)) {
             ("--rows", Some(n)) => a.rows = n.parse().expect("--rows N"),
             ("--clients", Some(n)) => a.clients = n.parse().expect("--clients N"),
@@ -202,16 +208,20 @@ fn main() {
         tessera.display()
     );
     let dir = tempfile::tempdir().expect("tmp");
-    let mut child = Command::new(&tessera)
-        .args([
-            "local",
-            "--port",
-            "0",
-            "--synchronous",
-            &a.synchronous,
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let mut cmd = Command::new(&tessera);
+    cmd.args([
+        "local",
+        "--port",
+        "0",
+        "--synchronous",
+        &a.synchronous,
+        "--data-dir",
+    ])
+    .arg(dir.path());
+    if a.embedded {
+        cmd.arg("--embedded");
+    }
+    let mut child = cmd
         .env("TESSERA_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -230,8 +240,11 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let a = Arc::new(a);
     println!(
-        "rows {}, clients {}, synchronous={}, 3 storage nodes, 8 hash shards",
-        a.rows, a.clients, a.synchronous
+        "rows {}, clients {}, synchronous={}, 3 storage nodes{}, 8 hash shards",
+        a.rows,
+        a.clients,
+        a.synchronous,
+        if a.embedded { " (embedded)" } else { "" }
     );
     let (t_sel, t_ins) = rt.block_on(tessera_run(port, &a));
     let (s_sel, s_ins) = sqlite_run(&a);

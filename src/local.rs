@@ -34,6 +34,10 @@ pub struct LocalArgs {
     /// SQLite synchronous level of the storage nodes: full or normal.
     #[arg(long, default_value = "full")]
     pub synchronous: String,
+    /// Host the storage nodes inside the coordinator process: no network hop to shards
+    /// (fastest), but one process, so nodes cannot be killed one by one.
+    #[arg(long)]
+    pub embedded: bool,
 }
 
 const STATE_VERSION: u32 = 1;
@@ -133,6 +137,9 @@ async fn stop(procs: &mut [Proc]) {
 pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.data_dir)?;
     let dir = std::fs::canonicalize(&a.data_dir)?;
+    if a.embedded {
+        return run_embedded(a, dir).await;
+    }
     let state = load_state(&dir)?;
     let mut ports: Vec<u16> = state.map(|s| s.storage_ports).unwrap_or_default();
     let mut procs = Vec::new();
@@ -245,4 +252,53 @@ async fn supervise(procs: &mut [Proc]) {
             }
         }
     }
+}
+
+/// One process: the coordinator hosts every storage node.
+async fn run_embedded(a: LocalArgs, dir: PathBuf) -> anyhow::Result<()> {
+    let mut config = tessera_coordinator::CoordinatorConfig {
+        listen: format!("127.0.0.1:{}", a.port),
+        data_dir: dir.join("coordinator"),
+        default_shards: a.shards.max(1),
+        ..Default::default()
+    };
+    for i in 0..a.nodes.max(1) {
+        let name = format!("storage-{}", i + 1);
+        config
+            .embedded_storage
+            .push(tessera_storage::StorageConfig {
+                data_dir: dir.join(&name),
+                node_name: name,
+                synchronous: a.synchronous.clone(),
+                ..Default::default()
+            });
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let engine = std::sync::Arc::new(tessera_coordinator::Engine::open(config).await?);
+    println!(
+        "Tessera local cluster ({} embedded storage nodes) in {}",
+        a.nodes.max(1),
+        dir.display()
+    );
+    println!(
+        "  {:<12} {:<22} pid {}",
+        "coordinator",
+        addr,
+        std::process::id()
+    );
+    println!(
+        "  authentication: trust — user postgres connects without a password (local use only)"
+    );
+    println!(
+        "  connect: psql -h 127.0.0.1 -p {} -U postgres",
+        addr.port()
+    );
+    println!("{READY} local {addr}");
+    tessera_coordinator::server::serve(engine.clone(), listener, crate::shutdown::signal()).await?;
+    engine.cluster.close_embedded();
+    println!("Tessera local cluster stopped");
+    Ok(())
 }

@@ -93,7 +93,8 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     );
     tracing::info!(%addr, nodes = config.storage_nodes.len(), "coordinator listening");
     println!("{READY} coordinator {addr}");
-    tessera_coordinator::server::serve(engine, listener, crate::shutdown::signal()).await?;
+    tessera_coordinator::server::serve(engine.clone(), listener, crate::shutdown::signal()).await?;
+    engine.cluster.close_embedded();
     Ok(())
 }
 

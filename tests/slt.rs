@@ -1,5 +1,6 @@
 //! Golden SQL files (sqllogictest format) in `tests/slt/`, each run twice against real clusters:
-//! one node with one shard per table, and three nodes with eight shards; the expected output is the same.
+//! one node with one shard per table, three nodes with eight shards, and the same with the nodes
+//! embedded in the coordinator process; the expected output is the same.
 
 mod common;
 
@@ -74,7 +75,7 @@ impl sqllogictest::AsyncDB for Pg {
     }
 }
 
-async fn run_all(nodes: usize, shards: u32) {
+async fn run_all(nodes: usize, shards: u32, embedded: bool) {
     let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slt"))
         .expect("tests/slt")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -85,7 +86,11 @@ async fn run_all(nodes: usize, shards: u32) {
     let mut failures = Vec::new();
     for f in &files {
         // A fresh cluster per file: files do not see each other's tables.
-        let cluster = Cluster::start(nodes, shards);
+        let cluster = if embedded {
+            Cluster::start_embedded(nodes, shards)
+        } else {
+            Cluster::start(nodes, shards)
+        };
         let conn = cluster.conn_str();
         let mut runner = sqllogictest::Runner::new(move || {
             let conn = conn.clone();
@@ -111,10 +116,15 @@ async fn run_all(nodes: usize, shards: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files_on_one_shard() {
-    run_all(1, 1).await;
+    run_all(1, 1, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files_on_many_shards_across_three_nodes() {
-    run_all(3, 8).await;
+    run_all(3, 8, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_files_on_embedded_storage_nodes() {
+    run_all(3, 8, true).await;
 }

@@ -1,28 +1,66 @@
-//! Connections to storage nodes: one lazily connected gRPC channel per node, errors classified.
+//! Connections to storage nodes: a lazily connected gRPC channel per remote node, or a direct
+//! call into an embedded node's shard registry (same process, no network hop). Errors classified.
 
 use crate::catalog::Node;
 use crate::error::CoordError;
 use dashmap::DashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tessera_shared::proto::storage_client::StorageClient;
 use tessera_shared::proto::*;
+use tessera_storage::manifest::ShardKindOnDisk;
+use tessera_storage::shards::ShardRegistry;
+use tessera_storage::StorageError;
 use tonic::transport::{Channel, Endpoint};
 
 /// gRPC metadata key with the SQLSTATE of a failed storage request.
 const SQLSTATE_HEADER: &str = "x-sqlstate";
 
-/// Clients to every storage node, keyed by node id.
+/// Address prefix of storage nodes hosted inside the coordinator process.
+pub const EMBEDDED_PREFIX: &str = "embedded:";
+
+/// Clients to every storage node.
 #[derive(Default)]
 pub struct Cluster {
+    /// Remote nodes by id: (address the client was built for, client).
     clients: DashMap<u64, (String, StorageClient<Channel>)>,
+    /// Embedded nodes by name.
+    embedded: DashMap<String, Arc<ShardRegistry>>,
+}
+
+enum Target {
+    Remote(StorageClient<Channel>),
+    Embedded(Arc<ShardRegistry>),
+}
+
+fn storage_error(e: StorageError) -> CoordError {
+    CoordError::Storage {
+        sqlstate: e.sqlstate().to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl Cluster {
-    /// A client for `node`, created (not yet connected) on first use or when its address changed.
-    pub fn client(&self, node: &Node) -> Result<StorageClient<Channel>, CoordError> {
+    /// Hosts a storage node in this process; the catalog addresses it as `embedded:<name>`.
+    pub fn add_embedded(&self, name: &str, registry: Arc<ShardRegistry>) {
+        self.embedded.insert(name.to_string(), registry);
+    }
+
+    fn target(&self, node: &Node) -> Result<Target, CoordError> {
+        if let Some(name) = node.addr.strip_prefix(EMBEDDED_PREFIX) {
+            return self
+                .embedded
+                .get(name)
+                .map(|r| Target::Embedded(r.clone()))
+                .ok_or_else(|| CoordError::NodeUnavailable {
+                    node: node.name.clone(),
+                    addr: node.addr.clone(),
+                    reason: "embedded node is not hosted by this coordinator".into(),
+                });
+        }
         if let Some(e) = self.clients.get(&node.id) {
             if e.0 == node.addr {
-                return Ok(e.1.clone());
+                return Ok(Target::Remote(e.1.clone()));
             }
         }
         let endpoint = Endpoint::from_shared(format!("http://{}", node.addr))
@@ -34,7 +72,7 @@ impl Cluster {
         let client = StorageClient::new(endpoint.connect_lazy());
         self.clients
             .insert(node.id, (node.addr.clone(), client.clone()));
-        Ok(client)
+        Ok(Target::Remote(client))
     }
 
     /// Runs statements on one shard of `node`.
@@ -45,16 +83,23 @@ impl Cluster {
         txn_id: u64,
         statements: Vec<Statement>,
     ) -> Result<Vec<StatementResult>, CoordError> {
-        let mut c = self.client(node)?;
-        let r = c
-            .execute(ExecuteRequest {
-                shard_id,
-                statements,
-                txn_id,
-            })
-            .await
-            .map_err(|s| status_error(node, s))?;
-        Ok(r.into_inner().results)
+        match self.target(node)? {
+            Target::Embedded(r) => r
+                .execute(shard_id, txn_id, statements)
+                .await
+                .map_err(storage_error),
+            Target::Remote(mut c) => {
+                let r = c
+                    .execute(ExecuteRequest {
+                        shard_id,
+                        statements,
+                        txn_id,
+                    })
+                    .await
+                    .map_err(|s| status_error(node, s))?;
+                Ok(r.into_inner().results)
+            }
+        }
     }
 
     /// Commits or rolls back a transaction on one shard.
@@ -65,15 +110,22 @@ impl Cluster {
         txn_id: u64,
         commit: bool,
     ) -> Result<(), CoordError> {
-        let mut c = self.client(node)?;
-        c.finish_txn(FinishTxnRequest {
-            shard_id,
-            txn_id,
-            commit,
-        })
-        .await
-        .map_err(|s| status_error(node, s))?;
-        Ok(())
+        match self.target(node)? {
+            Target::Embedded(r) => r
+                .finish_txn(shard_id, txn_id, commit)
+                .await
+                .map_err(storage_error),
+            Target::Remote(mut c) => {
+                c.finish_txn(FinishTxnRequest {
+                    shard_id,
+                    txn_id,
+                    commit,
+                })
+                .await
+                .map_err(|s| status_error(node, s))?;
+                Ok(())
+            }
+        }
     }
 
     /// Creates a shard (idempotent) and runs schema statements on it.
@@ -84,33 +136,75 @@ impl Cluster {
         kind: ShardKind,
         schema: Vec<String>,
     ) -> Result<(), CoordError> {
-        let mut c = self.client(node)?;
-        c.create_shard(CreateShardRequest {
-            shard_id,
-            kind: kind as i32,
-            schema,
-        })
-        .await
-        .map_err(|s| status_error(node, s))?;
-        Ok(())
+        match self.target(node)? {
+            Target::Embedded(r) => {
+                let k = if kind == ShardKind::Reference {
+                    ShardKindOnDisk::Reference
+                } else {
+                    ShardKindOnDisk::Sql
+                };
+                let schema = schema
+                    .into_iter()
+                    .map(|sql| Statement {
+                        sql,
+                        params: vec![],
+                        returns_rows: false,
+                    })
+                    .collect();
+                r.create_shard(shard_id, k, schema)
+                    .await
+                    .map_err(storage_error)
+            }
+            Target::Remote(mut c) => {
+                c.create_shard(CreateShardRequest {
+                    shard_id,
+                    kind: kind as i32,
+                    schema,
+                })
+                .await
+                .map_err(|s| status_error(node, s))?;
+                Ok(())
+            }
+        }
     }
 
     /// Drops a shard.
     pub async fn drop_shard(&self, node: &Node, shard_id: u64) -> Result<(), CoordError> {
-        let mut c = self.client(node)?;
-        c.drop_shard(DropShardRequest { shard_id })
-            .await
-            .map_err(|s| status_error(node, s))?;
-        Ok(())
+        match self.target(node)? {
+            Target::Embedded(r) => r.drop_shard(shard_id).map_err(storage_error),
+            Target::Remote(mut c) => {
+                c.drop_shard(DropShardRequest { shard_id })
+                    .await
+                    .map_err(|s| status_error(node, s))?;
+                Ok(())
+            }
+        }
     }
 
     /// A node's stats.
     pub async fn stats(&self, node: &Node) -> Result<StatsResponse, CoordError> {
-        let mut c = self.client(node)?;
-        Ok(c.stats(StatsRequest {})
-            .await
-            .map_err(|s| status_error(node, s))?
-            .into_inner())
+        match self.target(node)? {
+            Target::Embedded(r) => {
+                let shards = r.stats().await.map_err(storage_error)?;
+                Ok(StatsResponse {
+                    node_name: node.name.clone(),
+                    pid: std::process::id(),
+                    shards,
+                })
+            }
+            Target::Remote(mut c) => Ok(c
+                .stats(StatsRequest {})
+                .await
+                .map_err(|s| status_error(node, s))?
+                .into_inner()),
+        }
+    }
+
+    /// Stops embedded nodes' workers (open transactions roll back).
+    pub fn close_embedded(&self) {
+        for r in self.embedded.iter() {
+            r.close();
+        }
     }
 }
 

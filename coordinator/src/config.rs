@@ -29,6 +29,9 @@ pub struct CoordinatorConfig {
     pub storage_nodes: Vec<NodeConfig>,
     /// Authentication: only `trust` for now (no password asked; stated at start-up).
     pub auth: String,
+    /// Storage nodes hosted inside this process (no network hop to their shards).
+    /// Each is registered in the catalog as `embedded:<node_name>`.
+    pub embedded_storage: Vec<tessera_storage::StorageConfig>,
 }
 
 impl Default for CoordinatorConfig {
@@ -39,6 +42,7 @@ impl Default for CoordinatorConfig {
             default_shards: 8,
             storage_nodes: Vec::new(),
             auth: "trust".into(),
+            embedded_storage: Vec::new(),
         }
     }
 }

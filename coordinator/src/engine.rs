@@ -155,6 +155,22 @@ impl Engine {
     /// Opens the catalog and registers the configured storage nodes.
     pub async fn open(config: CoordinatorConfig) -> Result<Engine, CoordError> {
         let catalog: Arc<dyn CatalogStore> = Arc::new(FileCatalog::open(&config.data_dir)?);
+        let cluster = Arc::new(Cluster::default());
+        let mut config = config;
+        for sc in config.embedded_storage.clone() {
+            let name = sc.node_name.clone();
+            let registry = tokio::task::spawn_blocking(move || {
+                tessera_storage::shards::ShardRegistry::open(sc)
+            })
+            .await
+            .map_err(|e| CoordError::Internal(e.to_string()))?
+            .map_err(|e| CoordError::Io(e.to_string()))?;
+            cluster.add_embedded(&name, Arc::new(registry));
+            config.storage_nodes.push(crate::config::NodeConfig {
+                name: name.clone(),
+                addr: format!("{}{name}", crate::cluster::EMBEDDED_PREFIX),
+            });
+        }
         for n in &config.storage_nodes {
             let known = catalog
                 .snapshot()
@@ -173,7 +189,7 @@ impl Engine {
         let (txnlog, pending) = crate::txnlog::DecisionLog::open(&config.data_dir)?;
         let engine = Engine {
             catalog,
-            cluster: Arc::new(Cluster::default()),
+            cluster,
             config,
             txnlog,
             sequence_blocks: Default::default(),

@@ -30,19 +30,35 @@ impl Cluster {
         c
     }
 
+    /// Starts a cluster whose storage nodes live inside the coordinator process.
+    pub fn start_embedded(nodes: usize, shards: u32) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster::launch(&dir, nodes, shards, true);
+        c._tmp = Some(tmp);
+        c
+    }
+
     /// Starts (or restarts) a cluster on an existing data dir.
     pub fn start_in(dir: &Path, nodes: usize, shards: u32) -> Cluster {
-        let mut child = Command::new(tessera())
-            .args(["local", "--data-dir"])
-            .arg(dir)
-            .args([
-                "--port",
-                "0",
-                "--nodes",
-                &nodes.to_string(),
-                "--shards",
-                &shards.to_string(),
-            ])
+        Cluster::launch(dir, nodes, shards, false)
+    }
+
+    fn launch(dir: &Path, nodes: usize, shards: u32, embedded: bool) -> Cluster {
+        let mut cmd = Command::new(tessera());
+        cmd.args(["local", "--data-dir"]).arg(dir);
+        cmd.args([
+            "--port",
+            "0",
+            "--nodes",
+            &nodes.to_string(),
+            "--shards",
+            &shards.to_string(),
+        ]);
+        if embedded {
+            cmd.arg("--embedded");
+        }
+        let mut child = cmd
             .env("TESSERA_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
