@@ -21,6 +21,7 @@ fn args() -> Args {
         rows: 20_000,
         clients: 8,
         synchronous: "full".into(),
+        embedded: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
