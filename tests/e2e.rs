@@ -552,3 +552,71 @@ fn sigterm_stops_the_whole_local_cluster() {
         assert!(!alive, "process {pid} outlived tessera local");
     }
 }
+
+/// Raw protocol: a client that sends Parse + Flush (no Sync) must get ParseComplete right away,
+/// and a pipelined Parse/Bind/Execute/Sync gets its whole answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_without_sync_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start(1, 1);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", cluster.port))
+        .await
+        .expect("connect");
+    let msg = |ty: u8, payload: &[u8]| {
+        let mut v = vec![ty];
+        v.extend_from_slice(&((payload.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    };
+    let mut startup = 196608u32.to_be_bytes().to_vec();
+    startup.extend_from_slice(b"user\0postgres\0database\0postgres\0\0");
+    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend(startup);
+    s.write_all(&packet).await.expect("startup");
+    async fn read_until(s: &mut tokio::net::TcpStream, want: u8) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            // Scan complete messages for the wanted type.
+            let mut i = 0;
+            while i + 5 <= seen.len() {
+                let len = u32::from_be_bytes([seen[i + 1], seen[i + 2], seen[i + 3], seen[i + 4]])
+                    as usize;
+                if i + 1 + len > seen.len() {
+                    break;
+                }
+                if seen[i] == want {
+                    return seen;
+                }
+                i += 1 + len;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no message {:?} within 5 s; got {seen:?}",
+                want as char
+            );
+            if let Ok(Ok(n)) = tokio::time::timeout(left, s.read(&mut buf)).await {
+                assert!(n > 0, "server closed the connection");
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    read_until(&mut s, b'Z').await;
+    // Parse + Flush: ParseComplete ('1') must arrive without a Sync.
+    let mut p = msg(b'P', b"\0SELECT 42\0\0\0");
+    p.extend(msg(b'H', b""));
+    s.write_all(&p).await.expect("parse+flush");
+    read_until(&mut s, b'1').await;
+    // Bind + Execute + Sync: DataRow, CommandComplete and ReadyForQuery.
+    let mut b = msg(b'B', b"\0\0\0\0\0\0\0\0");
+    b.extend(msg(b'E', b"\0\0\0\0\0"));
+    b.extend(msg(b'S', b""));
+    s.write_all(&b).await.expect("bind+execute+sync");
+    let got = read_until(&mut s, b'Z').await;
+    assert!(
+        got.windows(2).any(|w| w == b"42"),
+        "row 42 missing in {got:?}"
+    );
+}

@@ -31,10 +31,9 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let _ = sock.set_nodelay(true);
                 let h = handlers.clone();
                 conns.spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(sock, None, h).await {
+                    if let Err(e) = crate::pg::conn::serve_connection(sock, h).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

@@ -1,10 +1,13 @@
 //! The PostgreSQL wire protocol layer: translates pgwire calls into [`crate::Engine`] calls and back.
 //!
+//! - [`conn`]: the per-connection message loop; [`coalesce`]: one write per response.
 //! - [`startup`]: connection start-up (trust authentication, server parameters).
 //! - [`handler`]: simple and extended query handlers.
 //! - [`encode`]: values to text or binary wire format; row descriptions.
 //! - [`errors`]: [`crate::CoordError`] to an ErrorResponse with its SQLSTATE.
 
+pub mod coalesce;
+pub mod conn;
 pub mod encode;
 pub mod errors;
 pub mod handler;

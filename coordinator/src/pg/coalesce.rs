@@ -1,0 +1,284 @@
+//! A socket wrapper that coalesces a response's messages into one write.
+//!
+//! pgwire flushes after several messages of one extended-protocol exchange
+//! (BindComplete, CommandComplete, ReadyForQuery), which costs a system call
+//! and a client wake-up each. This wrapper holds written bytes until the
+//! client can actually be waiting for them:
+//! - a ReadyForQuery has been written for every Sync, Query and FunctionCall
+//!   the client sent (then nothing more is coming before the client speaks), or
+//! - the client sent Flush ('H'), or
+//! - a CopyInResponse / CopyBothResponse asks the client for data, or
+//! - the connection is still in start-up (authentication exchanges), or
+//! - more than 64 KiB are buffered.
+//!
+//! It tracks message framing in both directions to know this; it never
+//! reorders or alters bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const MAX_BUFFERED: usize = 64 * 1024;
+
+/// Incremental parser of one direction's message framing.
+#[derive(Default)]
+struct Framing {
+    /// Bytes of the current message's header seen so far (type + length).
+    header: Vec<u8>,
+    /// Payload bytes still to skip in the current message.
+    remaining: usize,
+}
+
+impl Framing {
+    /// Feeds bytes; calls `on_type` with each complete message header's type byte.
+    fn feed(&mut self, mut bytes: &[u8], mut on_type: impl FnMut(u8)) {
+        let header_len = 5;
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(bytes.len());
+                self.remaining -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let need = header_len - self.header.len();
+            let n = need.min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == header_len {
+                let h = &self.header;
+                let ty = h[0];
+                let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+                self.remaining = len.saturating_sub(4);
+                self.header.clear();
+                on_type(ty);
+            }
+        }
+    }
+}
+
+/// The wrapped socket.
+pub struct Coalesce<S> {
+    inner: S,
+    out: Vec<u8>,
+    /// Start-up phase: client messages have no type byte until the startup packet.
+    startup: bool,
+    /// Length and protocol code of the start-up packet being read.
+    startup_head: Vec<u8>,
+    /// Bytes of the current start-up packet still to skip.
+    startup_skip: usize,
+    incoming: Framing,
+    /// Outgoing framing, valid once start-up is over.
+    outgoing: Framing,
+    /// Syncs, Queries and FunctionCalls received minus ReadyForQuery messages written.
+    awaiting_ready: i64,
+    /// The client sent Flush, or the server asked for COPY data: flush at the next chance.
+    must_flush: bool,
+}
+
+impl<S> Coalesce<S> {
+    /// Wraps a freshly accepted socket.
+    pub fn new(inner: S) -> Coalesce<S> {
+        Coalesce {
+            inner,
+            out: Vec::new(),
+            startup: true,
+            startup_head: Vec::new(),
+            startup_skip: 0,
+            incoming: Framing::default(),
+            outgoing: Framing::default(),
+            awaiting_ready: 0,
+            must_flush: false,
+        }
+    }
+
+    fn observe_incoming(&mut self, bytes: &[u8]) {
+        let mut bytes = bytes;
+        // Start-up packets are untyped: length, protocol code, rest. SSLRequest, GSSENCRequest and
+        // CancelRequest keep the connection in start-up; the 3.0 startup packet ends it.
+        while self.startup && !bytes.is_empty() {
+            if self.startup_head.len() < 8 {
+                let n = (8 - self.startup_head.len()).min(bytes.len());
+                self.startup_head.extend_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
+                if self.startup_head.len() < 8 {
+                    return;
+                }
+                let h = &self.startup_head;
+                let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                self.startup_skip = len.saturating_sub(8);
+            }
+            let n = self.startup_skip.min(bytes.len());
+            self.startup_skip -= n;
+            bytes = &bytes[n..];
+            if self.startup_skip == 0 {
+                let h = &self.startup_head;
+                let code = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                if !matches!(code, 80_877_102..=80_877_104) {
+                    self.startup = false;
+                }
+                self.startup_head.clear();
+            }
+        }
+        if self.startup || bytes.is_empty() {
+            return;
+        }
+        let mut awaiting = 0i64;
+        let mut flush = false;
+        self.incoming.feed(bytes, |ty| match ty {
+            b'S' | b'Q' | b'F' => awaiting += 1,
+            b'H' => flush = true,
+            _ => {}
+        });
+        self.awaiting_ready += awaiting;
+        self.must_flush |= flush;
+    }
+
+    fn observe_outgoing(&mut self, bytes: &[u8]) {
+        if self.startup {
+            return;
+        }
+        let mut ready = 0i64;
+        let mut flush = false;
+        self.outgoing.feed(bytes, |ty| match ty {
+            b'Z' => ready += 1,
+            b'G' | b'W' | b'R' => flush = true,
+            _ => {}
+        });
+        self.awaiting_ready -= ready;
+        self.must_flush |= flush;
+    }
+
+    fn should_flush(&self) -> bool {
+        self.startup
+            || self.must_flush
+            || self.awaiting_ready <= 0
+            || self.out.len() >= MAX_BUFFERED
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Coalesce<S> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let new = buf.filled()[before..].to_vec();
+        this.observe_incoming(&new);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() >= MAX_BUFFERED {
+            std::task::ready!(this.poll_drain(cx))?;
+        }
+        this.out.extend_from_slice(data);
+        this.observe_outgoing(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.should_flush() {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(this.poll_drain(cx))?;
+        this.must_flush = false;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ty: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty];
+        v.extend_from_slice(&((payload.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn startup_packet() -> Vec<u8> {
+        let mut body = 196608u32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0postgres\0\0");
+        let mut v = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn holds_responses_until_ready_for_query() {
+        let mut c = Coalesce::new(());
+        // SSLRequest, answered 'N' while still in start-up: flushed at once.
+        c.observe_incoming(&[0, 0, 0, 8, 4, 210, 22, 47]);
+        assert!(c.startup && c.should_flush());
+        c.observe_incoming(&startup_packet());
+        assert!(!c.startup);
+        // Parse/Bind/Execute/Sync in one read, split across two reads at an odd place.
+        let mut batch = msg(b'P', b"\0SELECT 1\0\0\0");
+        batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(msg(b'E', b"\0\0\0\0\0"));
+        batch.extend(msg(b'S', b""));
+        c.observe_incoming(&batch[..7]);
+        c.observe_incoming(&batch[7..]);
+        assert_eq!(c.awaiting_ready, 1);
+        c.out.extend(msg(b'1', b""));
+        c.observe_outgoing(&msg(b'1', b""));
+        assert!(
+            !c.should_flush(),
+            "ParseComplete waits for the rest of the response"
+        );
+        c.observe_outgoing(&msg(b'C', b"SELECT 1\0"));
+        assert!(!c.should_flush());
+        c.observe_outgoing(&msg(b'Z', b"I"));
+        assert!(c.should_flush(), "ReadyForQuery releases everything");
+    }
+
+    #[test]
+    fn client_flush_and_copy_in_force_a_flush() {
+        let mut c = Coalesce::new(());
+        c.observe_incoming(&startup_packet());
+        let mut batch = msg(b'P', b"\0SELECT 1\0\0\0");
+        batch.extend(msg(b'H', b""));
+        batch.extend(msg(b'S', b""));
+        c.observe_incoming(&batch);
+        c.out.push(0);
+        assert!(c.should_flush(), "Flush asks for everything so far");
+        c.must_flush = false;
+        c.observe_incoming(&msg(b'Q', b"COPY t FROM STDIN\0"));
+        c.observe_outgoing(&msg(b'Z', b"I"));
+        assert!(!c.should_flush());
+        c.observe_outgoing(&msg(b'G', b"\0\0\0"));
+        assert!(c.should_flush(), "CopyInResponse waits for client data");
+    }
+}
