@@ -77,10 +77,32 @@ fn sql_err(e: rusqlite::Error) -> CoordError {
     }
 }
 
-fn run(tables: Vec<Loaded>, sql: &str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, CoordError> {
+fn open() -> Result<Connection, CoordError> {
     let conn = Connection::open_in_memory().map_err(sql_err)?;
     conn.execute_batch("PRAGMA case_sensitive_like = ON;")
         .map_err(sql_err)?;
+    Ok(conn)
+}
+
+thread_local! {
+    /// Table-less queries (`SELECT 1`, `SELECT version()`) reuse one database per blocking thread.
+    static EMPTY_DB: std::cell::RefCell<Option<Connection>> = const { std::cell::RefCell::new(None) };
+}
+
+fn run(tables: Vec<Loaded>, sql: &str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, CoordError> {
+    if tables.is_empty() {
+        return EMPTY_DB.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(open()?);
+            }
+            match slot.as_ref() {
+                Some(conn) => query_on(conn, sql, params),
+                None => Err(CoordError::Internal("scratch database missing".into())),
+            }
+        });
+    }
+    let conn = open()?;
     for t in tables {
         let cols: Vec<String> = t.columns.iter().map(|c| quote(c)).collect();
         conn.execute_batch(&format!(
@@ -102,7 +124,15 @@ fn run(tables: Vec<Loaded>, sql: &str, params: Vec<Value>) -> Result<Vec<Vec<Val
                 .map_err(sql_err)?;
         }
     }
-    let mut st = conn.prepare(sql).map_err(sql_err)?;
+    query_on(&conn, sql, params)
+}
+
+fn query_on(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<Vec<Vec<Value>>, CoordError> {
+    let mut st = conn.prepare_cached(sql).map_err(sql_err)?;
     let wanted = st.parameter_count();
     for (i, p) in params.into_iter().enumerate().take(wanted) {
         st.raw_bind_parameter(i + 1, to_sql(p)).map_err(sql_err)?;

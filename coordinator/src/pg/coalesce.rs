@@ -116,6 +116,8 @@ impl<S> Coalesce<S> {
                 let code = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
                 if !matches!(code, 80_877_102..=80_877_104) {
                     self.startup = false;
+                    // Start-up ends with a ReadyForQuery the client did not ask for with a Sync.
+                    self.awaiting_ready = 1;
                 }
                 self.startup_head.clear();
             }
@@ -244,6 +246,12 @@ mod tests {
         assert!(c.startup && c.should_flush());
         c.observe_incoming(&startup_packet());
         assert!(!c.startup);
+        // Authentication, parameters, key data and the first ReadyForQuery leave together.
+        c.observe_outgoing(&msg(b'S', b"a\0b\0"));
+        assert!(!c.should_flush());
+        c.observe_outgoing(&msg(b'Z', b"I"));
+        assert!(c.should_flush());
+        assert_eq!(c.awaiting_ready, 0);
         // Parse/Bind/Execute/Sync in one read, split across two reads at an odd place.
         let mut batch = msg(b'P', b"\0SELECT 1\0\0\0");
         batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
@@ -268,6 +276,7 @@ mod tests {
     fn client_flush_and_copy_in_force_a_flush() {
         let mut c = Coalesce::new(());
         c.observe_incoming(&startup_packet());
+        c.observe_outgoing(&msg(b'Z', b"I"));
         let mut batch = msg(b'P', b"\0SELECT 1\0\0\0");
         batch.extend(msg(b'H', b""));
         batch.extend(msg(b'S', b""));

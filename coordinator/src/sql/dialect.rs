@@ -17,8 +17,10 @@ use tessera_shared::PgType;
 /// so every shard sees the same `now()`).
 #[derive(Debug, Clone)]
 pub struct RewriteCtx {
-    /// `now()`, as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
-    pub now: String,
+    /// Statement start time.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// `now()` as text, formatted on first use (most statements never ask).
+    now_text: std::sync::OnceLock<String>,
     /// `current_user`.
     pub user: String,
     /// `current_database()`.
@@ -28,13 +30,23 @@ pub struct RewriteCtx {
 impl RewriteCtx {
     /// A context stamped with the current time.
     pub fn new(user: &str, database: &str) -> RewriteCtx {
+        RewriteCtx::at(chrono::Utc::now(), user, database)
+    }
+
+    /// A context stamped with `at`.
+    pub fn at(at: chrono::DateTime<chrono::Utc>, user: &str, database: &str) -> RewriteCtx {
         RewriteCtx {
-            now: chrono::Utc::now()
-                .format("%Y-%m-%d %H:%M:%S%.6f+00")
-                .to_string(),
+            at,
+            now_text: std::sync::OnceLock::new(),
             user: user.to_string(),
             database: database.to_string(),
         }
+    }
+
+    /// `now()`, as `YYYY-MM-DD HH:MM:SS.ffffff+00`.
+    pub fn now(&self) -> &str {
+        self.now_text
+            .get_or_init(|| self.at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
     }
 }
 
@@ -245,8 +257,8 @@ fn rewrite_function(f: &Function, ctx: &RewriteCtx) -> Result<Option<Expr>, Coor
         | "transaction_timestamp"
         | "statement_timestamp"
         | "clock_timestamp"
-        | "localtimestamp" => string_lit(&ctx.now),
-        "current_date" => string_lit(ctx.now.get(..10).unwrap_or(&ctx.now)),
+        | "localtimestamp" => string_lit(ctx.now()),
+        "current_date" => string_lit(ctx.now().get(..10).unwrap_or(ctx.now())),
         "version" => string_lit(&version_string()),
         "current_database" | "current_catalog" => string_lit(&ctx.database),
         "current_user" | "session_user" | "user" | "current_role" => string_lit(&ctx.user),
@@ -318,11 +330,10 @@ mod tests {
 
     fn sqlite(sql: &str) -> String {
         let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
-        let ctx = RewriteCtx {
-            now: "2026-01-02 03:04:05.000000+00".into(),
-            user: "u".into(),
-            database: "d".into(),
-        };
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let ctx = RewriteCtx::at(at, "u", "d");
         rewrite(&mut s[0], &ctx).expect("rewrite");
         render(&s[0])
     }
