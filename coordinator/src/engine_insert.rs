@@ -7,7 +7,7 @@ use crate::error::CoordError;
 use crate::executor;
 use crate::session::{new_txn_id, OpenTxn, Session};
 use crate::sql::dialect::RewriteCtx;
-use crate::sql::names::{ident, table_name};
+use crate::sql::names::table_name;
 use sqlparser::ast::*;
 use tessera_shared::Value as Val;
 
@@ -86,14 +86,7 @@ impl Engine {
         };
         let rows = values.rows.len();
         let mut ins = ins.clone();
-        let listed: Vec<String> = if ins.columns.is_empty() {
-            table.columns.iter().map(|c| c.name.clone()).collect()
-        } else {
-            ins.columns
-                .iter()
-                .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident))
-                .collect()
-        };
+        let listed: Vec<String> = crate::sql::names::insert_columns(&ins, table);
         let mut changed = false;
         for col in table.columns.iter().filter(|c| c.serial) {
             let seq = format!("{}.{}", table.name, col.name);

@@ -7,7 +7,7 @@ use crate::catalog::{Distribution, GroupKind, Table};
 use crate::error::CoordError;
 use crate::sql::dialect::{render, rewrite};
 use crate::sql::infer::projection_columns;
-use crate::sql::names::{ident, table_name};
+use crate::sql::names::table_name;
 use sqlparser::ast::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -141,14 +141,7 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
     let mut ins = ins.clone();
     rewrite(&mut ins, ctx.rewrite)?;
     check_no_foreign_tables(&ins, table, ctx)?;
-    let col_names: Vec<String> = if ins.columns.is_empty() {
-        table.columns.iter().map(|c| c.name.clone()).collect()
-    } else {
-        ins.columns
-            .iter()
-            .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident))
-            .collect()
-    };
+    let col_names: Vec<String> = crate::sql::names::insert_columns(&ins, table);
     for c in &col_names {
         if table.column(c).is_none() {
             return Err(CoordError::UndefinedColumn(c.clone()));
@@ -274,54 +267,18 @@ fn table_of(twj: &TableWithJoins) -> Result<(String, Option<TableAlias>), CoordE
     }
 }
 
-/// UPDATE: the shards the WHERE clause allows.
-pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
-    let (name, alias) = table_of(&u.table)?;
-    let table = ctx.catalog.table(&name)?;
-    if u.from.is_some() {
-        return Err(CoordError::unsupported(
-            "UPDATE ... FROM is not supported yet",
-        ));
-    }
-    for a in &u.assignments {
-        let cols: Vec<&ObjectName> = match &a.target {
-            AssignmentTarget::ColumnName(c) => vec![c],
-            AssignmentTarget::Tuple(cs) => cs.iter().collect(),
-        };
-        for c in cols {
-            let c =
-                c.0.last()
-                    .and_then(|p| p.as_ident())
-                    .map(ident)
-                    .unwrap_or_default();
-            if table.column(&c).is_none() {
-                return Err(CoordError::UndefinedColumn(c));
-            }
-            if table.distribution.column() == Some(c.as_str()) {
-                return Err(CoordError::unsupported(format!(
-                    "modifying the distribution column \"{c}\" is not supported"
-                )));
-            }
-        }
-    }
-    let columns = returning_columns(&u.returning, table, ctx);
-    let mut u = u.clone();
-    for a in u.assignments.iter_mut() {
-        if let AssignmentTarget::ColumnName(c) = &a.target {
-            let c =
-                c.0.last()
-                    .and_then(|p| p.as_ident())
-                    .map(ident)
-                    .unwrap_or_default();
-            if let Some(col) = table.column(&c) {
-                coerce_literal(&mut a.value, col.ty)?;
-            }
-        }
-    }
-    rewrite(&mut u, ctx.rewrite)?;
-    let stmt = Statement::Update(u.clone());
+/// UPDATE and DELETE: the same SQL on every shard the WHERE clause allows.
+fn fan_out_write(
+    stmt: Statement,
+    table: &Table,
+    alias: Option<&TableAlias>,
+    selection: Option<&Expr>,
+    columns: Vec<crate::sql::infer::OutputColumn>,
+    tag: &'static str,
+    ctx: &PlanCtx<'_>,
+) -> Result<Planned, CoordError> {
     check_no_foreign_tables(&stmt, table, ctx)?;
-    let targets = targets_for_filter(table, alias.as_ref(), u.selection.as_ref(), ctx)?;
+    let targets = targets_for_filter(table, alias, selection, ctx)?;
     let sql = render(&stmt);
     let tasks: Vec<ShardTask> = targets
         .into_iter()
@@ -338,8 +295,57 @@ pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
             write: true,
         },
         columns,
-        tag: "UPDATE",
+        tag,
     })
+}
+
+/// UPDATE: the shards the WHERE clause allows.
+pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
+    let (name, alias) = table_of(&u.table)?;
+    let table = ctx.catalog.table(&name)?;
+    if u.from.is_some() {
+        return Err(CoordError::unsupported(
+            "UPDATE ... FROM is not supported yet",
+        ));
+    }
+    for a in &u.assignments {
+        let cols: Vec<&ObjectName> = match &a.target {
+            AssignmentTarget::ColumnName(c) => vec![c],
+            AssignmentTarget::Tuple(cs) => cs.iter().collect(),
+        };
+        for c in cols {
+            let c = crate::sql::names::last_ident(c);
+            if table.column(&c).is_none() {
+                return Err(CoordError::UndefinedColumn(c));
+            }
+            if table.distribution.column() == Some(c.as_str()) {
+                return Err(CoordError::unsupported(format!(
+                    "modifying the distribution column \"{c}\" is not supported"
+                )));
+            }
+        }
+    }
+    let columns = returning_columns(&u.returning, table, ctx);
+    let mut u = u.clone();
+    for a in u.assignments.iter_mut() {
+        if let AssignmentTarget::ColumnName(c) = &a.target {
+            let c = crate::sql::names::last_ident(c);
+            if let Some(col) = table.column(&c) {
+                coerce_literal(&mut a.value, col.ty)?;
+            }
+        }
+    }
+    rewrite(&mut u, ctx.rewrite)?;
+    let selection = u.selection.clone();
+    fan_out_write(
+        Statement::Update(u),
+        table,
+        alias.as_ref(),
+        selection.as_ref(),
+        columns,
+        "UPDATE",
+        ctx,
+    )
 }
 
 /// DELETE: the shards the WHERE clause allows.
@@ -357,27 +363,16 @@ pub fn plan_delete(d: &Delete, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
     let columns = returning_columns(&d.returning, table, ctx);
     let mut d = d.clone();
     rewrite(&mut d, ctx.rewrite)?;
-    let stmt = Statement::Delete(d.clone());
-    check_no_foreign_tables(&stmt, table, ctx)?;
-    let targets = targets_for_filter(table, alias.as_ref(), d.selection.as_ref(), ctx)?;
-    let sql = render(&stmt);
-    let tasks: Vec<ShardTask> = targets
-        .into_iter()
-        .map(|t| ShardTask {
-            target: t,
-            sql: sql.clone(),
-        })
-        .collect();
-    let merge = write_merge(table, ctx, tasks.len())?;
-    Ok(Planned {
-        plan: Plan::Distributed {
-            tasks,
-            merge,
-            write: true,
-        },
+    let selection = d.selection.clone();
+    fan_out_write(
+        Statement::Delete(d),
+        table,
+        alias.as_ref(),
+        selection.as_ref(),
         columns,
-        tag: "DELETE",
-    })
+        "DELETE",
+        ctx,
+    )
 }
 
 #[cfg(test)]

@@ -347,14 +347,7 @@ pub fn param_types(stmt: &Statement, catalog: &Catalog, n: usize) -> Vec<PgType>
         if let (TableObject::TableName(name), Some(src)) = (&ins.table, &ins.source) {
             if let (Ok(tn), SetExpr::Values(v)) = (table_name(name), src.body.as_ref()) {
                 if let Some(t) = catalog.tables.get(&tn) {
-                    let cols: Vec<String> = if ins.columns.is_empty() {
-                        t.columns.iter().map(|c| c.name.clone()).collect()
-                    } else {
-                        ins.columns
-                            .iter()
-                            .filter_map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident))
-                            .collect()
-                    };
+                    let cols: Vec<String> = crate::sql::names::insert_columns(ins, t);
                     for row in &v.rows {
                         for (e, c) in row.iter().zip(&cols) {
                             if let Some(col) = t.column(c) {
@@ -369,11 +362,7 @@ pub fn param_types(stmt: &Statement, catalog: &Catalog, n: usize) -> Vec<PgType>
     if let Statement::Update(u) = stmt {
         for a in &u.assignments {
             if let AssignmentTarget::ColumnName(c) = &a.target {
-                let c =
-                    c.0.last()
-                        .and_then(|p| p.as_ident())
-                        .map(ident)
-                        .unwrap_or_default();
+                let c = crate::sql::names::last_ident(c);
                 if let Some(t) = column_type(None, &c, &tables) {
                     set(&a.value, t);
                 }

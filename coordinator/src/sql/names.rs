@@ -30,6 +30,24 @@ pub fn table_name(name: &ObjectName) -> Result<String, CoordError> {
     }
 }
 
+/// The last part of a (column) name, folded.
+pub fn last_ident(name: &ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(ident)
+        .unwrap_or_default()
+}
+
+/// The target columns of an INSERT: its column list, or every column of the table.
+pub fn insert_columns(ins: &sqlparser::ast::Insert, table: &crate::catalog::Table) -> Vec<String> {
+    if ins.columns.is_empty() {
+        table.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        ins.columns.iter().map(last_ident).collect()
+    }
+}
+
 /// The plain name of a function.
 pub fn function_name(name: &ObjectName) -> String {
     name.0
