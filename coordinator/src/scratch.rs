@@ -4,9 +4,9 @@
 use crate::catalog::Column;
 use crate::error::CoordError;
 use crate::sql::names::quote;
-use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;
 use tessera_shared::Value;
+use tessera_storage::exec::{from_sqlite, to_sqlite};
 
 /// A table to load before running the query.
 pub struct Loaded {
@@ -35,26 +35,6 @@ impl Loaded {
             columns: (0..width).map(|i| format!("__t{i}")).collect(),
             rows,
         }
-    }
-}
-
-fn to_sql(v: Value) -> SqlValue {
-    match v {
-        Value::Null => SqlValue::Null,
-        Value::Integer(i) => SqlValue::Integer(i),
-        Value::Real(f) => SqlValue::Real(f),
-        Value::Text(s) => SqlValue::Text(s),
-        Value::Blob(b) => SqlValue::Blob(b),
-    }
-}
-
-fn from_sql(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Integer(i),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
     }
 }
 
@@ -120,7 +100,7 @@ fn run(tables: Vec<Loaded>, sql: &str, params: Vec<Value>) -> Result<Vec<Vec<Val
             ))
             .map_err(sql_err)?;
         for row in t.rows {
-            ins.execute(rusqlite::params_from_iter(row.into_iter().map(to_sql)))
+            ins.execute(rusqlite::params_from_iter(row.into_iter().map(to_sqlite)))
                 .map_err(sql_err)?;
         }
     }
@@ -135,7 +115,8 @@ fn query_on(
     let mut st = conn.prepare_cached(sql).map_err(sql_err)?;
     let wanted = st.parameter_count();
     for (i, p) in params.into_iter().enumerate().take(wanted) {
-        st.raw_bind_parameter(i + 1, to_sql(p)).map_err(sql_err)?;
+        st.raw_bind_parameter(i + 1, to_sqlite(p))
+            .map_err(sql_err)?;
     }
     let n = st.column_count();
     let mut out = Vec::new();
@@ -143,7 +124,7 @@ fn query_on(
     while let Some(r) = rows.next().map_err(sql_err)? {
         let mut row = Vec::with_capacity(n);
         for i in 0..n {
-            row.push(from_sql(r.get_ref(i).map_err(sql_err)?));
+            row.push(from_sqlite(r.get_ref(i).map_err(sql_err)?));
         }
         out.push(row);
     }

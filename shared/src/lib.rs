@@ -1,11 +1,13 @@
 //! Pieces shared by Tessera's coordinator and storage nodes.
 //!
 //! # Layout
+//! - [`fsutil`]: atomic, fsynced writes of small metadata files.
 //! - [`hash`]: the shard hash function, defined here once with test vectors.
 //! - [`value`]: a typed SQL value as it travels between nodes.
 //! - [`pgtype`]: PostgreSQL types Tessera declares, with their OIDs and SQLite storage.
 //! - [`proto`]: the generated gRPC protocol of storage nodes (`proto/storage.proto`).
 
+pub mod fsutil;
 pub mod hash;
 pub mod pgtype;
 pub mod value;

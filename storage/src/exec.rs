@@ -6,7 +6,8 @@ use rusqlite::Connection;
 use tessera_shared::proto::{Row, Statement, StatementResult};
 use tessera_shared::Value;
 
-fn to_sqlite(v: Value) -> SqlValue {
+/// A storage value as a SQLite value.
+pub fn to_sqlite(v: Value) -> SqlValue {
     match v {
         Value::Null => SqlValue::Null,
         Value::Integer(i) => SqlValue::Integer(i),
@@ -16,7 +17,8 @@ fn to_sqlite(v: Value) -> SqlValue {
     }
 }
 
-fn from_sqlite(v: ValueRef<'_>) -> Value {
+/// A SQLite value as a storage value.
+pub fn from_sqlite(v: ValueRef<'_>) -> Value {
     match v {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Integer(i),

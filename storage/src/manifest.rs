@@ -2,7 +2,6 @@
 
 use crate::StorageError;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Current manifest format. Bump it with an upgrade step when the layout changes.
@@ -68,27 +67,13 @@ impl Manifest {
 
     /// Writes the manifest durably: a crash leaves either the old or the new one.
     pub fn store(&self, dir: &Path) -> Result<(), StorageError> {
-        write_atomically(
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| StorageError::Manifest(e.to_string()))?;
+        Ok(tessera_shared::fsutil::write_atomically(
             &Self::path(dir),
-            &serde_json::to_vec_pretty(self).map_err(|e| StorageError::Manifest(e.to_string()))?,
-        )
+            &bytes,
+        )?)
     }
-}
-
-/// Writes `bytes` to `path` through a temp file, fsyncing the file and its directory.
-/// A failed fsync is returned, never retried: the caller treats it as fatal.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

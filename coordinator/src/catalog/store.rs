@@ -2,7 +2,6 @@
 
 use super::{Catalog, CatalogCommand, CATALOG_VERSION};
 use crate::error::CoordError;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -67,7 +66,7 @@ impl FileCatalog {
         f(&mut next)?;
         let bytes =
             serde_json::to_vec_pretty(&next).map_err(|e| CoordError::Internal(e.to_string()))?;
-        write_atomically(&self.path, &bytes).map_err(|e| {
+        tessera_shared::fsutil::write_atomically(&self.path, &bytes).map_err(|e| {
             // A failed fsync leaves the file's state unknown: do not retry, stop.
             tracing::error!(error = %e, "catalog write failed; stopping");
             std::process::abort();
@@ -102,18 +101,4 @@ impl CatalogStore for FileCatalog {
             Ok(first)
         })
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
