@@ -438,6 +438,43 @@ async fn psql_and_admin_cli_work() {
         );
         assert!(stdout.contains("INSERT 0 2"), "{stdout}");
         assert!(stdout.contains(" Linus |  54"), "{stdout}");
+        // psql's \copy: COPY FROM STDIN / TO STDOUT over the simple protocol.
+        let dir = tempfile::tempdir().expect("tmp");
+        let csv = dir.path().join("in.csv");
+        std::fs::write(&csv, "10,Grace,,85\n11,\"Hopper, G.\",g@navy.mil,\n").expect("csv");
+        let out_file = dir.path().join("out.txt");
+        let copy_in = format!("\\copy users FROM '{}' WITH (FORMAT csv)", csv.display());
+        let copy_out = format!(
+            "\\copy (SELECT id, name FROM users WHERE id >= 10 ORDER BY id) TO '{}'",
+            out_file.display()
+        );
+        let out = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-X",
+                "-c",
+                &copy_in,
+                "-c",
+                &copy_out,
+            ])
+            .output()
+            .expect("psql copy");
+        assert!(
+            out.status.success(),
+            "psql \\copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out_file).expect("out"),
+            "10\tGrace\n11\tHopper, G.\n"
+        );
     } else {
         let c = cluster.client().await;
         c.batch_execute(USERS).await.expect("create");
@@ -479,7 +516,11 @@ async fn psql_and_admin_cli_work() {
         .iter()
         .filter_map(|s| s["rows"].as_str()?.parse::<i64>().ok())
         .sum();
-    assert_eq!(total, 2, "row counts read from the storage nodes: {shards}");
+    assert_eq!(
+        total,
+        if has_psql { 4 } else { 2 },
+        "row counts read from the storage nodes: {shards}"
+    );
     let plan = admin(&["explain", "SELECT * FROM users WHERE id = 2"]);
     assert!(plan.contains("single shard"), "{plan}");
 }
@@ -619,4 +660,149 @@ async fn flush_without_sync_is_answered() {
         got.windows(2).any(|w| w == b"42"),
         "row 42 missing in {got:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_text_and_csv() {
+    use futures_util::SinkExt;
+    let cluster = Cluster::start(3, 4);
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, name text, score double precision) PARTITION BY HASH (id)").await.expect("create");
+    // Text format, streamed in several chunks, 5000 rows across every shard.
+    let sink = c.copy_in("COPY t FROM STDIN").await.expect("copy in");
+    futures_util::pin_mut!(sink);
+    let mut chunk = String::new();
+    for i in 1..=5000 {
+        chunk.push_str(&format!("{i}\tname {i}\t{}\n", i as f64 / 4.0));
+        if i % 700 == 0 {
+            sink.send(bytes::Bytes::from(std::mem::take(&mut chunk)))
+                .await
+                .expect("data");
+        }
+    }
+    chunk.push_str("5001\t\\N\t\\N\n");
+    sink.send(bytes::Bytes::from(chunk)).await.expect("data");
+    assert_eq!(sink.finish().await.expect("finish"), 5001);
+    assert_eq!(
+        query_rows(&c, "SELECT count(*), sum(id), count(name) FROM t").await,
+        vec![vec![s("5001"), s("12507501"), s("5000")]]
+    );
+    // A bad line fails the whole COPY, names the line, and leaves nothing behind.
+    let sink = c
+        .copy_in("COPY t (id, name) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .expect("copy in");
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"6001,ok\n6002,\"quoted, with comma\"\nnot-a-number,x\n",
+    ))
+    .await
+    .expect("data");
+    let e = sink.finish().await.expect_err("bad row");
+    assert_eq!(sqlstate(&e), "22P04", "{e}");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("line 3"), "{message}");
+    assert_eq!(
+        query_rows(&c, "SELECT count(*) FROM t WHERE id > 6000").await,
+        vec![vec![s("0")]]
+    );
+    // CSV in, then COPY (query) TO STDOUT as CSV with a header.
+    let sink = c
+        .copy_in("COPY t (id, name) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .expect("copy in");
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(
+        b"6001,ok\n6002,\"quoted, with comma\"\n",
+    ))
+    .await
+    .expect("data");
+    assert_eq!(sink.finish().await.expect("finish"), 2);
+    let out = c.copy_out("COPY (SELECT id, name FROM t WHERE id > 6000 ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)").await.expect("copy out");
+    let data: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(out)
+        .await
+        .expect("collect");
+    let text: String = data
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).to_string())
+        .collect();
+    assert_eq!(text, "id,name\n6001,ok\n6002,\"quoted, with comma\"\n");
+    let out = c.copy_out("COPY t TO STDOUT").await.expect("copy out");
+    let data: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(out)
+        .await
+        .expect("collect");
+    assert_eq!(data.len(), 5003);
+}
+
+/// pgbench, unmodified: initialisation (DDL, COPY, VACUUM, ADD PRIMARY KEY), the select-only
+/// run in all three protocol modes, and the TPC-B-like run, whose balances must agree.
+#[test]
+fn pgbench_runs_unmodified_and_tpcb_keeps_its_invariant() {
+    if std::process::Command::new("pgbench")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("pgbench not installed; skipped (CI installs postgresql-client)");
+        return;
+    }
+    let cluster = Cluster::start(3, 4);
+    let port = cluster.port.to_string();
+    let pgbench = |args: &[&str]| {
+        let out = std::process::Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .args(args)
+            .arg("postgres")
+            .output()
+            .expect("pgbench");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+        text
+    };
+    pgbench(&["-i", "-s", "1", "-q"]);
+    for mode in ["simple", "extended", "prepared"] {
+        let out = pgbench(&["-S", "-M", mode, "-c", "2", "-j", "2", "-t", "200"]);
+        assert!(out.contains("number of failed transactions: 0"), "{out}");
+    }
+    pgbench(&["-n", "-M", "prepared", "-c", "3", "-j", "2", "-t", "15"]);
+    let psql = |sql: &str| {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let a = psql("SELECT sum(abalance) FROM pgbench_accounts");
+        assert_eq!(a, psql("SELECT sum(bbalance) FROM pgbench_branches"));
+        assert_eq!(a, psql("SELECT sum(tbalance) FROM pgbench_tellers"));
+        assert_eq!(
+            a,
+            psql("SELECT coalesce(sum(delta), 0) FROM pgbench_history")
+        );
+        assert_eq!(psql("SELECT count(*) FROM pgbench_accounts"), "100000");
+    }
 }

@@ -534,6 +534,15 @@ pub async fn alter_table(
     let tname = table_name(name)?;
     let table = engine.catalog.snapshot().table(&tname)?.clone();
     for op in ops {
+        if let AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::PrimaryKey(pk),
+            ..
+        } = op
+        {
+            let current = engine.catalog.snapshot().table(&tname)?.clone();
+            add_primary_key(engine, &current, index_columns(&pk.columns)).await?;
+            continue;
+        }
         let AlterTableOperation::AddColumn {
             column_def,
             if_not_exists,
@@ -605,19 +614,75 @@ pub async fn redistribute(
 ) -> Result<(), CoordError> {
     let old = engine.catalog.snapshot().table(table)?.clone();
     if let Some(dc) = distribution.column() {
-        let col = old
-            .column(dc)
+        old.column(dc)
             .ok_or_else(|| CoordError::UndefinedColumn(dc.to_string()))?;
-        let _ = col;
         if !old.primary_key.is_empty() && !old.primary_key.iter().any(|k| k == dc) {
             return Err(CoordError::unsupported(format!(
                 "the primary key of \"{table}\" must include the distribution column \"{dc}\""
             )));
         }
     }
-    // Read every row from the old placement.
+    let mut new = old.clone();
+    new.distribution = distribution;
+    rebuild(engine, &old, new, shards).await
+}
+
+/// `ALTER TABLE t ADD PRIMARY KEY (cols)`. SQLite cannot add a key to a table, so the table is
+/// rebuilt; a table created without a key or distribution becomes hash-distributed on the key's
+/// first column (the documented default for undeclared tables).
+async fn add_primary_key(
+    engine: &Engine,
+    old: &Table,
+    cols: Vec<String>,
+) -> Result<(), CoordError> {
+    if !old.primary_key.is_empty() {
+        return Err(CoordError::Storage {
+            sqlstate: "42P16".into(),
+            message: format!(
+                "multiple primary keys for table \"{}\" are not allowed",
+                old.name
+            ),
+        });
+    }
+    for c in &cols {
+        old.column(c)
+            .ok_or_else(|| CoordError::UndefinedColumn(c.clone()))?;
+    }
+    let mut new = old.clone();
+    match &old.distribution {
+        Distribution::Single => {
+            new.distribution = Distribution::Hash {
+                column: cols[0].clone(),
+            }
+        }
+        Distribution::Hash { column } | Distribution::Range { column }
+            if !cols.contains(column) =>
+        {
+            return Err(CoordError::unsupported(format!("the primary key of a distributed table must include its distribution column \"{column}\"")));
+        }
+        _ => {}
+    }
+    for col in new.columns.iter_mut() {
+        if cols.contains(&col.name) {
+            col.not_null = true;
+        }
+    }
+    new.primary_key = cols;
+    rebuild(engine, old, new, None).await
+}
+
+/// Replaces `old` by `new` (same name): reads every row, drops the old shards' copies,
+/// creates the new placement and re-inserts the rows through the routed write path.
+/// A key violation found while re-inserting fails the rebuild before anything is dropped.
+/// Not crash-safe: the rows are held by the coordinator while the table is re-created.
+async fn rebuild(
+    engine: &Engine,
+    old: &Table,
+    new: Table,
+    shards: Option<u32>,
+) -> Result<(), CoordError> {
     let catalog = engine.catalog.snapshot();
-    let old_group = catalog.group_of(&old)?.clone();
+    let old_group = catalog.group_of(old)?.clone();
     let read_targets: Vec<_> = if old_group.kind == GroupKind::Reference {
         vec![target(&old_group.shards[0])?]
     } else {
@@ -632,60 +697,75 @@ pub async fn redistribute(
     for t in &read_targets {
         let node = catalog.node(t.node)?;
         let st = tessera_shared::proto::Statement {
-            sql: format!("SELECT {} FROM {}", cols.join(", "), quote(table)),
+            sql: format!("SELECT {} FROM {}", cols.join(", "), quote(&old.name)),
             params: vec![],
             returns_rows: true,
         };
-        let r = engine.cluster.execute(node, t.shard, 0, vec![st]).await?;
-        for res in r {
+        for res in engine.cluster.execute(node, t.shard, 0, vec![st]).await? {
             rows.extend(
                 res.rows
                     .into_iter()
-                    .map(|row| row.values.into_iter().map(Value::from).collect()),
+                    .map(|row| row.values.into_iter().map(Value::from).collect::<Vec<_>>()),
             );
         }
     }
-    let uniques: Vec<Vec<String>> = old
-        .indexes
-        .iter()
-        .filter(|i| i.unique)
-        .map(|i| i.columns.clone())
-        .collect();
-    let _ = uniques;
-    let mut new = old.clone();
-    new.distribution = distribution;
-    let schema = shard_schema(&new);
-    let mut index_sql: Vec<String> = old
-        .indexes
-        .iter()
-        .map(|i| {
-            format!(
-                "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
-                if i.unique { "UNIQUE " } else { "" },
-                quote(&i.name),
-                quote(table),
-                i.columns
-                    .iter()
-                    .map(|c| quote(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
-        .collect();
+    if !new.primary_key.is_empty() {
+        let key: Vec<usize> = new
+            .primary_key
+            .iter()
+            .filter_map(|k| new.columns.iter().position(|c| &c.name == k))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            let k: Vec<String> = key.iter().map(|i| format!("{:?}", r[*i])).collect();
+            if key.iter().any(|i| r[*i].is_null()) {
+                return Err(CoordError::Storage {
+                    sqlstate: "23502".into(),
+                    message: format!(
+                        "column \"{}\" of relation \"{}\" contains null values",
+                        new.primary_key.join(", "),
+                        new.name
+                    ),
+                });
+            }
+            if !seen.insert(k) {
+                return Err(CoordError::Storage {
+                    sqlstate: "23505".into(),
+                    message: format!(
+                        "could not create unique index \"{}_pkey\": key is duplicated",
+                        new.name
+                    ),
+                });
+            }
+        }
+    }
+    let mut schema = vec![shard_schema(&new)];
+    schema.extend(old.indexes.iter().map(|i| {
+        format!(
+            "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+            if i.unique { "UNIQUE " } else { "" },
+            quote(&i.name),
+            quote(&new.name),
+            i.columns
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }));
     engine
         .catalog
         .propose(CatalogCommand::DropTable {
-            name: table.to_string(),
+            name: old.name.clone(),
         })
         .await?;
     run_on_all_shards(
         engine,
-        &old,
-        format!("DROP TABLE IF EXISTS {}", quote(table)),
+        old,
+        format!("DROP TABLE IF EXISTS {}", quote(&old.name)),
     )
     .await?;
-    let mut all_schema = vec![schema];
-    all_schema.append(&mut index_sql);
+    let name = new.name.clone();
     place_table(
         engine,
         new,
@@ -693,12 +773,11 @@ pub async fn redistribute(
             shards,
             ..Default::default()
         },
-        all_schema,
+        schema,
     )
     .await?;
-    // Re-insert the rows through the normal write path (routed by the new distribution).
-    let placed = engine.catalog.snapshot().table(table)?.clone();
-    for chunk in rows.chunks(500) {
+    let placed = engine.catalog.snapshot().table(&name)?.clone();
+    for chunk in rows.chunks(2000) {
         engine.insert_rows(&placed, chunk).await?;
     }
     Ok(())

@@ -33,6 +33,10 @@ pub enum Completion {
     Begin,
     /// `COMMIT` or `ROLLBACK`: the transaction block ended.
     End(&'static str),
+    /// COPY FROM STDIN started with this many columns: CopyData follows from the client.
+    CopyIn(usize),
+    /// COPY TO STDOUT: these lines are sent as CopyData.
+    CopyOut(Vec<String>),
 }
 
 /// The result of one statement.
@@ -400,6 +404,15 @@ impl Engine {
                 ddl::alter_table(self, &at.name, &at.operations, &rctx).await?;
                 Ok(QueryResult::command("ALTER TABLE", None))
             }
+            Statement::Copy { source, to: false, target: CopyTarget::Stdin, options, legacy_options, .. } => {
+                self.copy_from_stdin(session, source, options, legacy_options)
+            }
+            Statement::Copy { source, to: true, target: CopyTarget::Stdout, options, legacy_options, .. } => {
+                self.copy_to_stdout(session, source, options, legacy_options).await
+            }
+            Statement::Copy { .. } => Err(CoordError::unsupported("COPY to or from a server file or program is not supported; use STDIN/STDOUT (psql \\copy)")),
+            Statement::Vacuum(_) => Ok(QueryResult::command("VACUUM", None)),
+            Statement::Analyze(_) => Ok(QueryResult::command("ANALYZE", None)),
             Statement::Truncate(t) => {
                 for target in &t.table_names {
                     let name = table_name(&target.name)?;

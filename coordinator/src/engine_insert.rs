@@ -207,6 +207,30 @@ impl Engine {
         let rows = executor::execute(self, session, planned, params)
             .await?
             .rows;
+        let (affected, returned, columns) =
+            self.insert_batch(session, ins, width, &rows, rctx).await?;
+        Ok(QueryResult {
+            columns,
+            rows: returned,
+            returns_rows: ins.returning.is_some(),
+            completion: Completion::Command {
+                name: "INSERT 0".into(),
+                rows: Some(affected),
+            },
+        })
+    }
+
+    /// Inserts `rows` (of `width` values, in `ins`'s column order) as parameterised
+    /// `INSERT ... VALUES` statements routed like any other, in the session's transaction.
+    /// Returns rows affected, RETURNING rows and their columns.
+    pub async fn insert_batch(
+        &self,
+        session: &mut Session,
+        ins: &Insert,
+        width: usize,
+        rows: &[Vec<Val>],
+        rctx: &RewriteCtx,
+    ) -> Result<(u64, Vec<Vec<Val>>, Vec<crate::sql::infer::OutputColumn>), CoordError> {
         let per_stmt = (MAX_PARAMS / width.max(1)).clamp(1, 1000);
         let mut affected = 0;
         let mut returned = Vec::new();
@@ -222,11 +246,10 @@ impl Engine {
                 bound.extend(row.iter().cloned());
             }
             let mut part = ins.clone();
-            let mut q = Query::clone(
-                ins.source
-                    .as_deref()
-                    .ok_or_else(|| CoordError::Internal("no source".into()))?,
-            );
+            let mut q = match ins.source.as_deref() {
+                Some(q) => q.clone(),
+                None => return Err(CoordError::Internal("INSERT without a source".into())),
+            };
             q.body = Box::new(SetExpr::Values(Values {
                 explicit_row: false,
                 value_keyword: false,
@@ -243,15 +266,6 @@ impl Engine {
             columns = p.columns;
             returned.extend(r.rows);
         }
-        let returns_rows = ins.returning.is_some();
-        Ok(QueryResult {
-            columns,
-            rows: returned,
-            returns_rows,
-            completion: Completion::Command {
-                name: "INSERT 0".into(),
-                rows: Some(affected),
-            },
-        })
+        Ok((affected, returned, columns))
     }
 }

@@ -7,12 +7,13 @@
 //! - [`cluster`]: gRPC clients to storage nodes.
 //! - [`sql`]: AST helpers: names, Postgres-to-SQLite rewriting, type inference, parameters.
 //! - [`planner`]: statement → plain-data plan (route + merge), EXPLAIN.
+//! - [`copy`]: COPY text and CSV formats.
 //! - [`ddl`]: CREATE/DROP/ALTER TABLE, CREATE INDEX, `create_distributed_table`.
 //! - [`executor`]: runs plans: fan-out, transactions across shards, merges.
 //! - [`scratch`]: the coordinator's in-memory SQLite for table-less queries, final aggregation and pulled joins.
 //! - [`session`]: per-connection state: settings and the open transaction.
 //! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views;
-//!   [`engine_insert`]: serial values and INSERT ... SELECT.
+//!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT.
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
 //! - [`server`]: the listener and shutdown.
@@ -21,8 +22,10 @@
 pub mod catalog;
 pub mod cluster;
 pub mod config;
+pub mod copy;
 pub mod ddl;
 pub mod engine;
+pub mod engine_copy;
 pub mod engine_insert;
 pub mod engine_show;
 pub mod error;

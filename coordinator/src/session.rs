@@ -64,6 +64,8 @@ pub struct Session {
     pub settings: BTreeMap<String, String>,
     /// The open explicit transaction, if any.
     pub txn: Option<OpenTxn>,
+    /// A COPY FROM STDIN in progress.
+    pub copy: Option<crate::engine_copy::CopyIn>,
 }
 
 impl Session {
@@ -74,6 +76,7 @@ impl Session {
             database: database.to_string(),
             settings: default_settings(),
             txn: None,
+            copy: None,
         }
     }
 }

@@ -254,6 +254,27 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// The lock wait limit, shared by every connection of this node (a busy handler is a plain fn).
+static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2000);
+
+/// Waits for another transaction's lock: short sleeps growing to 1 ms (SQLite's own handler
+/// sleeps up to 100 ms at a time, which stalls short contended transactions), until the
+/// configured limit; then the statement fails with SQLITE_BUSY (SQLSTATE 40001).
+fn wait_for_lock(attempt: i32) -> bool {
+    let step_us = (50u64 << attempt.clamp(0, 5) as u32).min(1000);
+    // Attempts 0..5 sleep 50..800 µs (1.55 ms in all); each later attempt sleeps 1 ms.
+    let waited_us = if attempt < 5 {
+        0
+    } else {
+        1550 + (attempt as u64 - 5) * 1000
+    };
+    if waited_us / 1000 >= BUSY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(step_us));
+    true
+}
+
 /// Opens a shard database with Tessera's settings: WAL, the configured fsync level,
 /// case-sensitive LIKE (as in Postgres), and the reference database attached as `ref`.
 fn open_connection(
@@ -261,7 +282,7 @@ fn open_connection(
     path: &Path,
     kind: ShardKindOnDisk,
 ) -> Result<Connection, StorageError> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     let sync = match config.synchronous.as_str() {
         "normal" => "NORMAL",
         "off" => "OFF",
@@ -270,7 +291,11 @@ fn open_connection(
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA case_sensitive_like = ON; PRAGMA foreign_keys = OFF;"
     ))?;
-    conn.busy_timeout(Duration::from_millis(config.busy_timeout_ms))?;
+    BUSY_TIMEOUT_MS.store(
+        config.busy_timeout_ms.max(1),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    conn.busy_handler(Some(wait_for_lock))?;
     conn.set_prepared_statement_cache_capacity(256);
     if kind == ShardKindOnDisk::Sql {
         let reference = config.data_dir.join(REFERENCE_DB);

@@ -140,14 +140,20 @@ impl<S> Coalesce<S> {
         if self.startup {
             return;
         }
-        let mut ready = 0i64;
+        let mut awaiting = self.awaiting_ready;
         let mut flush = false;
         self.outgoing.feed(bytes, |ty| match ty {
-            b'Z' => ready += 1,
-            b'G' | b'W' | b'R' => flush = true,
+            b'Z' => awaiting = (awaiting - 1).max(0),
+            // COPY-in: the client must send data now. pgwire ignores the Syncs a client
+            // pipelined before the copy, so nothing counted so far will be answered.
+            b'G' | b'W' => {
+                awaiting = 0;
+                flush = true;
+            }
+            b'R' => flush = true,
             _ => {}
         });
-        self.awaiting_ready -= ready;
+        self.awaiting_ready = awaiting;
         self.must_flush |= flush;
     }
 
@@ -289,5 +295,14 @@ mod tests {
         assert!(!c.should_flush());
         c.observe_outgoing(&msg(b'G', b"\0\0\0"));
         assert!(c.should_flush(), "CopyInResponse waits for client data");
+        // Extended-protocol COPY: CopyDone then Sync; the Sync pipelined before the copy was dropped.
+        c.must_flush = false;
+        let mut done = msg(b'c', b"");
+        done.extend(msg(b'S', b""));
+        c.observe_incoming(&done);
+        c.observe_outgoing(&msg(b'C', b"COPY 1\0"));
+        assert!(!c.should_flush());
+        c.observe_outgoing(&msg(b'Z', b"I"));
+        assert!(c.should_flush(), "the copy's ReadyForQuery leaves");
     }
 }

@@ -9,13 +9,19 @@ use crate::planner::Target;
 use crate::session::Session;
 use async_trait::async_trait;
 use futures::stream;
+use futures::{Sink, SinkExt};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{ClientInfo, Type, METADATA_DATABASE, METADATA_USER};
+use pgwire::error::PgWireError;
 use pgwire::error::{ErrorInfo, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::PgWireBackendMessage;
 use sqlparser::ast::Statement;
+use std::fmt::Debug;
 use std::sync::Arc;
 use tessera_shared::{PgType, Value};
 
@@ -107,6 +113,17 @@ fn response(r: QueryResult, format: &Format) -> PgWireResult<Response> {
         Completion::Begin => Response::TransactionStart(Tag::new("BEGIN")),
         Completion::End(t) => Response::TransactionEnd(Tag::new(t)),
         Completion::Select => Response::Execution(Tag::new("SELECT").with_rows(r.rows.len())),
+        Completion::CopyIn(columns) => {
+            Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+        }
+        Completion::CopyOut(lines) => {
+            let columns = r.columns.len();
+            let data: Vec<PgWireResult<CopyData>> = lines
+                .into_iter()
+                .map(|l| Ok(CopyData::new(bytes::Bytes::from(l))))
+                .collect();
+            Response::CopyOut(CopyResponse::new(0, columns, stream::iter(data)))
+        }
         Completion::Command { name, rows } => {
             let tag = match name.strip_suffix(" 0") {
                 Some(base) => Tag::new(base).with_oid(0),
@@ -257,5 +274,52 @@ impl ExtendedQueryHandler for QueryHandler {
             .await
             .map_err(to_pgwire)?;
         response(r, &portal.result_column_format)
+    }
+}
+
+#[async_trait]
+impl CopyHandler for QueryHandler {
+    async fn on_copy_data<C>(&self, client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = self.slot(client);
+        let mut session = slot.session.lock().await;
+        self.engine.copy_data(&mut session, &data.data).await;
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = self.slot(client);
+        let n = {
+            let mut session = slot.session.lock().await;
+            self.engine
+                .copy_done(&mut session)
+                .await
+                .map_err(to_pgwire)?
+        };
+        let tag = Tag::new("COPY").with_rows(n as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let slot = self.slot(client);
+        let mut session = slot.session.lock().await;
+        to_pgwire(self.engine.copy_fail(&mut session, &fail.message).await)
     }
 }

@@ -27,44 +27,51 @@ fn ts_text(t: NaiveDateTime) -> String {
     s.trim_end_matches('.').to_string()
 }
 
+/// A timestamp with a UTC offset, as UTC.
+fn with_offset(t: &str) -> Option<NaiveDateTime> {
+    [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%#z",
+        "%Y-%m-%dT%H:%M:%S%#z",
+    ]
+    .iter()
+    .find_map(|f| DateTime::parse_from_str(t, f).ok())
+    .map(|d| d.naive_utc())
+}
+
 /// The canonical text of a date/time literal, or 22007 if it is not one.
 pub fn canonical(s: &str, ty: PgType) -> Result<String, CoordError> {
     let t = s.trim();
+    let naive = || -> Option<NaiveDateTime> {
+        NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .or_else(|| {
+                TS_FORMATS
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+            })
+    };
     match ty {
         PgType::Date => {
             let d = NaiveDate::parse_from_str(t, "%Y-%m-%d")
-                .or_else(|_| {
-                    NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").map(|x| x.date())
-                })
-                .map_err(|_| bad(ty, s))?;
+                .ok()
+                .or_else(|| naive().map(|x| x.date()))
+                .or_else(|| with_offset(t).map(|x| x.date()))
+                .ok_or_else(|| bad(ty, s))?;
             Ok(d.format("%Y-%m-%d").to_string())
         }
-        PgType::Timestamp => {
-            if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-                return Ok(ts_text(d.and_hms_opt(0, 0, 0).ok_or_else(|| bad(ty, s))?));
-            }
-            TS_FORMATS
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
-                .map(ts_text)
-                .ok_or_else(|| bad(ty, s))
-        }
-        PgType::Timestamptz => {
-            for f in [
-                "%Y-%m-%d %H:%M:%S%.f%#z",
-                "%Y-%m-%dT%H:%M:%S%.f%#z",
-                "%Y-%m-%d %H:%M:%S%#z",
-                "%Y-%m-%dT%H:%M:%S%#z",
-            ] {
-                if let Ok(d) = DateTime::parse_from_str(t, f) {
-                    return Ok(format!("{}+00", ts_text(d.naive_utc())));
-                }
-            }
-            // Without an offset, the session time zone (UTC) applies.
-            canonical(t, PgType::Timestamp)
-                .map(|x| format!("{x}+00"))
-                .map_err(|_| bad(ty, s))
-        }
+        // A value with a time zone (now(), a timestamptz literal) loses it, as in Postgres.
+        PgType::Timestamp => naive()
+            .or_else(|| with_offset(t))
+            .map(ts_text)
+            .ok_or_else(|| bad(ty, s)),
+        // Without an offset, the session time zone (UTC) applies.
+        PgType::Timestamptz => with_offset(t)
+            .or_else(naive)
+            .map(|x| format!("{}+00", ts_text(x)))
+            .ok_or_else(|| bad(ty, s)),
         _ => Ok(s.to_string()),
     }
 }
@@ -110,6 +117,18 @@ mod tests {
                 .expect_err("bad")
                 .sqlstate(),
             "22007"
+        );
+    }
+
+    #[test]
+    fn values_with_a_time_zone_into_timestamp_and_date() {
+        assert_eq!(
+            canonical("2026-11-27 12:00:38.097680+00", PgType::Timestamp).expect("now()"),
+            "2026-11-27 12:00:38.09768"
+        );
+        assert_eq!(
+            canonical("2026-11-27 23:30:00+02", PgType::Date).expect("date"),
+            "2026-11-27"
         );
     }
 }

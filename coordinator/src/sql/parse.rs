@@ -12,9 +12,17 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, CoordError> {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(s) => Ok(s),
         Err(first) => {
-            // sqlparser takes `WITH (...) PARTITION BY`, Postgres writes `PARTITION BY ... WITH (...)`.
-            if let Some(reordered) = move_with_before_partition(sql) {
-                if let Ok(s) = Parser::parse_sql(&PostgreSqlDialect {}, &reordered) {
+            // Postgres spellings sqlparser does not take, rewritten at the token level:
+            // `PARTITION BY ... WITH (...)`, COPY's `FREEZE ON` / `HEADER OFF`, `VACUUM ANALYZE t`.
+            for rewritten in [
+                move_with_before_partition(sql),
+                copy_booleans(sql),
+                bare_vacuum(sql),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Ok(s) = Parser::parse_sql(&PostgreSqlDialect {}, &rewritten) {
                     return Ok(s);
                 }
             }
@@ -32,13 +40,51 @@ fn is_kw(t: &Token, k: Keyword) -> bool {
     matches!(t, Token::Word(w) if w.keyword == k)
 }
 
+fn tokens(sql: &str) -> Option<Vec<Token>> {
+    Some(
+        Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize()
+            .ok()?
+            .into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect(),
+    )
+}
+
+fn join(ts: &[Token]) -> String {
+    ts.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `COPY ... WITH (FREEZE ON, HEADER OFF)` → `TRUE` / `FALSE`.
+fn copy_booleans(sql: &str) -> Option<String> {
+    let mut ts = tokens(sql)?;
+    if !is_kw(ts.first()?, Keyword::COPY) {
+        return None;
+    }
+    for i in 1..ts.len() {
+        let after_option = matches!(&ts[i - 1], Token::Word(w) if matches!(w.keyword, Keyword::FREEZE | Keyword::HEADER));
+        if let (true, Token::Word(w)) = (after_option, &ts[i]) {
+            match w.keyword {
+                Keyword::ON => ts[i] = Token::make_keyword("TRUE"),
+                Keyword::OFF => ts[i] = Token::make_keyword("FALSE"),
+                _ => {}
+            }
+        }
+    }
+    Some(join(&ts))
+}
+
+/// `VACUUM [ANALYZE] [t, ...]` → `VACUUM` (a no-op here: SQLite shards need no vacuum to stay correct).
+fn bare_vacuum(sql: &str) -> Option<String> {
+    let ts = tokens(sql)?;
+    is_kw(ts.first()?, Keyword::VACUUM).then(|| "VACUUM".to_string())
+}
+
 fn move_with_before_partition(sql: &str) -> Option<String> {
-    let tokens: Vec<Token> = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize()
-        .ok()?
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
+    let tokens = tokens(sql)?;
     let partition = tokens.iter().position(|t| is_kw(t, Keyword::PARTITION))?;
     let with = (partition..tokens.len()).find(|&i| {
         is_kw(&tokens[i], Keyword::WITH) && matches!(tokens.get(i + 1), Some(Token::LParen))
@@ -59,12 +105,7 @@ fn move_with_before_partition(sql: &str) -> Option<String> {
         }
     }
     let end = end?;
-    let text = |ts: &[Token]| {
-        ts.iter()
-            .map(|t| t.to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let text = join;
     Some(format!(
         "{} {} {} {}",
         text(&tokens[..partition]),
@@ -86,5 +127,13 @@ mod tests {
             .expect("postgres order");
         assert_eq!(a[0].to_string(), b[0].to_string());
         assert_eq!(parse("SELEC 1").expect_err("bad").sqlstate(), "42601");
+        assert!(matches!(
+            parse("copy pgbench_accounts from stdin with (freeze on)").expect("copy")[0],
+            Statement::Copy { .. }
+        ));
+        assert!(matches!(
+            parse("vacuum analyze pgbench_branches").expect("vacuum")[0],
+            Statement::Vacuum(_)
+        ));
     }
 }
