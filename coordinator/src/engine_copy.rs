@@ -4,8 +4,8 @@
 use crate::copy::{CopyFormat, CopyParser};
 use crate::engine::{Completion, Engine, QueryResult};
 use crate::error::CoordError;
-use crate::executor::{self, finish_all};
-use crate::session::{new_txn_id, OpenTxn, Session};
+use crate::executor;
+use crate::session::Session;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::names::{ident, quote, table_name};
 use sqlparser::ast::*;
@@ -79,14 +79,7 @@ impl Engine {
         let Some(Statement::Insert(insert)) = crate::sql::parse::parse(&sql)?.pop() else {
             return Err(CoordError::Internal(format!("cannot build {sql}")));
         };
-        let implicit = session.txn.is_none();
-        if implicit {
-            session.txn = Some(OpenTxn {
-                id: new_txn_id(),
-                touched: Default::default(),
-                failed: false,
-            });
-        }
+        let implicit = session.begin_own_txn();
         let width = names.len();
         session.copy = Some(CopyIn {
             parser: CopyParser::new(format, &table.name, names, types),
@@ -172,11 +165,9 @@ impl Engine {
         ok: bool,
     ) -> Result<(), CoordError> {
         if implicit {
-            if let Some(txn) = session.txn.take() {
-                let targets: Vec<_> = txn.touched.iter().copied().collect();
-                return finish_all(self, &targets, txn.id, ok).await;
-            }
-        } else if !ok {
+            return self.end_own_txn(session, ok).await;
+        }
+        if !ok {
             if let Some(t) = session.txn.as_mut() {
                 t.failed = true;
             }

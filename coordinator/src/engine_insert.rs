@@ -5,7 +5,7 @@ use crate::catalog::{CatalogCommand, Table};
 use crate::engine::{Completion, Engine, QueryResult};
 use crate::error::CoordError;
 use crate::executor;
-use crate::session::{new_txn_id, OpenTxn, Session};
+use crate::session::Session;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::names::table_name;
 use sqlparser::ast::*;
@@ -32,6 +32,20 @@ fn is_default(e: &Expr) -> bool {
 }
 
 impl Engine {
+    /// Ends a transaction opened by [`Session::begin_own_txn`]: commit if `ok`, else roll back.
+    pub async fn end_own_txn(&self, session: &mut Session, ok: bool) -> Result<(), CoordError> {
+        let Some(txn) = session.txn.take() else {
+            return Ok(());
+        };
+        let targets: Vec<_> = txn.touched.iter().copied().collect();
+        let r = executor::finish_all(self, &targets, txn.id, ok).await;
+        if ok {
+            r
+        } else {
+            Ok(())
+        }
+    }
+
     /// The next `n` values of sequence `name`, from this coordinator's reserved block.
     pub async fn next_sequence_values(&self, name: &str, n: usize) -> Result<Vec<i64>, CoordError> {
         let mut out = Vec::with_capacity(n);
@@ -169,28 +183,12 @@ impl Engine {
                 planned.columns.len()
             )));
         }
-        let implicit = session.txn.is_none();
-        if implicit {
-            session.txn = Some(OpenTxn {
-                id: new_txn_id(),
-                touched: Default::default(),
-                failed: false,
-            });
-        }
+        let implicit = session.begin_own_txn();
         let result = self
             .insert_select_in_txn(session, ins, &planned, params, rctx, width)
             .await;
         if implicit {
-            let txn = session.txn.take();
-            if let Some(txn) = txn {
-                let targets: Vec<_> = txn.touched.iter().copied().collect();
-                match &result {
-                    Ok(_) => executor::finish_all(self, &targets, txn.id, true).await?,
-                    Err(_) => {
-                        let _ = executor::finish_all(self, &targets, txn.id, false).await;
-                    }
-                }
-            }
+            self.end_own_txn(session, result.is_ok()).await?;
         }
         result
     }

@@ -69,6 +69,20 @@ pub struct Session {
 }
 
 impl Session {
+    /// Opens a transaction for one statement's several writes unless the client has one open.
+    /// Returns whether it did (the caller then ends it with [`crate::Engine::end_own_txn`]).
+    pub fn begin_own_txn(&mut self) -> bool {
+        if self.txn.is_some() {
+            return false;
+        }
+        self.txn = Some(OpenTxn {
+            id: new_txn_id(),
+            touched: Default::default(),
+            failed: false,
+        });
+        true
+    }
+
     /// A new session.
     pub fn new(user: &str, database: &str) -> Session {
         Session {
