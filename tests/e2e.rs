@@ -806,3 +806,43 @@ fn pgbench_runs_unmodified_and_tpcb_keeps_its_invariant() {
         assert_eq!(psql("SELECT count(*) FROM pgbench_accounts"), "100000");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_larger_than_grpc_defaults_travel_and_tables_rebuild() {
+    use futures_util::SinkExt;
+    let cluster = Cluster::start(2, 2);
+    let c = cluster.client().await;
+    // No key, no distribution: one shard, so one RPC carries every row (over 6 MB).
+    c.batch_execute("CREATE TABLE big (id bigint, body text)")
+        .await
+        .expect("create");
+    let sink = c.copy_in("COPY big FROM STDIN").await.expect("copy");
+    futures_util::pin_mut!(sink);
+    let body = "x".repeat(1000);
+    let mut data = String::new();
+    for i in 0..6000 {
+        data.push_str(&format!("{i}\t{body}\n"));
+    }
+    sink.send(bytes::Bytes::from(data)).await.expect("data");
+    assert_eq!(sink.finish().await.expect("finish"), 6000);
+    let rows = c
+        .query("SELECT id, body FROM big", &[])
+        .await
+        .expect("select all");
+    assert_eq!(rows.len(), 6000);
+    // Adding a key rebuilds the table hash-distributed on it.
+    c.batch_execute("ALTER TABLE big ADD PRIMARY KEY (id)")
+        .await
+        .expect("add key");
+    let tables = query_rows(&c, "SHOW tessera.tables").await;
+    assert_eq!(tables[0][1], s("hash"), "{tables:?}");
+    assert_eq!(
+        query_rows(&c, "SELECT count(*), sum(length(body)) FROM big").await,
+        vec![vec![s("6000"), s("6000000")]]
+    );
+    let e = c
+        .batch_execute("INSERT INTO big VALUES (5, 'dup')")
+        .await
+        .expect_err("key enforced");
+    assert_eq!(sqlstate(&e), "23505");
+}

@@ -69,7 +69,9 @@ impl Cluster {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let client = StorageClient::new(endpoint.connect_lazy());
+        let client = StorageClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(tessera_shared::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(tessera_shared::MAX_MESSAGE_BYTES);
         self.clients
             .insert(node.id, (node.addr.clone(), client.clone()));
         Ok(Target::Remote(client))

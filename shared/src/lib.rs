@@ -19,4 +19,8 @@ pub mod proto {
 }
 
 pub use pgtype::PgType;
+
+/// Largest storage RPC message (a statement batch or a shard's result). Results are not streamed
+/// yet: a shard answer larger than this fails cleanly instead of being cut.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 pub use value::Value;

@@ -35,9 +35,11 @@ pub async fn serve(
     tracing::info!(node = %config.node_name, "storage node serving");
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(tessera_shared::proto::storage_server::StorageServer::new(
-            svc,
-        ))
+        .add_service(
+            tessera_shared::proto::storage_server::StorageServer::new(svc)
+                .max_decoding_message_size(tessera_shared::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(tessera_shared::MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     shards.close();
