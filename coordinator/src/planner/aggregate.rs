@@ -267,7 +267,11 @@ impl Mapper {
                 let c = self.partial(Expr::Function(count));
                 format!("CAST(sum({s}) AS REAL) / nullif(sum({c}), 0)")
             }
-            _ => unreachable!("checked above"),
+            other => {
+                return Err(format!(
+                    "aggregate {other} cannot be combined across shards"
+                ))
+            }
         };
         parse_expr(&sql).map_err(|e| e.to_string())
     }
