@@ -846,3 +846,70 @@ async fn results_larger_than_grpc_defaults_travel_and_tables_rebuild() {
         .expect_err("key enforced");
     assert_eq!(sqlstate(&e), "23505");
 }
+
+/// statement_timeout and CancelRequest stop a statement on the shard it runs on: the error is
+/// 57014 and the shard is free again at once (its SQLite statement was interrupted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_and_cancel_stop_shard_work() {
+    let cluster = Cluster::start(2, 2);
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE s (x int)")
+        .await
+        .expect("create");
+    let values: Vec<String> = (0..2000).map(|i| format!("({i})")).collect();
+    c.batch_execute(&format!("INSERT INTO s VALUES {}", values.join(", ")))
+        .await
+        .expect("insert");
+    let slow = "SELECT count(*) FROM s a, s b, s c";
+    c.batch_execute("SET statement_timeout = '300ms'")
+        .await
+        .expect("set");
+    let started = std::time::Instant::now();
+    let e = c.simple_query(slow).await.expect_err("timeout");
+    assert_eq!(sqlstate(&e), "57014");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let quick = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        c.simple_query("SELECT count(*) FROM s"),
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &quick
+                .expect("the shard is still busy with the timed-out query")
+                .expect("count")
+        ),
+        vec![vec![s("2000")]]
+    );
+    c.batch_execute("SET statement_timeout = 0")
+        .await
+        .expect("reset");
+    // Cancel from another connection while the query runs (retrying until it lands).
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let _ = token.cancel_query(tokio_postgres::NoTls).await;
+        }
+    });
+    let e = c.simple_query(slow).await.expect_err("canceled");
+    canceller.abort();
+    assert_eq!(sqlstate(&e), "57014");
+    let quick = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        c.simple_query("SELECT count(*) FROM s"),
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &quick
+                .expect("shard still busy after cancel")
+                .expect("count")
+        ),
+        vec![vec![s("2000")]]
+    );
+}

@@ -340,7 +340,14 @@ impl Engine {
         if session.txn.as_ref().is_some_and(|t| t.failed) {
             return Err(CoordError::TxnAborted);
         }
+        session.interrupt.reset();
+        session.deadline = session
+            .settings
+            .get("statement_timeout")
+            .and_then(|v| crate::session::parse_timeout(v))
+            .map(|d| tokio::time::Instant::now() + d);
         let result = self.execute_in_txn(session, stmt, params).await;
+        session.deadline = None;
         if result.is_err() {
             if let Some(t) = session.txn.as_mut() {
                 t.failed = true;

@@ -61,6 +61,9 @@ pub enum CoordError {
         /// Why.
         reason: String,
     },
+    /// The statement was stopped: a cancel request or `statement_timeout`.
+    #[error("canceling statement due to {0}")]
+    Canceled(&'static str),
     /// Local I/O (catalog file).
     #[error("I/O error: {0}")]
     Io(String),
@@ -86,6 +89,7 @@ impl CoordError {
             CoordError::Storage { sqlstate, .. } => sqlstate,
             CoordError::NodeUnavailable { .. } => "08006",
             CoordError::PartialCommit { .. } => "40003",
+            CoordError::Canceled(_) => "57014",
             CoordError::Io(_) => "58030",
             CoordError::Internal(_) => "XX000",
         }

@@ -35,13 +35,41 @@ fn to_rows(r: StatementResult) -> (Vec<Vec<Value>>, u64) {
     (rows, r.rows_affected)
 }
 
+type TaskResult = Result<(Vec<Vec<Value>>, u64), CoordError>;
+
+/// Runs shard tasks concurrently, until they finish, the session asks to cancel, or its
+/// statement deadline passes. Stopping drops the RPCs, which interrupts the shards' statements.
 async fn run_tasks(
     engine: &Engine,
     catalog: &Catalog,
     tasks: Vec<(Target, String)>,
     params: &[Value],
     txn_id: u64,
-) -> Vec<Result<(Vec<Vec<Value>>, u64), CoordError>> {
+    session: &Session,
+) -> Vec<TaskResult> {
+    let interrupt = session.interrupt.clone();
+    let deadline = session.deadline;
+    let work = run_tasks_to_end(engine, catalog, tasks, params, txn_id);
+    let timeout = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = interrupt.requested() => vec![Err(CoordError::Canceled("user request"))],
+        _ = timeout => vec![Err(CoordError::Canceled("statement timeout"))],
+    }
+}
+
+async fn run_tasks_to_end(
+    engine: &Engine,
+    catalog: &Catalog,
+    tasks: Vec<(Target, String)>,
+    params: &[Value],
+    txn_id: u64,
+) -> Vec<TaskResult> {
     let proto_params: Vec<proto::Value> = params.iter().cloned().map(proto::Value::from).collect();
     let futs = tasks.into_iter().map(|(t, sql)| {
         let params = proto_params.clone();
@@ -144,7 +172,7 @@ pub async fn execute(
                 None if *write && tasks.len() > 1 => (new_txn_id(), true),
                 None => (0, false),
             };
-            let results = run_tasks(engine, &catalog, work, params, txn_id).await;
+            let results = run_tasks(engine, &catalog, work, params, txn_id, session).await;
             let mut outputs = Vec::with_capacity(results.len());
             let mut failure = None;
             for r in results {
@@ -192,7 +220,7 @@ pub async fn execute(
                 );
                 let work = t.targets.iter().map(|x| (*x, sql.clone())).collect();
                 let mut rows = Vec::new();
-                for r in run_tasks(engine, &catalog, work, &[], txn_id).await {
+                for r in run_tasks(engine, &catalog, work, &[], txn_id, session).await {
                     rows.extend(r?.0);
                 }
                 loaded.push(Loaded::table(&t.name, &t.columns, rows));

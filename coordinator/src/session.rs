@@ -19,6 +19,56 @@ pub fn new_txn_id() -> u64 {
     base | (NEXT_TXN.fetch_add(1, Ordering::Relaxed) & 0xF_FFFF)
 }
 
+/// A request to stop the running statement (CancelRequest), shared with the cancel handler.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    requested: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Interrupt {
+    /// Asks the running statement to stop.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Clears a request left from an earlier statement.
+    pub fn reset(&self) {
+        self.requested.store(false, Ordering::SeqCst);
+    }
+
+    /// Resolves once a stop is requested.
+    pub async fn requested(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.requested.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// `statement_timeout` as Postgres reads it: a number of milliseconds, or with a unit
+/// (`ms`, `s`, `min`, `h`); 0 disables it.
+pub fn parse_timeout(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim().trim_matches('\'').to_ascii_lowercase();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n * 1e3,
+        "min" => n * 60e3,
+        "h" => n * 3600e3,
+        _ => return None,
+    };
+    (ms > 0.0).then(|| std::time::Duration::from_micros((ms * 1000.0) as u64))
+}
+
 /// An explicit transaction (`BEGIN` ... `COMMIT`).
 #[derive(Debug)]
 pub struct OpenTxn {
@@ -66,6 +116,10 @@ pub struct Session {
     pub txn: Option<OpenTxn>,
     /// A COPY FROM STDIN in progress.
     pub copy: Option<crate::engine_copy::CopyIn>,
+    /// Cancel requests for this session's running statement.
+    pub interrupt: std::sync::Arc<Interrupt>,
+    /// When the running statement times out (`statement_timeout`).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -91,6 +145,23 @@ impl Session {
             settings: default_settings(),
             txn: None,
             copy: None,
+            interrupt: Default::default(),
+            deadline: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn statement_timeout_units() {
+        assert_eq!(parse_timeout("0"), None);
+        assert_eq!(parse_timeout("250"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_timeout("'1min'"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_timeout("soon"), None);
     }
 }

@@ -68,6 +68,7 @@ impl From<rusqlite::Error> for StorageError {
                     },
                     ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => "40001",
                     ErrorCode::TypeMismatch => "22P02",
+                    ErrorCode::OperationInterrupted => "57014",
                     ErrorCode::TooBig => "54000",
                     ErrorCode::DiskFull => "53100",
                     ErrorCode::SystemIoFailure | ErrorCode::CannotOpen => "58030",

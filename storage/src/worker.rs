@@ -2,7 +2,8 @@
 
 use crate::StorageError;
 use rusqlite::Connection;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -44,15 +45,83 @@ impl Worker {
     }
 
     /// Runs `f` on the connection thread and waits for its result without blocking the executor.
+    ///
+    /// If the caller stops waiting (its future is dropped: statement timeout, cancel, a client
+    /// gone), a job not started yet is skipped and a running one is interrupted by SQLite's
+    /// progress handler, so the connection is free again at once.
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
         let (done, wait) = tokio::sync::oneshot::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let flag = cancelled.clone();
         let job: Job = Box::new(move |conn| {
-            let _ = done.send(f(conn));
+            if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            let watch = flag.clone();
+            let _ = conn.progress_handler(1000, Some(move || watch.load(Ordering::Relaxed)));
+            let result = f(conn);
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            let _ = done.send(result);
         });
         self.tx.send(job).map_err(|_| StorageError::WorkerGone)?;
-        wait.await.map_err(|_| StorageError::WorkerGone)?
+        let guard = CancelOnDrop(Some(cancelled));
+        let result = wait.await;
+        guard.disarm();
+        result.map_err(|_| StorageError::WorkerGone)?
+    }
+}
+
+/// Sets the job's cancel flag when the waiting future is dropped before the job finished.
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_caller_interrupts_its_statement() {
+        let w = Worker::spawn(
+            "t".into(),
+            Connection::open_in_memory().expect("open"),
+            None,
+            |_| {},
+        )
+        .expect("spawn");
+        let slow = w.run(|c| {
+            Ok(c.query_row(
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000000) SELECT count(*) FROM n",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?)
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), slow)
+                .await
+                .is_err(),
+            "the query should still be running"
+        );
+        // The connection is free again quickly: the next job runs.
+        let next = tokio::time::timeout(
+            Duration::from_secs(5),
+            w.run(|c| Ok(c.query_row("SELECT 42", [], |r| r.get::<_, i64>(0))?)),
+        );
+        assert_eq!(next.await.expect("worker still busy").expect("query"), 42);
     }
 }

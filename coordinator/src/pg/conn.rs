@@ -58,6 +58,11 @@ pub async fn serve_connection(tcp: TcpStream, handlers: Arc<Handlers>) -> std::i
                     .await?;
                 continue;
             }
+            // Neither SSL nor GSS: a startup packet or a CancelRequest follows; decode it next.
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::None) => {
+                socket.set_state(PgWireConnectionState::AwaitingStartup);
+                continue;
+            }
             PgWireFrontendMessage::Terminate(_) => break,
             _ => {}
         }

@@ -6,10 +6,11 @@ use crate::engine::{Completion, Described, Engine, QueryResult};
 use crate::error::CoordError;
 use crate::executor::finish_all;
 use crate::planner::Target;
-use crate::session::Session;
+use crate::session::{Interrupt, Session};
 use async_trait::async_trait;
 use futures::stream;
 use futures::{Sink, SinkExt};
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -18,7 +19,9 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::{ClientInfo, Type, METADATA_DATABASE, METADATA_USER};
 use pgwire::error::PgWireError;
 use pgwire::error::{ErrorInfo, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::startup::SecretKey;
 use pgwire::messages::PgWireBackendMessage;
 use sqlparser::ast::Statement;
 use std::fmt::Debug;
@@ -34,14 +37,22 @@ pub struct Prepared {
     pub described: Described,
 }
 
+/// Sessions that a CancelRequest may reach: backend pid -> (secret key, the session's interrupt).
+type CancelKeys = dashmap::DashMap<i32, (SecretKey, Arc<Interrupt>)>;
+
 /// A connection's session, rolled back if the client disconnects inside a transaction.
 pub struct Slot {
     session: tokio::sync::Mutex<Session>,
     engine: Arc<Engine>,
+    /// This session's entry in the cancel registry, removed with the session.
+    cancel: Option<(i32, Arc<CancelKeys>)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some((pid, keys)) = &self.cancel {
+            keys.remove(pid);
+        }
         let Some(txn) = self.session.get_mut().txn.take() else {
             return;
         };
@@ -62,6 +73,7 @@ impl Drop for Slot {
 pub struct QueryHandler {
     engine: Arc<Engine>,
     parser: Arc<TesseraParser>,
+    cancel_keys: Arc<CancelKeys>,
 }
 
 impl QueryHandler {
@@ -72,6 +84,7 @@ impl QueryHandler {
                 engine: engine.clone(),
             }),
             engine,
+            cancel_keys: Default::default(),
         }
     }
 
@@ -87,9 +100,16 @@ impl QueryHandler {
             .cloned()
             .unwrap_or_else(|| user.clone());
         let engine = self.engine.clone();
-        client.session_extensions().get_or_insert_with(|| Slot {
-            session: tokio::sync::Mutex::new(Session::new(&user, &db)),
-            engine,
+        let (pid, secret) = client.pid_and_secret_key();
+        let keys = self.cancel_keys.clone();
+        client.session_extensions().get_or_insert_with(|| {
+            let session = Session::new(&user, &db);
+            keys.insert(pid, (secret, session.interrupt.clone()));
+            Slot {
+                session: tokio::sync::Mutex::new(session),
+                engine,
+                cancel: Some((pid, keys)),
+            }
         })
     }
 }
@@ -321,5 +341,28 @@ impl CopyHandler for QueryHandler {
         let slot = self.slot(client);
         let mut session = slot.session.lock().await;
         to_pgwire(self.engine.copy_fail(&mut session, &fail.message).await)
+    }
+}
+
+/// A secret key as the bytes on the wire (protocol 3.0 sends an i32, 3.2 a byte string).
+fn secret_bytes(k: &SecretKey) -> Vec<u8> {
+    match k {
+        SecretKey::I32(i) => i.to_be_bytes().to_vec(),
+        SecretKey::Bytes(b) => b.to_vec(),
+    }
+}
+
+#[async_trait]
+impl CancelHandler for QueryHandler {
+    /// A CancelRequest stops the statement its session is running, on every shard it reached.
+    async fn on_cancel_request(&self, req: CancelRequest) {
+        let interrupt = self
+            .cancel_keys
+            .get(&req.pid)
+            .filter(|e| secret_bytes(&e.0) == secret_bytes(&req.secret_key))
+            .map(|e| e.1.clone());
+        if let Some(i) = interrupt {
+            i.request();
+        }
     }
 }

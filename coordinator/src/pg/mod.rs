@@ -31,6 +31,9 @@ impl PgWireServerHandlers for Handlers {
     fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
         self.queries.clone()
     }
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.queries.clone()
+    }
     fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         self.queries.clone()
     }
