@@ -97,6 +97,26 @@ pub fn statement_columns(
     })
 }
 
+/// A write's plan: its tasks, merged as the table's layout requires.
+fn write_plan(
+    tasks: Vec<ShardTask>,
+    table: &Table,
+    columns: Vec<crate::sql::infer::OutputColumn>,
+    tag: &'static str,
+    ctx: &PlanCtx<'_>,
+) -> Result<Planned, CoordError> {
+    let merge = write_merge(table, ctx, tasks.len())?;
+    Ok(Planned {
+        plan: Plan::Distributed {
+            tasks,
+            merge,
+            write: true,
+        },
+        columns,
+        tag,
+    })
+}
+
 fn write_merge(table: &Table, ctx: &PlanCtx<'_>, n: usize) -> Result<Merge, CoordError> {
     let group = ctx.catalog.group_of(table)?;
     Ok(if group.kind == GroupKind::Reference {
@@ -222,16 +242,7 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
                 .collect::<Result<_, CoordError>>()?
         }
     };
-    let merge = write_merge(table, ctx, tasks.len())?;
-    Ok(Planned {
-        plan: Plan::Distributed {
-            tasks,
-            merge,
-            write: true,
-        },
-        columns,
-        tag: "INSERT",
-    })
+    write_plan(tasks, table, columns, "INSERT", ctx)
 }
 
 fn targets_for_filter(
@@ -287,16 +298,7 @@ fn fan_out_write(
             sql: sql.clone(),
         })
         .collect();
-    let merge = write_merge(table, ctx, tasks.len())?;
-    Ok(Planned {
-        plan: Plan::Distributed {
-            tasks,
-            merge,
-            write: true,
-        },
-        columns,
-        tag,
-    })
+    write_plan(tasks, table, columns, tag, ctx)
 }
 
 /// UPDATE: the shards the WHERE clause allows.
@@ -377,29 +379,9 @@ pub fn plan_delete(d: &Delete, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
 
 #[cfg(test)]
 mod tests {
-    use crate::planner::testing::catalog;
-    use crate::planner::{plan, Merge, Plan, PlanCtx};
-    use crate::sql::dialect::RewriteCtx;
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::parser::Parser;
+    use crate::planner::testing::plan_sql as try_plan;
+    use crate::planner::{Merge, Plan};
     use tessera_shared::Value;
-
-    fn try_plan(
-        sql: &str,
-        params: &[Value],
-    ) -> Result<crate::planner::Planned, crate::error::CoordError> {
-        let c = catalog();
-        let r = RewriteCtx::new("u", "d");
-        let s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
-        plan(
-            &s[0],
-            &PlanCtx {
-                catalog: &c,
-                params,
-                rewrite: &r,
-            },
-        )
-    }
 
     #[test]
     fn insert_rows_split_by_shard() {

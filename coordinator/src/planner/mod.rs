@@ -203,6 +203,26 @@ pub(crate) mod testing {
         }
     }
 
+    /// Plans `sql` against [`catalog`] with `params`.
+    pub fn plan_sql(
+        sql: &str,
+        params: &[tessera_shared::Value],
+    ) -> Result<crate::planner::Planned, crate::error::CoordError> {
+        let c = catalog();
+        let r = crate::sql::dialect::RewriteCtx::new("u", "d");
+        let s =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .expect("parse");
+        crate::planner::plan(
+            &s[0],
+            &crate::planner::PlanCtx {
+                catalog: &c,
+                params,
+                rewrite: &r,
+            },
+        )
+    }
+
     pub fn catalog() -> Catalog {
         let mut c = Catalog::default();
         for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {

@@ -354,25 +354,10 @@ pub fn limit_value(e: &Expr, params: &[Val]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::planner::testing::catalog;
-    use crate::planner::{plan, SortKey};
-    use crate::sql::dialect::RewriteCtx;
-    use sqlparser::dialect::PostgreSqlDialect;
-    use sqlparser::parser::Parser;
+    use crate::planner::SortKey;
 
     fn planned(sql: &str) -> Planned {
-        let c = catalog();
-        let r = RewriteCtx::new("u", "d");
-        let s = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
-        plan(
-            &s[0],
-            &PlanCtx {
-                catalog: &c,
-                params: &[],
-                rewrite: &r,
-            },
-        )
-        .expect("plan")
+        crate::planner::testing::plan_sql(sql, &[]).expect("plan")
     }
 
     fn tasks(p: &Planned) -> (usize, Merge) {
