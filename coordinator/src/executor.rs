@@ -213,14 +213,20 @@ pub async fn execute(
                     .iter()
                     .map(|c| crate::sql::names::quote(&c.name))
                     .collect();
-                let sql = format!(
+                let mut sql = format!(
                     "SELECT {} FROM {}",
                     cols.join(", "),
                     crate::sql::names::quote(&t.name)
                 );
+                if let Some(alias) = &t.alias {
+                    sql.push_str(&format!(" AS {}", crate::sql::names::quote(alias)));
+                }
+                if let Some(filter) = &t.filter {
+                    sql.push_str(&format!(" WHERE {filter}"));
+                }
                 let work = t.targets.iter().map(|x| (*x, sql.clone())).collect();
                 let mut rows = Vec::new();
-                for r in run_tasks(engine, &catalog, work, &[], txn_id, session).await {
+                for r in run_tasks(engine, &catalog, work, params, txn_id, session).await {
                     rows.extend(r?.0);
                 }
                 loaded.push(Loaded::table(&t.name, &t.columns, rows));

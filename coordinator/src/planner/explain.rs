@@ -64,6 +64,9 @@ pub fn explain(p: &Planned, catalog: &Catalog) -> Vec<String> {
                     t.name,
                     shards.join(", ")
                 ));
+                if let Some(f) = &t.filter {
+                    out.push(format!("    Filter on the shards: {f}"));
+                }
             }
             out.push(format!("  Coordinator SQL: {sql}"));
         }

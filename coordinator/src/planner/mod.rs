@@ -88,8 +88,12 @@ pub struct PullTable {
     pub name: String,
     /// Its columns.
     pub columns: Vec<Column>,
-    /// Shards to read (one per shard; one in all for reference tables).
+    /// Shards to read (one per shard; one in all for reference tables), pruned by `filter`.
     pub targets: Vec<Target>,
+    /// The query's alias for the table, which `filter` refers to.
+    pub alias: Option<String>,
+    /// WHERE conjuncts on this table alone, applied by the shards (SQLite SQL, `?n` parameters).
+    pub filter: Option<String>,
 }
 
 /// Where and how a statement runs.

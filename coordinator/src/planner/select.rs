@@ -315,25 +315,170 @@ fn joined_on_distribution_keys(
     roots.len() == 1
 }
 
-/// Gathers every table to the coordinator and runs the query there.
+/// WHERE conjuncts that mention one table only, by table name, with the alias they use.
+/// Only for a plain SELECT whose joins are all inner and whose tables appear once each:
+/// then filtering a table before the join changes nothing (the coordinator still applies
+/// the whole WHERE).
+fn single_table_filters(q: &Query, tables: &[&Table]) -> BTreeMap<String, (String, Vec<Expr>)> {
+    let mut out = BTreeMap::new();
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return out;
+    };
+    let Some(selection) = &select.selection else {
+        return out;
+    };
+    if q.with.is_some() {
+        return out;
+    }
+    let inner_only = select.from.iter().flat_map(|t| &t.joins).all(|j| {
+        matches!(
+            &j.join_operator,
+            JoinOperator::Join(JoinConstraint::On(_))
+                | JoinOperator::Inner(JoinConstraint::On(_))
+                | JoinOperator::CrossJoin(_)
+        )
+    });
+    if !inner_only {
+        return out;
+    }
+    let mut mentions: BTreeMap<String, usize> = BTreeMap::new();
+    let _ = visit_relations(q, |r| {
+        if let Ok(n) = table_name(r) {
+            *mentions.entry(n).or_default() += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // alias -> table name, for each FROM item.
+    let mut aliases: Vec<(String, String)> = Vec::new();
+    for twj in &select.from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table { name, alias, .. } = f {
+                if let Ok(n) = table_name(name) {
+                    aliases.push((
+                        alias
+                            .as_ref()
+                            .map(|a| crate::sql::names::ident(&a.name))
+                            .unwrap_or_else(|| n.clone()),
+                        n,
+                    ));
+                }
+            }
+        }
+    }
+    let mut conjuncts = Vec::new();
+    fn split<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                split(left, out);
+                split(right, out);
+            }
+            Expr::Nested(inner) => split(inner, out),
+            other => out.push(other),
+        }
+    }
+    split(selection, &mut conjuncts);
+    for c in conjuncts {
+        let mut owner: Option<String> = None;
+        let mut ok = true;
+        let _ = visit_expressions(c, |e| {
+            match e {
+                Expr::Subquery(_)
+                | Expr::Exists { .. }
+                | Expr::In {
+                    target: InTarget::Subquery(_),
+                    ..
+                } => ok = false,
+                Expr::Function(f) if f.over.is_some() => ok = false,
+                _ => {}
+            }
+            if let Expr::Identifier(_) | Expr::CompoundIdentifier(_) = e {
+                let who = match column_ref(e) {
+                    Some((Some(q), _)) => aliases
+                        .iter()
+                        .find(|(a, _)| *a == q)
+                        .map(|(a, _)| a.clone()),
+                    Some((None, col)) => {
+                        let holders: Vec<&(String, String)> = aliases
+                            .iter()
+                            .filter(|(_, t)| {
+                                tables
+                                    .iter()
+                                    .any(|x| x.name == *t && x.column(&col).is_some())
+                            })
+                            .collect();
+                        (holders.len() == 1).then(|| holders[0].0.clone())
+                    }
+                    None => None,
+                };
+                match (who, &owner) {
+                    (Some(w), None) => owner = Some(w),
+                    (Some(w), Some(o)) if w == *o => {}
+                    _ => ok = false,
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        let Some(alias) = owner.filter(|_| ok) else {
+            continue;
+        };
+        let Some((_, table)) = aliases.iter().find(|(a, _)| *a == alias) else {
+            continue;
+        };
+        if mentions.get(table).copied() != Some(1) {
+            continue;
+        }
+        out.entry(table.clone())
+            .or_insert_with(|| (alias.clone(), Vec::new()))
+            .1
+            .push(c.clone());
+    }
+    out
+}
+
+/// Gathers the tables to the coordinator and runs the query there. Conjuncts of the WHERE
+/// clause that concern one table are applied by its shards, and prune them.
 pub fn pull(
     q: &Query,
     tables: &[&Table],
     ctx: &PlanCtx<'_>,
     reason: &str,
 ) -> Result<Plan, CoordError> {
+    let filters = single_table_filters(q, tables);
     let mut pulled = Vec::new();
     for t in tables {
         let group = ctx.catalog.group_of(t)?;
+        let pushed = filters.get(&t.name);
+        let conjunction = pushed.and_then(|(_, cs)| {
+            cs.iter().cloned().reduce(|a, b| Expr::BinaryOp {
+                left: Box::new(a),
+                op: BinaryOperator::And,
+                right: Box::new(b),
+            })
+        });
+        let alias = pushed.map(|(a, _)| a.clone());
         let targets = if group.kind == GroupKind::Reference {
             vec![reference_read_target(group)?]
         } else {
-            group.shards.iter().map(target).collect::<Result<_, _>>()?
+            let names: Vec<String> = alias
+                .iter()
+                .cloned()
+                .chain(std::iter::once(t.name.clone()))
+                .collect();
+            prune(ctx.catalog, t, &names, conjunction.as_ref(), ctx.params)?
+                .into_iter()
+                .map(target)
+                .collect::<Result<_, _>>()?
         };
         pulled.push(PullTable {
             name: t.name.clone(),
             columns: t.columns.clone(),
             targets,
+            alias,
+            filter: conjunction.as_ref().map(render),
         });
     }
     Ok(Plan::Pull {
@@ -441,5 +586,33 @@ mod tests {
             Plan::Pull { .. }
         ));
         assert!(matches!(planned("SELECT 1 + 1").plan, Plan::Local { .. }));
+    }
+
+    fn pulled(p: &Planned) -> Vec<(String, usize, Option<String>)> {
+        match &p.plan {
+            Plan::Pull { tables, .. } => tables
+                .iter()
+                .map(|t| (t.name.clone(), t.targets.len(), t.filter.clone()))
+                .collect(),
+            other => panic!("expected a pull, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pulled_tables_are_filtered_and_pruned_on_their_shards() {
+        let p = planned("SELECT u.name FROM users u JOIN orders o ON u.age = o.amount WHERE u.id = 3 AND o.amount > 10 AND u.age < o.amount");
+        let t = pulled(&p);
+        assert_eq!(t[0], ("users".into(), 1, Some("u.id = 3".into())), "{t:?}");
+        assert_eq!(
+            t[1],
+            ("orders".into(), 4, Some("o.amount > 10".into())),
+            "{t:?}"
+        );
+        // Outer joins and tables read twice are gathered whole.
+        let p = planned("SELECT u.name FROM users u LEFT JOIN orders o ON u.age = o.amount WHERE o.amount IS NULL");
+        assert!(pulled(&p).iter().all(|t| t.2.is_none()));
+        let p =
+            planned("SELECT name FROM users WHERE id = 3 AND age > (SELECT avg(age) FROM users)");
+        assert!(pulled(&p).iter().all(|t| t.2.is_none()));
     }
 }
