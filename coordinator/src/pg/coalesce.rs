@@ -4,8 +4,8 @@
 //! (BindComplete, CommandComplete, ReadyForQuery), which costs a system call
 //! and a client wake-up each. This wrapper holds written bytes until the
 //! client can actually be waiting for them:
-//! - a ReadyForQuery has been written for every Sync, Query and FunctionCall
-//!   the client sent (then nothing more is coming before the client speaks), or
+//! - a ReadyForQuery is written (as PostgreSQL, which flushes at every one), or
+//! - every Sync, Query and FunctionCall the client sent has been answered, or
 //! - the client sent Flush ('H'), or
 //! - a CopyInResponse / CopyBothResponse asks the client for data, or
 //! - the connection is still in start-up (authentication exchanges), or
@@ -143,7 +143,12 @@ impl<S> Coalesce<S> {
         let mut awaiting = self.awaiting_ready;
         let mut flush = false;
         self.outgoing.feed(bytes, |ty| match ty {
-            b'Z' => awaiting = (awaiting - 1).max(0),
+            // Every ReadyForQuery leaves at once, as PostgreSQL flushes it: a pipelining client
+            // may be waiting for this answer before it lets a later statement proceed.
+            b'Z' => {
+                awaiting = (awaiting - 1).max(0);
+                flush = true;
+            }
             // COPY-in: the client must send data now. pgwire ignores the Syncs a client
             // pipelined before the copy, so nothing counted so far will be answered.
             b'G' | b'W' => {
@@ -258,7 +263,8 @@ mod tests {
         c.observe_outgoing(&msg(b'Z', b"I"));
         assert!(c.should_flush());
         assert_eq!(c.awaiting_ready, 0);
-        // Parse/Bind/Execute/Sync in one read, split across two reads at an odd place.
+        c.must_flush = false; // what poll_flush does once the bytes are out
+                              // Parse/Bind/Execute/Sync in one read, split across two reads at an odd place.
         let mut batch = msg(b'P', b"\0SELECT 1\0\0\0");
         batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
         batch.extend(msg(b'E', b"\0\0\0\0\0"));
@@ -292,7 +298,10 @@ mod tests {
         c.must_flush = false;
         c.observe_incoming(&msg(b'Q', b"COPY t FROM STDIN\0"));
         c.observe_outgoing(&msg(b'Z', b"I"));
-        assert!(!c.should_flush());
+        assert!(c.should_flush(), "every ReadyForQuery leaves at once");
+        c.must_flush = false;
+        c.observe_outgoing(&msg(b'N', b"notice\0"));
+        assert!(!c.should_flush(), "the COPY query is still unanswered");
         c.observe_outgoing(&msg(b'G', b"\0\0\0"));
         assert!(c.should_flush(), "CopyInResponse waits for client data");
         // Extended-protocol COPY: CopyDone then Sync; the Sync pipelined before the copy was dropped.
