@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tessera_shared::proto::storage_client::StorageClient;
 use tessera_shared::proto::*;
-use tessera_storage::manifest::ShardKindOnDisk;
 use tessera_storage::shards::ShardRegistry;
 use tessera_storage::StorageError;
 use tonic::transport::{Channel, Endpoint};
@@ -139,24 +138,10 @@ impl Cluster {
         schema: Vec<String>,
     ) -> Result<(), CoordError> {
         match self.target(node)? {
-            Target::Embedded(r) => {
-                let k = if kind == ShardKind::Reference {
-                    ShardKindOnDisk::Reference
-                } else {
-                    ShardKindOnDisk::Sql
-                };
-                let schema = schema
-                    .into_iter()
-                    .map(|sql| Statement {
-                        sql,
-                        params: vec![],
-                        returns_rows: false,
-                    })
-                    .collect();
-                r.create_shard(shard_id, k, schema)
-                    .await
-                    .map_err(storage_error)
-            }
+            Target::Embedded(r) => r
+                .create_shard(shard_id, kind, schema)
+                .await
+                .map_err(storage_error),
             Target::Remote(mut c) => {
                 c.create_shard(CreateShardRequest {
                     shard_id,

@@ -1,6 +1,5 @@
 //! The storage node's gRPC service: translates requests into shard registry calls.
 
-use crate::manifest::ShardKindOnDisk;
 use crate::shards::ShardRegistry;
 use std::sync::Arc;
 use tessera_shared::proto::storage_server::Storage;
@@ -50,21 +49,8 @@ impl Storage for StorageService {
         req: Request<CreateShardRequest>,
     ) -> Result<Response<CreateShardResponse>, Status> {
         let r = req.into_inner();
-        let kind = if r.kind == ShardKind::Reference as i32 {
-            ShardKindOnDisk::Reference
-        } else {
-            ShardKindOnDisk::Sql
-        };
-        let schema = r
-            .schema
-            .into_iter()
-            .map(|sql| Statement {
-                sql,
-                params: vec![],
-                returns_rows: false,
-            })
-            .collect();
-        self.shards.create_shard(r.shard_id, kind, schema).await?;
+        let kind = ShardKind::try_from(r.kind).unwrap_or(ShardKind::Sql);
+        self.shards.create_shard(r.shard_id, kind, r.schema).await?;
         Ok(Response::new(CreateShardResponse {}))
     }
 

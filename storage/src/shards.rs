@@ -80,13 +80,25 @@ impl ShardRegistry {
             .ok_or(StorageError::NoSuchShard(id))
     }
 
-    /// Creates a shard if it is new (recording it in the manifest), then runs `schema`.
+    /// Creates a shard if it is new (recording it in the manifest), then runs the `schema` statements.
     pub async fn create_shard(
         &self,
         id: u64,
-        kind: ShardKindOnDisk,
-        schema: Vec<Statement>,
+        kind: tessera_shared::proto::ShardKind,
+        schema: Vec<String>,
     ) -> Result<(), StorageError> {
+        let kind = match kind {
+            tessera_shared::proto::ShardKind::Reference => ShardKindOnDisk::Reference,
+            tessera_shared::proto::ShardKind::Sql => ShardKindOnDisk::Sql,
+        };
+        let schema: Vec<Statement> = schema
+            .into_iter()
+            .map(|sql| Statement {
+                sql,
+                params: vec![],
+                returns_rows: false,
+            })
+            .collect();
         let shard = match self.shards.get(&id).map(|s| s.clone()) {
             Some(s) => s,
             None => {
