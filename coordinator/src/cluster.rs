@@ -84,21 +84,62 @@ impl Cluster {
         txn_id: u64,
         statements: Vec<Statement>,
     ) -> Result<Vec<StatementResult>, CoordError> {
+        Ok(self
+            .execute_versioned(node, shard_id, txn_id, statements, vec![])
+            .await?
+            .0)
+    }
+
+    /// Runs statements on one shard of `node`, and reports the data versions of `keys` as
+    /// they were before the statements ran (node incarnation, one version per key).
+    pub async fn execute_versioned(
+        &self,
+        node: &Node,
+        shard_id: u64,
+        txn_id: u64,
+        statements: Vec<Statement>,
+        keys: Vec<VersionKey>,
+    ) -> Result<(Vec<StatementResult>, u64, Vec<u64>), CoordError> {
         match self.target(node)? {
-            Target::Embedded(r) => r
-                .execute(shard_id, txn_id, statements)
-                .await
-                .map_err(storage_error),
+            Target::Embedded(r) => {
+                let (incarnation, versions) = r.versions(&keys);
+                let results = r
+                    .execute(shard_id, txn_id, statements)
+                    .await
+                    .map_err(storage_error)?;
+                Ok((results, incarnation, versions))
+            }
             Target::Remote(mut c) => {
                 let r = c
                     .execute(ExecuteRequest {
                         shard_id,
                         statements,
                         txn_id,
+                        versions_of: keys,
                     })
                     .await
-                    .map_err(|s| status_error(node, s))?;
-                Ok(r.into_inner().results)
+                    .map_err(|s| status_error(node, s))?
+                    .into_inner();
+                Ok((r.results, r.incarnation, r.versions))
+            }
+        }
+    }
+
+    /// The current data versions of `keys` on `node` (node incarnation, one version per key).
+    pub async fn versions(
+        &self,
+        node: &Node,
+        keys: Vec<VersionKey>,
+    ) -> Result<(u64, Vec<u64>), CoordError> {
+        match self.target(node)? {
+            Target::Embedded(r) => Ok(r.versions(&keys)),
+            Target::Remote(mut c) => {
+                let r = c
+                    .versions(VersionsRequest { keys })
+                    .await
+                    .map_err(|s| status_error(node, s))?
+                    .into_inner();
+                Ok((r.incarnation, r.versions))
             }
         }
     }

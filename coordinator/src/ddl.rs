@@ -16,11 +16,34 @@ use tessera_shared::proto::ShardKind;
 use tessera_shared::{PgType, Value};
 
 /// Options of `WITH (...)` Tessera reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TableOptions {
     shards: Option<u32>,
     bounds: Option<String>,
     reference: bool,
+    cache: bool,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            shards: None,
+            bounds: None,
+            reference: false,
+            cache: true,
+        }
+    }
+}
+
+/// `cache = on|off` (also true/false, yes/no, 1/0).
+fn cache_option(v: &str) -> Result<bool, CoordError> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(CoordError::InvalidValue(format!(
+            "cache must be on or off, not {v}"
+        ))),
+    }
 }
 
 fn option_text(e: &Expr) -> String {
@@ -62,12 +85,36 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, CoordError> 
                 }
                 "bounds" => out.bounds = Some(v),
                 "distribution" if v == "reference" => out.reference = true,
+                "cache" => out.cache = cache_option(&v)?,
                 // Postgres storage parameters (fillfactor, ...) and replicas (used once replication lands) are accepted.
                 _ => {}
             }
         }
     }
     Ok(out)
+}
+
+/// `ALTER TABLE t SET (cache = off, ...)`; storage parameters other than `cache` are accepted and ignored.
+async fn set_options(
+    engine: &Engine,
+    table: &str,
+    options: &[SqlOption],
+) -> Result<(), CoordError> {
+    for o in options {
+        if let SqlOption::KeyValue { key, value } = o {
+            if function_name(key) == "cache" {
+                let cache = cache_option(&option_text(value))?;
+                engine
+                    .catalog
+                    .propose(CatalogCommand::SetTableOptions {
+                        table: table.to_string(),
+                        cache,
+                    })
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The shard-side `CREATE TABLE` for a table.
@@ -299,6 +346,8 @@ pub async fn create_table(
         indexes: vec![],
         uniques,
         checks,
+        cache: opts.cache,
+        revision: 0,
     };
     let schema = shard_schema(&table);
     place_table(engine, table, opts, vec![schema]).await
@@ -541,6 +590,22 @@ pub async fn alter_table(
         {
             let current = engine.catalog.snapshot().table(&tname)?.clone();
             add_primary_key(engine, &current, index_columns(&pk.columns)).await?;
+            continue;
+        }
+        if let AlterTableOperation::SetOptionsParens { options } = op {
+            set_options(engine, &tname, options).await?;
+            continue;
+        }
+        if let AlterTableOperation::ResetOptions { options } = op {
+            if options.iter().any(|o| function_name(o) == "cache") {
+                engine
+                    .catalog
+                    .propose(CatalogCommand::SetTableOptions {
+                        table: tname.clone(),
+                        cache: true,
+                    })
+                    .await?;
+            }
             continue;
         }
         let AlterTableOperation::AddColumn {

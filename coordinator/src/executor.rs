@@ -35,14 +35,41 @@ fn to_rows(r: StatementResult) -> (Vec<Vec<Value>>, u64) {
     (rows, r.rows_affected)
 }
 
-type TaskResult = Result<(Vec<Vec<Value>>, u64), CoordError>;
+/// One shard task's output: rows, affected rows, and the data versions it was asked to observe
+/// (node incarnation, one version per key), read before the task ran.
+type TaskOutput = (Vec<Vec<Value>>, u64, Option<(u64, Vec<u64>)>);
+type TaskResult = Result<TaskOutput, CoordError>;
+
+/// SQL for one shard, and the data versions to read there before it runs (result cache fill).
+struct Task {
+    target: Target,
+    sql: String,
+    watch: Vec<proto::VersionKey>,
+}
+
+/// A task's target and the version keys it observes.
+type Watch = (Target, Vec<proto::VersionKey>);
+
+/// A data version a result depended on: `key` on `node` was at `version` (node `incarnation`)
+/// before the result was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Node id.
+    pub node: u64,
+    /// Scope (shard or reference database) and table.
+    pub key: proto::VersionKey,
+    /// The node's incarnation.
+    pub incarnation: u64,
+    /// The version.
+    pub version: u64,
+}
 
 /// Runs shard tasks concurrently, until they finish, the session asks to cancel, or its
 /// statement deadline passes. Stopping drops the RPCs, which interrupts the shards' statements.
 async fn run_tasks(
     engine: &Engine,
     catalog: &Catalog,
-    tasks: Vec<(Target, String)>,
+    tasks: Vec<Task>,
     params: &[Value],
     txn_id: u64,
     session: &Session,
@@ -66,28 +93,31 @@ async fn run_tasks(
 async fn run_tasks_to_end(
     engine: &Engine,
     catalog: &Catalog,
-    tasks: Vec<(Target, String)>,
+    tasks: Vec<Task>,
     params: &[Value],
     txn_id: u64,
 ) -> Vec<TaskResult> {
     let proto_params: Vec<proto::Value> = params.iter().cloned().map(proto::Value::from).collect();
-    let futs = tasks.into_iter().map(|(t, sql)| {
+    let futs = tasks.into_iter().map(|task| {
         let params = proto_params.clone();
         async move {
+            let t = task.target;
             let node = catalog.node(t.node)?;
             let st = proto::Statement {
-                sql,
+                sql: task.sql,
                 params,
                 returns_rows: true,
             };
-            let mut results = engine
+            let watched = !task.watch.is_empty();
+            let (mut results, incarnation, versions) = engine
                 .cluster
-                .execute(node, t.shard, txn_id, vec![st])
+                .execute_versioned(node, t.shard, txn_id, vec![st], task.watch)
                 .await?;
             let first = results
                 .pop()
                 .ok_or_else(|| CoordError::Internal("storage returned no result".into()))?;
-            Ok(to_rows(first))
+            let (rows, affected) = to_rows(first);
+            Ok((rows, affected, watched.then_some((incarnation, versions))))
         }
     });
     join_all(futs).await
@@ -147,14 +177,74 @@ pub async fn execute(
     planned: &Planned,
     params: &[Value],
 ) -> Result<ResultSet, CoordError> {
+    Ok(execute_observed(engine, session, planned, params, None)
+        .await?
+        .0)
+}
+
+/// The data versions a task on `target` should observe for a read of `tables`: each
+/// table's own version on that shard (or on the node's reference database).
+fn watch_keys(catalog: &Catalog, target: Target, tables: &[String]) -> Vec<proto::VersionKey> {
+    let mut keys = Vec::new();
+    for name in tables {
+        let Ok(table) = catalog.table(name) else {
+            continue;
+        };
+        let scope = if table.distribution == crate::catalog::Distribution::Reference {
+            tessera_shared::REFERENCE_SCOPE
+        } else if catalog
+            .group_of(table)
+            .is_ok_and(|g| g.shards.iter().any(|s| s.id == target.shard))
+        {
+            target.shard
+        } else {
+            continue;
+        };
+        keys.push(proto::VersionKey {
+            scope,
+            table: name.clone(),
+        });
+    }
+    keys
+}
+
+fn observed(watches: &[Watch], results: &[TaskResult], into: &mut Vec<Observed>) {
+    for ((target, keys), r) in watches.iter().zip(results) {
+        if let Ok((_, _, Some((incarnation, versions)))) = r {
+            for (key, version) in keys.iter().zip(versions) {
+                into.push(Observed {
+                    node: target.node,
+                    key: key.clone(),
+                    incarnation: *incarnation,
+                    version: *version,
+                });
+            }
+        }
+    }
+}
+
+/// Executes a planned statement; with `observe` (the tables a read names), also returns the
+/// data versions every shard read had before it ran: what the result cache records.
+pub async fn execute_observed(
+    engine: &Engine,
+    session: &mut Session,
+    planned: &Planned,
+    params: &[Value],
+    observe: Option<&[String]>,
+) -> Result<(ResultSet, Vec<Observed>), CoordError> {
     let catalog = engine.catalog.snapshot();
-    match &planned.plan {
+    let mut seen = Vec::new();
+    let watch = |target: Target, tables: &[String]| match observe {
+        Some(_) => watch_keys(&catalog, target, tables),
+        None => vec![],
+    };
+    let rs = match &planned.plan {
         Plan::Local { sql } => {
             let rows = scratch::query(vec![], sql.clone(), params.to_vec()).await?;
-            Ok(ResultSet {
+            ResultSet {
                 affected: rows.len() as u64,
                 rows,
-            })
+            }
         }
         Plan::Distributed {
             tasks,
@@ -162,8 +252,20 @@ pub async fn execute(
             write,
         } => {
             let targets: Vec<Target> = tasks.iter().map(|t| t.target).collect();
-            let work: Vec<(Target, String)> =
-                tasks.iter().map(|t| (t.target, t.sql.clone())).collect();
+            let tables = observe.unwrap_or(&[]);
+            let watches: Vec<Watch> = tasks
+                .iter()
+                .map(|t| (t.target, watch(t.target, tables)))
+                .collect();
+            let work = tasks
+                .iter()
+                .zip(&watches)
+                .map(|(t, w)| Task {
+                    target: t.target,
+                    sql: t.sql.clone(),
+                    watch: w.1.clone(),
+                })
+                .collect();
             let (txn_id, implicit) = match &mut session.txn {
                 Some(txn) => {
                     txn.touched.extend(targets.iter().copied());
@@ -173,11 +275,12 @@ pub async fn execute(
                 None => (0, false),
             };
             let results = run_tasks(engine, &catalog, work, params, txn_id, session).await;
+            observed(&watches, &results, &mut seen);
             let mut outputs = Vec::with_capacity(results.len());
             let mut failure = None;
             for r in results {
                 match r {
-                    Ok(o) => outputs.push(o),
+                    Ok(o) => outputs.push((o.0, o.1)),
                     Err(e) => {
                         failure.get_or_insert(e);
                     }
@@ -194,7 +297,7 @@ pub async fn execute(
             } else if let Some(e) = failure {
                 return Err(e);
             }
-            merge_results(merge, outputs, params).await
+            merge_results(merge, outputs, params).await?
         }
         Plan::Pull { tables, sql, .. } => {
             let txn_id = match &mut session.txn {
@@ -224,20 +327,32 @@ pub async fn execute(
                 if let Some(filter) = &t.filter {
                     sql.push_str(&format!(" WHERE {filter}"));
                 }
-                let work = t.targets.iter().map(|x| (*x, sql.clone())).collect();
+                let one = [t.name.clone()];
+                let watches: Vec<Watch> = t.targets.iter().map(|x| (*x, watch(*x, &one))).collect();
+                let work = watches
+                    .iter()
+                    .map(|(target, keys)| Task {
+                        target: *target,
+                        sql: sql.clone(),
+                        watch: keys.clone(),
+                    })
+                    .collect();
+                let results = run_tasks(engine, &catalog, work, params, txn_id, session).await;
+                observed(&watches, &results, &mut seen);
                 let mut rows = Vec::new();
-                for r in run_tasks(engine, &catalog, work, params, txn_id, session).await {
+                for r in results {
                     rows.extend(r?.0);
                 }
                 loaded.push(Loaded::table(&t.name, &t.columns, rows));
             }
             let rows = scratch::query(loaded, sql.clone(), params.to_vec()).await?;
-            Ok(ResultSet {
+            ResultSet {
                 affected: rows.len() as u64,
                 rows,
-            })
+            }
         }
-    }
+    };
+    Ok((rs, seen))
 }
 
 async fn merge_results(

@@ -24,3 +24,6 @@ pub use pgtype::PgType;
 /// yet: a shard answer larger than this fails cleanly instead of being cut.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 pub use value::Value;
+
+/// Data-version scope of a node's reference database (reference tables), as opposed to a shard id.
+pub const REFERENCE_SCOPE: u64 = u64::MAX;

@@ -1,5 +1,6 @@
 //! Runs statements on a SQLite connection: parameters bound by position, typed rows out.
 
+use crate::versions::ChangeTracker;
 use crate::StorageError;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;
@@ -30,8 +31,15 @@ pub fn from_sqlite(v: ValueRef<'_>) -> Value {
 
 /// Runs one statement. Parameters beyond those the statement names are ignored,
 /// so a coordinator may send one parameter list to every shard of a statement.
-pub fn run_statement(conn: &Connection, st: Statement) -> Result<StatementResult, StorageError> {
+pub fn run_statement(
+    conn: &Connection,
+    st: Statement,
+    tracker: &ChangeTracker,
+) -> Result<StatementResult, StorageError> {
     let mut prepared = conn.prepare_cached(&st.sql)?;
+    if !prepared.readonly() {
+        tracker.will_run(conn, &st.sql)?;
+    }
     let wanted = prepared.parameter_count();
     for (i, p) in st.params.into_iter().enumerate() {
         if i + 1 > wanted {
@@ -78,17 +86,18 @@ pub fn run_batch(
     conn: &mut Connection,
     statements: Vec<Statement>,
     in_txn: bool,
+    tracker: &ChangeTracker,
 ) -> Result<Vec<StatementResult>, StorageError> {
     if in_txn || statements.len() <= 1 {
         return statements
             .into_iter()
-            .map(|s| run_statement(conn, s))
+            .map(|s| run_statement(conn, s, tracker))
             .collect();
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(statements.len());
     for s in statements {
-        out.push(run_statement(&tx, s)?);
+        out.push(run_statement(&tx, s, tracker)?);
     }
     tx.commit()?;
     Ok(out)
@@ -98,6 +107,15 @@ pub fn run_batch(
 mod tests {
     use super::*;
     use tessera_shared::proto;
+
+    fn run_batch(
+        c: &mut Connection,
+        statements: Vec<Statement>,
+        in_txn: bool,
+    ) -> Result<Vec<StatementResult>, StorageError> {
+        let t = ChangeTracker::install(c, Default::default(), 1).expect("tracker");
+        super::run_batch(c, statements, in_txn, &t)
+    }
 
     fn st(sql: &str, params: Vec<Value>) -> Statement {
         Statement {

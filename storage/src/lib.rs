@@ -6,6 +6,7 @@
 //! - [`worker`]: a dedicated OS thread owning one SQLite connection (blocking work never runs on tokio's threads).
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
+//! - [`versions`]: per-table data versions that change after every committed write (result-cache coherence).
 //! - [`service`]: the gRPC service translating requests into shard work.
 //! - [`error`]: typed errors and their SQLSTATE, carried to the coordinator in gRPC metadata.
 
@@ -15,6 +16,7 @@ pub mod exec;
 pub mod manifest;
 pub mod service;
 pub mod shards;
+pub mod versions;
 pub mod worker;
 
 pub use config::StorageConfig;

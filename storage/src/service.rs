@@ -26,11 +26,21 @@ impl Storage for StorageService {
         req: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
         let r = req.into_inner();
+        // Read before the statements run: see `versions`.
+        let (incarnation, versions) = if r.versions_of.is_empty() {
+            (0, vec![])
+        } else {
+            self.shards.versions(&r.versions_of)
+        };
         let results = self
             .shards
             .execute(r.shard_id, r.txn_id, r.statements)
             .await?;
-        Ok(Response::new(ExecuteResponse { results }))
+        Ok(Response::new(ExecuteResponse {
+            results,
+            incarnation,
+            versions,
+        }))
     }
 
     async fn finish_txn(
@@ -60,6 +70,17 @@ impl Storage for StorageService {
     ) -> Result<Response<DropShardResponse>, Status> {
         self.shards.drop_shard(req.into_inner().shard_id)?;
         Ok(Response::new(DropShardResponse {}))
+    }
+
+    async fn versions(
+        &self,
+        req: Request<VersionsRequest>,
+    ) -> Result<Response<VersionsResponse>, Status> {
+        let (incarnation, versions) = self.shards.versions(&req.into_inner().keys);
+        Ok(Response::new(VersionsResponse {
+            incarnation,
+            versions,
+        }))
     }
 
     async fn stats(&self, _req: Request<StatsRequest>) -> Result<Response<StatsResponse>, Status> {

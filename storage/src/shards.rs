@@ -2,6 +2,7 @@
 
 use crate::exec::run_batch;
 use crate::manifest::{Manifest, ShardEntry, ShardKindOnDisk};
+use crate::versions::{ChangeTracker, DataVersions};
 use crate::worker::Worker;
 use crate::{StorageConfig, StorageError};
 use dashmap::DashMap;
@@ -21,6 +22,8 @@ struct Shard {
     path: PathBuf,
     /// Runs autocommit batches, one at a time (SQLite has one writer anyway).
     worker: Worker,
+    /// Records the worker connection's writes.
+    tracker: Arc<ChangeTracker>,
 }
 
 /// All shards of this node.
@@ -30,7 +33,9 @@ pub struct ShardRegistry {
     manifest: Mutex<Manifest>,
     shards: DashMap<u64, Shard>,
     /// Open transactions by (txn id, shard id); each owns a connection thread.
-    txns: Arc<DashMap<(u64, u64), Worker>>,
+    txns: Arc<DashMap<(u64, u64), (Worker, Arc<ChangeTracker>)>>,
+    /// Data versions of every table, for coordinators' result caches.
+    versions: Arc<DataVersions>,
 }
 
 impl ShardRegistry {
@@ -49,6 +54,7 @@ impl ShardRegistry {
             manifest: Mutex::new(manifest.clone()),
             shards: DashMap::new(),
             txns: Arc::new(DashMap::new()),
+            versions: Arc::new(DataVersions::new()),
         };
         for entry in &manifest.shards {
             reg.open_shard(entry.id, entry.kind)?;
@@ -66,11 +72,42 @@ impl ShardRegistry {
 
     fn open_shard(&self, id: u64, kind: ShardKindOnDisk) -> Result<Shard, StorageError> {
         let path = self.shard_path(id, kind);
-        let conn = open_connection(&self.config, &path, kind)?;
-        let worker = Worker::spawn(format!("shard-{id}"), conn, None, |_| {})?;
-        let shard = Shard { kind, path, worker };
+        let mut conn = open_connection(&self.config, &path, kind)?;
+        let tracker = self.tracker(&mut conn, id, kind)?;
+        let worker = Worker::spawn(
+            format!("shard-{id}"),
+            conn,
+            None,
+            |_| {},
+            Some(publisher(&tracker)),
+        )?;
+        let shard = Shard {
+            kind,
+            path,
+            worker,
+            tracker,
+        };
         self.shards.insert(id, shard.clone());
         Ok(shard)
+    }
+
+    /// Hooks `conn` so its committed writes change the data versions.
+    fn tracker(
+        &self,
+        conn: &mut Connection,
+        id: u64,
+        kind: ShardKindOnDisk,
+    ) -> Result<Arc<ChangeTracker>, StorageError> {
+        let scope = match kind {
+            ShardKindOnDisk::Sql => id,
+            ShardKindOnDisk::Reference => tessera_shared::REFERENCE_SCOPE,
+        };
+        Ok(ChangeTracker::install(conn, self.versions.clone(), scope)?)
+    }
+
+    /// This node's incarnation and the current data version of each key.
+    pub fn versions(&self, keys: &[tessera_shared::proto::VersionKey]) -> (u64, Vec<u64>) {
+        (self.versions.incarnation(), self.versions.get(keys))
     }
 
     fn shard(&self, id: u64) -> Result<Shard, StorageError> {
@@ -112,9 +149,10 @@ impl ShardRegistry {
             }
         };
         if !schema.is_empty() {
+            let t = shard.tracker.clone();
             shard
                 .worker
-                .run(move |c| run_batch(c, schema, false))
+                .run(move |c| run_batch(c, schema, false, &t))
                 .await?;
         }
         Ok(())
@@ -153,13 +191,17 @@ impl ShardRegistry {
     ) -> Result<Vec<StatementResult>, StorageError> {
         if txn_id == 0 {
             let shard = self.shard(shard_id)?;
+            let t = shard.tracker.clone();
             return shard
                 .worker
-                .run(move |c| run_batch(c, statements, false))
+                .run(move |c| run_batch(c, statements, false, &t))
                 .await;
         }
-        let worker = self.txn_worker(shard_id, txn_id)?;
-        match worker.run(move |c| run_batch(c, statements, true)).await {
+        let (worker, t) = self.txn_worker(shard_id, txn_id)?;
+        match worker
+            .run(move |c| run_batch(c, statements, true, &t))
+            .await
+        {
             Err(StorageError::WorkerGone) => {
                 self.txns.remove(&(txn_id, shard_id));
                 Err(StorageError::NoSuchTxn(txn_id))
@@ -168,12 +210,17 @@ impl ShardRegistry {
         }
     }
 
-    fn txn_worker(&self, shard_id: u64, txn_id: u64) -> Result<Worker, StorageError> {
+    fn txn_worker(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+    ) -> Result<(Worker, Arc<ChangeTracker>), StorageError> {
         if let Some(w) = self.txns.get(&(txn_id, shard_id)) {
             return Ok(w.clone());
         }
         let shard = self.shard(shard_id)?;
-        let conn = open_connection(&self.config, &shard.path, shard.kind)?;
+        let mut conn = open_connection(&self.config, &shard.path, shard.kind)?;
+        let tracker = self.tracker(&mut conn, shard_id, shard.kind)?;
         conn.execute_batch("BEGIN")?;
         let txns = self.txns.clone();
         let idle = Duration::from_secs(self.config.txn_idle_timeout_secs.max(1));
@@ -186,9 +233,11 @@ impl ShardRegistry {
                 let _ = c.execute_batch("ROLLBACK");
                 txns.remove(&(txn_id, shard_id));
             },
+            Some(publisher(&tracker)),
         )?;
-        self.txns.insert((txn_id, shard_id), worker.clone());
-        Ok(worker)
+        self.txns
+            .insert((txn_id, shard_id), (worker.clone(), tracker.clone()));
+        Ok((worker, tracker))
     }
 
     /// Commits or rolls back a transaction's work on one shard. Rolling back an
@@ -199,7 +248,7 @@ impl ShardRegistry {
         txn_id: u64,
         commit: bool,
     ) -> Result<(), StorageError> {
-        let Some((_, worker)) = self.txns.remove(&(txn_id, shard_id)) else {
+        let Some((_, (worker, _))) = self.txns.remove(&(txn_id, shard_id)) else {
             return if commit {
                 Err(StorageError::NoSuchTxn(txn_id))
             } else {
@@ -260,6 +309,12 @@ impl ShardRegistry {
         self.txns.clear();
         self.shards.clear();
     }
+}
+
+/// The worker hook that publishes a connection's committed writes.
+fn publisher(tracker: &Arc<ChangeTracker>) -> crate::worker::AfterJob {
+    let t = tracker.clone();
+    Arc::new(move || t.publish())
 }
 
 fn file_size(p: &Path) -> u64 {

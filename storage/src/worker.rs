@@ -8,20 +8,26 @@ use std::time::Duration;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// Runs after every job, before the job's caller gets its result (publishes data versions).
+pub type AfterJob = Arc<dyn Fn() + Send + Sync>;
+
 /// Handle to a connection thread. Dropping every handle ends the thread.
 #[derive(Clone)]
 pub struct Worker {
     tx: mpsc::Sender<Job>,
+    after_job: Option<AfterJob>,
 }
 
 impl Worker {
     /// Starts a thread owning `conn`. If `idle` is set, the thread calls `on_idle` and
     /// exits after that long without work (used to roll back abandoned transactions).
+    /// `after_job` runs after each job, before the job's caller gets its result.
     pub fn spawn(
         name: String,
         mut conn: Connection,
         idle: Option<Duration>,
         on_idle: impl FnOnce(&mut Connection) + Send + 'static,
+        after_job: Option<AfterJob>,
     ) -> Result<Worker, StorageError> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new().name(name).spawn(move || loop {
@@ -41,7 +47,7 @@ impl Worker {
             };
             job(&mut conn);
         })?;
-        Ok(Worker { tx })
+        Ok(Worker { tx, after_job })
     }
 
     /// Runs `f` on the connection thread and waits for its result without blocking the executor.
@@ -56,6 +62,7 @@ impl Worker {
         let (done, wait) = tokio::sync::oneshot::channel();
         let cancelled = Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
+        let after_job = self.after_job.clone();
         let job: Job = Box::new(move |conn| {
             if flag.load(Ordering::Relaxed) {
                 return;
@@ -64,6 +71,9 @@ impl Worker {
             let _ = conn.progress_handler(1000, Some(move || watch.load(Ordering::Relaxed)));
             let result = f(conn);
             let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if let Some(after) = &after_job {
+                after();
+            }
             let _ = done.send(result);
         });
         self.tx.send(job).map_err(|_| StorageError::WorkerGone)?;
@@ -102,6 +112,7 @@ mod tests {
             Connection::open_in_memory().expect("open"),
             None,
             |_| {},
+            None,
         )
         .expect("spawn");
         let slow = w.run(|c| {

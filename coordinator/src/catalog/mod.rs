@@ -107,6 +107,18 @@ pub struct Table {
     /// CHECK constraints as SQLite SQL, enforced by each shard.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// Whether the coordinators' result cache may hold results reading this table
+    /// (`WITH (cache = off)`, `ALTER TABLE ... SET (cache = off)`).
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// The catalog revision of the table's last definition change (set by [`Catalog::apply`]):
+    /// a cached result built under another revision is never served.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Table {
@@ -182,6 +194,9 @@ pub struct Catalog {
     /// Next unallocated value of each sequence, by `table.column`.
     #[serde(default)]
     pub sequences: BTreeMap<String, i64>,
+    /// Counts table definition changes; see [`Table::revision`].
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// A change to the catalog: the log entry of the future metadata Raft group.
@@ -227,6 +242,13 @@ pub enum CatalogCommand {
         /// The index.
         index: Index,
     },
+    /// Change a table's options.
+    SetTableOptions {
+        /// Table name.
+        table: String,
+        /// Result caching allowed.
+        cache: bool,
+    },
 }
 
 impl Default for Catalog {
@@ -239,6 +261,7 @@ impl Default for Catalog {
             groups: BTreeMap::new(),
             tables: BTreeMap::new(),
             sequences: BTreeMap::new(),
+            revision: 0,
         }
     }
 }
@@ -277,6 +300,8 @@ impl Catalog {
                 }
                 table.oid = self.next_oid;
                 self.next_oid += 1;
+                self.revision += 1;
+                table.revision = self.revision;
                 self.tables.insert(table.name.clone(), table);
             }
             CatalogCommand::DropTable { name } => {
@@ -285,6 +310,7 @@ impl Catalog {
                 }
                 let prefix = format!("{name}.");
                 self.sequences.retain(|k, _| !k.starts_with(&prefix));
+                self.revision += 1;
             }
             CatalogCommand::AddColumn { table, column } => {
                 let t = self
@@ -295,6 +321,8 @@ impl Catalog {
                     return Err(CoordError::DuplicateColumn(column.name));
                 }
                 t.columns.push(column);
+                self.revision += 1;
+                t.revision = self.revision;
             }
             CatalogCommand::AllocSequence { name, count } => {
                 let next = self.sequences.entry(name).or_insert(1);
@@ -311,6 +339,17 @@ impl Catalog {
                     .get_mut(&table)
                     .ok_or_else(|| CoordError::UndefinedTable(table.clone()))?;
                 t.indexes.push(index);
+                self.revision += 1;
+                t.revision = self.revision;
+            }
+            CatalogCommand::SetTableOptions { table, cache } => {
+                let t = self
+                    .tables
+                    .get_mut(&table)
+                    .ok_or_else(|| CoordError::UndefinedTable(table.clone()))?;
+                t.cache = cache;
+                self.revision += 1;
+                t.revision = self.revision;
             }
         }
         Ok(())
@@ -377,6 +416,8 @@ mod tests {
             indexes: vec![],
             uniques: vec![],
             checks: vec![],
+            cache: true,
+            revision: 0,
         }
     }
 

@@ -299,6 +299,8 @@ pub(crate) mod testing {
             indexes: vec![],
             uniques: vec![],
             checks: vec![],
+            cache: true,
+            revision: 0,
         };
         c.apply(CatalogCommand::CreateTable {
             table: t(
