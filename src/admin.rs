@@ -46,6 +46,20 @@ pub enum AdminCommand {
         /// The SQL statement.
         sql: String,
     },
+    /// The coordinator's query-result cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+/// What to do with the result cache.
+#[derive(Subcommand, Debug)]
+pub enum CacheAction {
+    /// Hits, misses, stale entries, fills, evictions, invalidations, entries and bytes.
+    Stats,
+    /// Drops every entry of the coordinator connected to.
+    Clear,
 }
 
 /// Runs an admin command.
@@ -65,6 +79,12 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Tables => "SHOW tessera.tables".to_string(),
         AdminCommand::Shards => "SHOW tessera.shards".to_string(),
         AdminCommand::Explain { sql } => format!("EXPLAIN {sql}"),
+        AdminCommand::Cache {
+            action: CacheAction::Stats,
+        } => "SHOW tessera.cache_stats".to_string(),
+        AdminCommand::Cache {
+            action: CacheAction::Clear,
+        } => "SELECT tessera_cache_clear()".to_string(),
     };
     let msgs = client
         .simple_query(&sql)

@@ -32,6 +32,8 @@ pub struct CoordinatorConfig {
     /// Storage nodes hosted inside this process (no network hop to their shards).
     /// Each is registered in the catalog as `embedded:<node_name>`.
     pub embedded_storage: Vec<tessera_storage::StorageConfig>,
+    /// The query-result cache.
+    pub cache: crate::cache::CacheConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -43,6 +45,7 @@ impl Default for CoordinatorConfig {
             storage_nodes: Vec::new(),
             auth: "trust".into(),
             embedded_storage: Vec::new(),
+            cache: Default::default(),
         }
     }
 }

@@ -53,7 +53,7 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
-    fn command(name: &str, rows: Option<u64>) -> QueryResult {
+    pub(crate) fn command(name: &str, rows: Option<u64>) -> QueryResult {
         QueryResult {
             columns: vec![],
             rows: vec![],
@@ -99,6 +99,8 @@ pub struct Engine {
     pub txnlog: crate::txnlog::DecisionLog,
     /// Sequence values reserved by this coordinator: name -> (next, end).
     pub sequence_blocks: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// Query-result cache.
+    pub cache: crate::cache::ResultCache,
 }
 
 fn dml_tag(tag: &str, n: u64) -> Completion {
@@ -134,7 +136,7 @@ fn utility_call(q: &Query) -> Option<(String, Vec<String>)> {
     let name = function_name(&f.name);
     if !matches!(
         name.as_str(),
-        "create_distributed_table" | "create_reference_table"
+        "create_distributed_table" | "create_reference_table" | "tessera_cache_clear"
     ) {
         return None;
     }
@@ -194,6 +196,7 @@ impl Engine {
         let engine = Engine {
             catalog,
             cluster,
+            cache: crate::cache::ResultCache::new(config.cache.clone()),
             config,
             txnlog,
             sequence_blocks: Default::default(),
@@ -401,6 +404,11 @@ impl Engine {
                 ..
             } => {
                 ddl::drop_tables(self, names, *if_exists).await?;
+                for n in names {
+                    if let Ok(t) = table_name(n) {
+                        self.cache.invalidate_table(&t);
+                    }
+                }
                 Ok(QueryResult::command("DROP TABLE", None))
             }
             Statement::CreateIndex(ci) => {
@@ -408,7 +416,11 @@ impl Engine {
                 Ok(QueryResult::command("CREATE INDEX", None))
             }
             Statement::AlterTable(at) => {
-                ddl::alter_table(self, &at.name, &at.operations, &rctx).await?;
+                let altered = ddl::alter_table(self, &at.name, &at.operations, &rctx).await;
+                if let Ok(t) = table_name(&at.name) {
+                    self.cache.invalidate_table(&t);
+                }
+                altered?;
                 Ok(QueryResult::command("ALTER TABLE", None))
             }
             Statement::Copy { source, to: false, target: CopyTarget::Stdin, options, legacy_options, .. } => {
@@ -437,18 +449,32 @@ impl Engine {
                     ));
                 }
                 let planned = self.plan(statement, params, &rctx)?;
-                Ok(QueryResult::text_rows(
-                    "QUERY PLAN",
-                    explain(&planned, &self.catalog.snapshot()),
-                ))
+                let mut lines = explain(&planned, &self.catalog.snapshot());
+                if matches!(statement.as_ref(), Statement::Query(_)) {
+                    lines.push(self.explain_cache(session, statement, params).await);
+                }
+                Ok(QueryResult::text_rows("QUERY PLAN", lines))
             }
             Statement::Query(q) if utility_call(q).is_some() => {
                 let (name, args) = utility_call(q).unwrap_or_default();
+                if name == "tessera_cache_clear" {
+                    self.cache.clear();
+                    return Ok(QueryResult {
+                        columns: vec![OutputColumn {
+                            name,
+                            ty: PgType::Text,
+                        }],
+                        rows: vec![vec![Value::Text("cleared".into())]],
+                        returns_rows: true,
+                        completion: Completion::Select,
+                    });
+                }
                 let table = args
                     .first()
                     .cloned()
                     .ok_or_else(|| CoordError::Syntax(format!("{name} needs a table name")))?;
                 let table = table.to_lowercase();
+                self.cache.invalidate_table(&table);
                 if name == "create_reference_table" {
                     ddl::redistribute(self, &table, Distribution::Reference, None).await?;
                 } else {
@@ -483,6 +509,9 @@ impl Engine {
                 ) =>
             {
                 self.insert_select(session, ins, params, &rctx).await
+            }
+            Statement::Query(_) if self.cache_applies(session) => {
+                self.read_through_cache(session, stmt, params, &rctx).await
             }
             Statement::Query(_)
             | Statement::Insert(_)

@@ -113,6 +113,7 @@ pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
             ("rows", PgType::Int8),
             ("bytes", PgType::Int8),
         ]),
+        "tessera.cache_stats" => cols(&[("metric", PgType::Text), ("value", PgType::Int8)]),
         name => cols(&[(name, PgType::Text)]),
     }
 }
@@ -202,6 +203,12 @@ pub async fn show(
                 .collect()
         }
         "tessera.shards" => shard_rows(engine).await?,
+        "tessera.cache_stats" => engine
+            .cache
+            .stats()
+            .into_iter()
+            .map(|(k, v)| vec![text(k), Value::Integer(v as i64)])
+            .collect(),
         other => match session.settings.get(other) {
             Some(v) => vec![vec![text(v)]],
             None => {

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: documented settings.
 //! - [`error`]: typed errors and the one SQLSTATE table.
+//! - [`cache`]: the query-result cache, coherent with every acknowledged write; [`engine_cache`]: the read path through it.
 //! - [`catalog`]: tables, distribution, shards, nodes; changed by commands, stored by a [`catalog::store::CatalogStore`].
 //! - [`cluster`]: gRPC clients to storage nodes.
 //! - [`sql`]: AST helpers: names, Postgres-to-SQLite rewriting, type inference, parameters.
@@ -19,12 +20,14 @@
 //! - [`server`]: the listener and shutdown.
 //! - [`txnlog`]: the durable log of multi-shard commit decisions.
 
+pub mod cache;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod copy;
 pub mod ddl;
 pub mod engine;
+pub mod engine_cache;
 pub mod engine_copy;
 pub mod engine_insert;
 pub mod engine_show;

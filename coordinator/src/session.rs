@@ -95,6 +95,7 @@ pub fn default_settings() -> BTreeMap<String, String> {
         ("server_version", "16.6"),
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
+        ("tessera.cache", "on"),
         ("timezone", "UTC"),
         ("transaction_isolation", "serializable"),
     ]
