@@ -34,6 +34,10 @@ pub struct LocalArgs {
     /// SQLite synchronous level of the storage nodes: full or normal.
     #[arg(long, default_value = "full")]
     pub synchronous: String,
+    /// Number of coordinators (each with its own Postgres port: --port, --port + 1, ...;
+    /// all on OS-chosen ports when --port is 0). They share one catalog.
+    #[arg(long, default_value_t = 1)]
+    pub coordinators: usize,
     /// Host the storage nodes inside the coordinator process: no network hop to shards
     /// (fastest), but one process, so nodes cannot be killed one by one.
     #[arg(long)]
@@ -180,41 +184,48 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| format!("{}={}", p.name, p.addr))
         .collect();
-    let coord = spawn(
-        "coordinator",
-        vec![
+    let shared = a.coordinators > 1;
+    let mut coords = Vec::new();
+    for i in 0..a.coordinators.max(1) {
+        // The first coordinator keeps the single-coordinator layout (its catalog directory is
+        // the shared one), so a data directory can grow from one coordinator to several.
+        let name = if shared {
+            format!("coordinator-{}", i + 1)
+        } else {
+            "coordinator".to_string()
+        };
+        let data = if i == 0 {
+            "coordinator".to_string()
+        } else {
+            format!("coordinator-{}", i + 1)
+        };
+        let port = if a.port == 0 { 0 } else { a.port + i as u16 };
+        let mut args = vec![
             "coordinator".into(),
             "--listen".into(),
-            format!("127.0.0.1:{}", a.port),
+            format!("127.0.0.1:{port}"),
             "--data-dir".into(),
-            dir.join("coordinator").display().to_string(),
+            dir.join(&data).display().to_string(),
             "--default-shards".into(),
             a.shards.to_string(),
             "--storage".into(),
             storage.join(","),
-        ],
-    )
-    .await?;
-    let port = coord
-        .addr
-        .rsplit(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+        ];
+        if shared {
+            args.push("--catalog-dir".into());
+            args.push(dir.join("coordinator").display().to_string());
+        }
+        coords.push(spawn(&name, args).await?);
+    }
     println!(
-        "Tessera local cluster ({} storage nodes) in {}",
+        "Tessera local cluster ({} storage nodes, {} coordinators) in {}",
         procs.len(),
+        coords.len(),
         dir.display()
     );
-    println!(
-        "  {:<12} {:<22} pid {}",
-        "coordinator",
-        coord.addr,
-        coord.child.id().unwrap_or(0)
-    );
-    for p in &procs {
+    for p in coords.iter().chain(procs.iter()) {
         println!(
-            "  {:<12} {:<22} pid {}",
+            "  {:<14} {:<22} pid {}",
             p.name,
             p.addr,
             p.child.id().unwrap_or(0)
@@ -223,9 +234,17 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
     println!(
         "  authentication: trust — user postgres connects without a password (local use only)"
     );
-    println!("  connect: psql -h 127.0.0.1 -p {port} -U postgres");
-    println!("{READY} local {}", coord.addr);
-    procs.push(coord);
+    let hosts: Vec<&str> = coords.iter().map(|c| c.addr.as_str()).collect();
+    let ports: Vec<&str> = hosts
+        .iter()
+        .map(|h| h.rsplit(':').next().unwrap_or_default())
+        .collect();
+    println!(
+        "  connect: psql -h 127.0.0.1 -p {} -U postgres",
+        ports.first().copied().unwrap_or_default()
+    );
+    println!("{READY} local {}", hosts.join(","));
+    procs.extend(coords);
     supervise(&mut procs).await;
     stop(&mut procs).await;
     println!("Tessera local cluster stopped");

@@ -33,6 +33,9 @@ pub struct CoordinatorArgs {
     /// Catalog directory (default ./data/coordinator).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Catalog directory shared with other coordinators on this host (default: the data dir, unshared).
+    #[arg(long)]
+    pub catalog_dir: Option<PathBuf>,
     /// Storage nodes as name=host:port, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub storage: Vec<String>,
@@ -73,6 +76,9 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = a.default_shards {
         config.default_shards = n.max(1);
+    }
+    if let Some(d) = a.catalog_dir {
+        config.catalog_dir = Some(d);
     }
     for s in a.storage {
         let (name, addr) = s

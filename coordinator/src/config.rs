@@ -23,6 +23,9 @@ pub struct CoordinatorConfig {
     pub listen: String,
     /// Directory of the catalog. Default `./data/coordinator`.
     pub data_dir: PathBuf,
+    /// Directory of a catalog shared with other coordinators on this host (they then serve
+    /// the same tables). Default none: the catalog lives in `data_dir`, this coordinator's alone.
+    pub catalog_dir: Option<PathBuf>,
     /// Shards of a hash-distributed table without `WITH (shards = N)`. Default 8.
     pub default_shards: u32,
     /// Storage nodes to register at start-up (added to the catalog, addresses updated).
@@ -41,6 +44,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             listen: format!("127.0.0.1:{DEFAULT_PORT}"),
             data_dir: PathBuf::from("data/coordinator"),
+            catalog_dir: None,
             default_shards: 8,
             storage_nodes: Vec::new(),
             auth: "trust".into(),

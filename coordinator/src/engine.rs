@@ -160,7 +160,12 @@ fn utility_call(q: &Query) -> Option<(String, Vec<String>)> {
 impl Engine {
     /// Opens the catalog and registers the configured storage nodes.
     pub async fn open(config: CoordinatorConfig) -> Result<Engine, CoordError> {
-        let catalog: Arc<dyn CatalogStore> = Arc::new(FileCatalog::open(&config.data_dir)?);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| CoordError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+        let catalog: Arc<dyn CatalogStore> = Arc::new(match &config.catalog_dir {
+            Some(dir) => FileCatalog::open_with(dir, true)?,
+            None => FileCatalog::open(&config.data_dir)?,
+        });
         let cluster = Arc::new(Cluster::default());
         let mut config = config;
         for sc in config.embedded_storage.clone() {

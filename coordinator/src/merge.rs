@@ -8,7 +8,11 @@ use tessera_shared::Value;
 /// Compares two rows by sort keys with Postgres' NULL placement (as rewritten into the shard SQL).
 pub fn compare(a: &[Value], b: &[Value], keys: &[SortKey]) -> Ordering {
     for k in keys {
-        let (x, y) = (&a[k.column], &b[k.column]);
+        // A row narrower than the plan expects sorts its missing key as NULL (never a panic).
+        let (x, y) = (
+            a.get(k.column).unwrap_or(&Value::Null),
+            b.get(k.column).unwrap_or(&Value::Null),
+        );
         let ord = match (x.is_null(), y.is_null()) {
             (true, true) => Ordering::Equal,
             (true, false) => {

@@ -47,9 +47,8 @@ pub fn run_statement(
         }
         prepared.raw_bind_parameter(i + 1, to_sqlite(Value::from(p)))?;
     }
-    let ncols = prepared.column_count();
     let readonly = prepared.readonly();
-    if ncols == 0 {
+    if prepared.column_count() == 0 {
         let n = prepared.raw_execute()?;
         return Ok(StatementResult {
             columns: vec![],
@@ -57,17 +56,21 @@ pub fn run_statement(
             rows_affected: n as u64,
         });
     }
-    let columns: Vec<String> = prepared.column_names().map(|s| s.to_string()).collect();
     let mut rows = Vec::new();
     let mut q = prepared.raw_query();
+    // The width is read after the first step: a cached statement is re-prepared there when
+    // the schema changed (ALTER TABLE ADD COLUMN under `SELECT *`), and may widen.
+    let mut width = None;
     while let Some(r) = q.next()? {
-        let mut values = Vec::with_capacity(ncols);
-        for i in 0..ncols {
+        let n = *width.get_or_insert_with(|| r.as_ref().column_count());
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
             values.push(from_sqlite(r.get_ref(i)?).into());
         }
         rows.push(Row { values });
     }
     drop(q);
+    let columns: Vec<String> = prepared.column_names().map(|s| s.to_string()).collect();
     let rows_affected = if readonly {
         rows.len() as u64
     } else {
@@ -164,6 +167,60 @@ mod tests {
         .expect("select");
         assert_eq!(r[0].columns, vec!["a", "b"]);
         assert_eq!(Value::from(r[0].rows[0].values[1].clone()), Value::Null);
+    }
+
+    #[test]
+    fn a_cached_select_star_widens_after_add_column() {
+        let mut c = Connection::open_in_memory().expect("open");
+        run_batch(
+            &mut c,
+            vec![
+                st("CREATE TABLE t (a INTEGER) STRICT", vec![]),
+                st("INSERT INTO t VALUES (1)", vec![]),
+            ],
+            false,
+        )
+        .expect("create");
+        let star = || st("SELECT *, a AS k FROM t", vec![]);
+        let r = run_batch(&mut c, vec![star()], false).expect("select");
+        assert_eq!(r[0].rows[0].values.len(), 2);
+        run_batch(
+            &mut c,
+            vec![st("ALTER TABLE t ADD COLUMN b TEXT DEFAULT 'x'", vec![])],
+            false,
+        )
+        .expect("alter");
+        let r = run_batch(&mut c, vec![star()], false).expect("select again");
+        assert_eq!(r[0].columns, vec!["a", "b", "k"]);
+        assert_eq!(r[0].rows[0].values.len(), 3);
+    }
+
+    #[test]
+    fn a_statement_cached_before_a_schema_change_still_changes_versions() {
+        use crate::versions::DataVersions;
+        let mut c = Connection::open_in_memory().expect("open");
+        let versions = std::sync::Arc::new(DataVersions::new());
+        let t = ChangeTracker::install(&mut c, versions.clone(), 1).expect("tracker");
+        let key = [tessera_shared::proto::VersionKey {
+            scope: 1,
+            table: "t".into(),
+        }];
+        let mut run = |sql: &str| {
+            super::run_batch(&mut c, vec![st(sql, vec![])], false, &t).expect(sql);
+            t.publish();
+            versions.get(&key)[0]
+        };
+        run("CREATE TABLE t (a INTEGER PRIMARY KEY) STRICT");
+        run("INSERT INTO t VALUES (1), (2)");
+        let v1 = run("DELETE FROM t WHERE a = 1");
+        run("ALTER TABLE t ADD COLUMN b TEXT DEFAULT 'x'");
+        let v2 = run("INSERT INTO t VALUES (1, 'y')");
+        assert!(v2 > v1);
+        let v3 = run("DELETE FROM t WHERE a = 1");
+        assert!(
+            v3 > v2,
+            "a cached DELETE after ALTER TABLE changed no version"
+        );
     }
 
     #[test]

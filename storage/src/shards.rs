@@ -15,6 +15,9 @@ use tessera_shared::proto::{ShardStats, Statement, StatementResult};
 /// File name of the node's reference database.
 pub const REFERENCE_DB: &str = "reference.db";
 
+/// An open transaction's connection thread and its change tracker.
+type TxnConn = (Worker, Arc<ChangeTracker>);
+
 /// An open shard.
 #[derive(Clone)]
 struct Shard {
@@ -33,7 +36,7 @@ pub struct ShardRegistry {
     manifest: Mutex<Manifest>,
     shards: DashMap<u64, Shard>,
     /// Open transactions by (txn id, shard id); each owns a connection thread.
-    txns: Arc<DashMap<(u64, u64), (Worker, Arc<ChangeTracker>)>>,
+    txns: Arc<DashMap<(u64, u64), TxnConn>>,
     /// Data versions of every table, for coordinators' result caches.
     versions: Arc<DataVersions>,
 }
@@ -210,11 +213,7 @@ impl ShardRegistry {
         }
     }
 
-    fn txn_worker(
-        &self,
-        shard_id: u64,
-        txn_id: u64,
-    ) -> Result<(Worker, Arc<ChangeTracker>), StorageError> {
+    fn txn_worker(&self, shard_id: u64, txn_id: u64) -> Result<TxnConn, StorageError> {
         if let Some(w) = self.txns.get(&(txn_id, shard_id)) {
             return Ok(w.clone());
         }

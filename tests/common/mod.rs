@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 /// A running local cluster; stopped (SIGTERM, then wait) on drop.
 pub struct Cluster {
     pub child: Child,
+    /// The first coordinator's Postgres port.
     pub port: u16,
+    /// Every coordinator's Postgres port.
+    pub ports: Vec<u16>,
     pub dir: PathBuf,
     /// Node name -> pid, from the start-up banner.
     pub pids: Vec<(String, u32)>,
@@ -44,9 +47,29 @@ impl Cluster {
         Cluster::launch(dir, nodes, shards, false)
     }
 
+    /// Starts `nodes` storage nodes and `coordinators` coordinators sharing one catalog.
+    pub fn start_coordinators(nodes: usize, shards: u32, coordinators: usize) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Cluster::launch_with(&dir, nodes, shards, false, coordinators);
+        c._tmp = Some(tmp);
+        c
+    }
+
     fn launch(dir: &Path, nodes: usize, shards: u32, embedded: bool) -> Cluster {
+        Cluster::launch_with(dir, nodes, shards, embedded, 1)
+    }
+
+    fn launch_with(
+        dir: &Path,
+        nodes: usize,
+        shards: u32,
+        embedded: bool,
+        coordinators: usize,
+    ) -> Cluster {
         let mut cmd = Command::new(tessera());
         cmd.args(["local", "--data-dir"]).arg(dir);
+        cmd.args(["--coordinators", &coordinators.to_string()]);
         cmd.args([
             "--port",
             "0",
@@ -68,7 +91,7 @@ impl Cluster {
         let mut reader = BufReader::new(stdout);
         let mut pids = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let port = loop {
+        let ports: Vec<u16> = loop {
             assert!(Instant::now() < deadline, "cluster did not start in 60 s");
             let mut line = String::new();
             if reader.read_line(&mut line).expect("read") == 0 {
@@ -81,17 +104,22 @@ impl Cluster {
             if let Some(rest) = line.strip_prefix("TESSERA_READY local ") {
                 break rest
                     .trim()
-                    .rsplit(':')
-                    .next()
-                    .expect("port")
-                    .parse()
-                    .expect("port number");
+                    .split(',')
+                    .map(|a| {
+                        a.rsplit(':')
+                            .next()
+                            .expect("port")
+                            .parse()
+                            .expect("port number")
+                    })
+                    .collect();
             }
         };
         std::thread::spawn(move || for _ in reader.lines() {});
         Cluster {
             child,
-            port,
+            port: ports[0],
+            ports,
             dir: dir.to_path_buf(),
             pids,
             _tmp: None,
@@ -106,7 +134,16 @@ impl Cluster {
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.conn_str(), tokio_postgres::NoTls)
+        self.client_at(0).await
+    }
+
+    /// A client of the `i`-th coordinator.
+    pub async fn client_at(&self, i: usize) -> tokio_postgres::Client {
+        let conn_str = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.ports[i]
+        );
+        let (client, conn) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls)
             .await
             .expect("connect");
         tokio::spawn(async move {

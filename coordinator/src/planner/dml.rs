@@ -161,7 +161,7 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
     let mut ins = ins.clone();
     rewrite(&mut ins, ctx.rewrite)?;
     check_no_foreign_tables(&ins, table, ctx)?;
-    let col_names: Vec<String> = crate::sql::names::insert_columns(&ins, table);
+    let mut col_names: Vec<String> = crate::sql::names::insert_columns(&ins, table);
     for c in &col_names {
         if table.column(c).is_none() {
             return Err(CoordError::UndefinedColumn(c.clone()));
@@ -174,10 +174,29 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
                 "INSERT ... SELECT and DEFAULT VALUES are not supported yet on distributed tables",
             )),
         };
-    if rows.iter().any(|r| r.len() != col_names.len()) {
+    let width = rows.first().map(|r| r.len()).unwrap_or(0);
+    if rows.iter().any(|r| r.len() != width) {
+        return Err(CoordError::Syntax(
+            "VALUES lists must all be the same length".into(),
+        ));
+    }
+    if width > col_names.len() {
         return Err(CoordError::Syntax(
             "INSERT has more expressions than target columns".into(),
         ));
+    }
+    if width < col_names.len() {
+        if !ins.columns.is_empty() {
+            return Err(CoordError::Syntax(
+                "INSERT has more target columns than expressions".into(),
+            ));
+        }
+        // `INSERT INTO t VALUES (a, b)` on a wider table: the leading columns, the rest default.
+        col_names.truncate(width);
+        ins.columns = col_names
+            .iter()
+            .map(|c| ObjectName::from(vec![Ident::with_quote('"', c.clone())]))
+            .collect();
     }
     let types: Vec<tessera_shared::PgType> = col_names
         .iter()
@@ -394,6 +413,27 @@ mod tests {
         let total: usize = tasks.iter().map(|t| t.sql.matches("'").count() / 2).sum();
         assert_eq!(total, 4, "every row lands exactly once");
         assert_eq!(p.columns[0].name, "id");
+    }
+
+    #[test]
+    fn insert_values_shorter_than_the_table_fill_leading_columns() {
+        let p = try_plan("INSERT INTO users VALUES (1, 'a')", &[]).expect("plan");
+        let Plan::Distributed { tasks, .. } = &p.plan else {
+            panic!()
+        };
+        assert!(
+            tasks[0].sql.contains(r#"("id", "name")"#),
+            "{}",
+            tasks[0].sql
+        );
+        for bad in [
+            "INSERT INTO users (id, name) VALUES (1)",
+            "INSERT INTO users VALUES (1, 'a', 2, 'fr', 9)",
+            "INSERT INTO users VALUES (1, 'a'), (2)",
+        ] {
+            let e = try_plan(bad, &[]).expect_err(bad);
+            assert_eq!(e.sqlstate(), "42601", "{bad}");
+        }
     }
 
     #[test]

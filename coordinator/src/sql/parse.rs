@@ -12,28 +12,47 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, CoordError> {
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(s) => Ok(s),
         Err(first) => {
-            // Postgres spellings sqlparser does not take, rewritten at the token level:
-            // `PARTITION BY ... WITH (...)`, COPY's `FREEZE ON` / `HEADER OFF`, `VACUUM ANALYZE t`.
-            for rewritten in [
-                move_with_before_partition(sql),
-                copy_booleans(sql),
-                bare_vacuum(sql),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                if let Ok(s) = Parser::parse_sql(&PostgreSqlDialect {}, &rewritten) {
-                    return Ok(s);
+            let syntax = || {
+                CoordError::Syntax(
+                    first
+                        .to_string()
+                        .trim_start_matches("sql parser error: ")
+                        .to_string(),
+                )
+            };
+            // Rewrites apply statement by statement: split at top-level semicolons.
+            let ts = tokens(sql).ok_or_else(syntax)?;
+            let segments: Vec<&[Token]> = ts
+                .split(|t| matches!(t, Token::SemiColon | Token::EOF))
+                .filter(|s| !s.is_empty())
+                .collect();
+            if segments.len() <= 1 {
+                return parse_rewritten(sql).ok_or_else(syntax);
+            }
+            let mut out = Vec::new();
+            for seg in segments {
+                let text = join(seg);
+                match Parser::parse_sql(&PostgreSqlDialect {}, &text) {
+                    Ok(s) => out.extend(s),
+                    Err(_) => out.extend(parse_rewritten(&text).ok_or_else(syntax)?),
                 }
             }
-            Err(CoordError::Syntax(
-                first
-                    .to_string()
-                    .trim_start_matches("sql parser error: ")
-                    .to_string(),
-            ))
+            Ok(out)
         }
     }
+}
+
+/// One statement in a Postgres spelling sqlparser does not take, rewritten at the token
+/// level: `PARTITION BY ... WITH (...)`, COPY's `FREEZE ON` / `HEADER OFF`, `VACUUM ANALYZE t`.
+fn parse_rewritten(sql: &str) -> Option<Vec<Statement>> {
+    [
+        move_with_before_partition(sql),
+        copy_booleans(sql),
+        bare_vacuum(sql),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|rewritten| Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).ok())
 }
 
 fn is_kw(t: &Token, k: Keyword) -> bool {
@@ -135,5 +154,25 @@ mod tests {
             parse("vacuum analyze pgbench_branches").expect("vacuum")[0],
             Statement::Vacuum(_)
         ));
+    }
+
+    #[test]
+    fn rewrites_apply_to_each_statement_of_a_batch() {
+        let batch = parse(
+            "CREATE TABLE a (id int) PARTITION BY HASH (id);
+             CREATE TABLE g (k int) WITH (distribution = 'reference');
+             CREATE TABLE r (ts int) PARTITION BY RANGE (ts) WITH (bounds = '100');
+             VACUUM ANALYZE a; SELECT ';' AS semi",
+        )
+        .expect("batch");
+        assert_eq!(batch.len(), 5);
+        assert!(batch[2]
+            .to_string()
+            .contains("WITH (bounds = '100') PARTITION BY"));
+        assert!(batch[4].to_string().contains("';'"));
+        assert_eq!(
+            parse("SELECT 1; SELEC 2").expect_err("bad").sqlstate(),
+            "42601"
+        );
     }
 }
