@@ -64,7 +64,7 @@ async fn a_write_through_one_coordinator_is_seen_by_the_next_read_through_anothe
         .await
         .expect("prepare");
     let total = "SELECT count(*), coalesce(sum(v), 0) FROM items";
-    let iterations = 1500i64;
+    let iterations = 2000i64;
     for i in 1..=iterations {
         // Warm B's cache with the value before the write...
         let before: i64 = b.query_one(&point, &[]).await.expect("read").get(0);
