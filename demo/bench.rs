@@ -4,8 +4,10 @@
 //! Run: `cargo run --release --example bench -- [--rows N] [--clients C] [--synchronous full|normal] [--embedded]`.
 //! It starts its own `tessera local` (release build of this checkout) on free ports in a temp dir.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+#[path = "harness.rs"]
+mod harness;
+
+use harness::{percentile, start_local};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,13 +42,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 struct Measured {
@@ -197,47 +192,12 @@ fn sqlite_run(a: &Args) -> (Measured, Measured) {
 
 fn main() {
     let a = args();
-    let exe = std::env::current_exe().expect("exe");
-    let tessera = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("tessera"))
-        .expect("target dir");
-    assert!(
-        tessera.exists(),
-        "build the binary first: cargo build --release ({} missing)",
-        tessera.display()
-    );
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut cmd = Command::new(&tessera);
-    cmd.args([
-        "local",
-        "--port",
-        "0",
-        "--synchronous",
-        &a.synchronous,
-        "--data-dir",
-    ])
-    .arg(dir.path());
+    let mut args = vec!["--synchronous", a.synchronous.as_str()];
     if a.embedded {
-        cmd.arg("--embedded");
+        args.push("--embedded");
     }
-    let mut child = cmd
-        .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start tessera local");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("tessera local exited").expect("read");
-        if let Some(rest) = line.strip_prefix("TESSERA_READY local ") {
-            break rest
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.trim().parse().ok())
-                .expect("port");
-        }
-    };
+    let local = start_local(&args);
+    let port = local.port;
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let a = Arc::new(a);
     println!(
@@ -258,9 +218,5 @@ fn main() {
         t_sel.ops_per_sec / s_sel.ops_per_sec,
         t_ins.ops_per_sec / s_ins.ops_per_sec
     );
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    drop(local);
 }

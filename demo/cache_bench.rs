@@ -5,20 +5,15 @@
 //! Run: `cargo run --release --example cache_bench -- [--rows N] [--embedded]`.
 //! It starts its own `tessera local` (release build of this checkout) on free ports in a temp dir.
 
+#[path = "harness.rs"]
+mod harness;
+
 use futures_util::SinkExt;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use harness::{percentile, start_local};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn report(name: &str, start: Instant, mut lat: Vec<Duration>) -> f64 {
     let secs = start.elapsed().as_secs_f64();
@@ -195,40 +190,12 @@ fn main() {
         .and_then(|i| argv.get(i + 1))
         .map(|n| n.parse().expect("--rows N"))
         .unwrap_or(1_000_000);
-    let exe = std::env::current_exe().expect("exe");
-    let tessera = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("tessera"))
-        .expect("target dir");
-    assert!(
-        tessera.exists(),
-        "build the binary first: cargo build --release"
-    );
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut cmd = Command::new(&tessera);
-    cmd.args(["local", "--port", "0", "--data-dir"])
-        .arg(dir.path());
+    let mut args = vec![];
     if embedded {
-        cmd.arg("--embedded");
+        args.push("--embedded");
     }
-    let mut child = cmd
-        .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start tessera local");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("tessera local exited").expect("read");
-        if let Some(rest) = line.strip_prefix("TESSERA_READY local ") {
-            break rest
-                .split(',')
-                .next()
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| p.trim().parse().ok())
-                .expect("port");
-        }
-    };
+    let local = start_local(&args);
+    let port = local.port;
     println!(
         "3 storage nodes{}, 8 hash shards, {rows} rows",
         if embedded {
@@ -240,9 +207,5 @@ fn main() {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(run(port, rows));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    drop(local);
 }

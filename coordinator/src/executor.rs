@@ -35,9 +35,9 @@ fn to_rows(r: StatementResult) -> (Vec<Vec<Value>>, u64) {
     (rows, r.rows_affected)
 }
 
-/// One shard task's output: rows, affected rows, and the data versions it was asked to observe
-/// (node incarnation, one version per key), read before the task ran.
-type TaskOutput = (Vec<Vec<Value>>, u64, Option<(u64, Vec<u64>)>);
+/// One shard task's output: rows, affected rows, and the data versions it was asked to
+/// observe, read before the task ran.
+type TaskOutput = (Vec<Vec<Value>>, u64, Vec<Observed>);
 type TaskResult = Result<TaskOutput, CoordError>;
 
 /// SQL for one shard, and the data versions to read there before it runs (result cache fill).
@@ -46,9 +46,6 @@ struct Task {
     sql: String,
     watch: Vec<proto::VersionKey>,
 }
-
-/// A task's target and the version keys it observes.
-type Watch = (Target, Vec<proto::VersionKey>);
 
 /// A data version a result depended on: `key` on `node` was at `version` (node `incarnation`)
 /// before the result was read.
@@ -108,16 +105,26 @@ async fn run_tasks_to_end(
                 params,
                 returns_rows: true,
             };
-            let watched = !task.watch.is_empty();
             let (mut results, incarnation, versions) = engine
                 .cluster
-                .execute_versioned(node, t.shard, txn_id, vec![st], task.watch)
+                .execute_versioned(node, t.shard, txn_id, vec![st], task.watch.clone())
                 .await?;
             let first = results
                 .pop()
                 .ok_or_else(|| CoordError::Internal("storage returned no result".into()))?;
             let (rows, affected) = to_rows(first);
-            Ok((rows, affected, watched.then_some((incarnation, versions))))
+            let seen = task
+                .watch
+                .into_iter()
+                .zip(versions)
+                .map(|(key, version)| Observed {
+                    node: t.node,
+                    key,
+                    incarnation,
+                    version,
+                })
+                .collect();
+            Ok((rows, affected, seen))
         }
     });
     join_all(futs).await
@@ -208,21 +215,6 @@ fn watch_keys(catalog: &Catalog, target: Target, tables: &[String]) -> Vec<proto
     keys
 }
 
-fn observed(watches: &[Watch], results: &[TaskResult], into: &mut Vec<Observed>) {
-    for ((target, keys), r) in watches.iter().zip(results) {
-        if let Ok((_, _, Some((incarnation, versions)))) = r {
-            for (key, version) in keys.iter().zip(versions) {
-                into.push(Observed {
-                    node: target.node,
-                    key: key.clone(),
-                    incarnation: *incarnation,
-                    version: *version,
-                });
-            }
-        }
-    }
-}
-
 /// Executes a planned statement; with `observe` (the tables a read names), also returns the
 /// data versions every shard read had before it ran: what the result cache records.
 pub async fn execute_observed(
@@ -253,17 +245,12 @@ pub async fn execute_observed(
         } => {
             let targets: Vec<Target> = tasks.iter().map(|t| t.target).collect();
             let tables = observe.unwrap_or(&[]);
-            let watches: Vec<Watch> = tasks
-                .iter()
-                .map(|t| (t.target, watch(t.target, tables)))
-                .collect();
             let work = tasks
                 .iter()
-                .zip(&watches)
-                .map(|(t, w)| Task {
+                .map(|t| Task {
                     target: t.target,
                     sql: t.sql.clone(),
-                    watch: w.1.clone(),
+                    watch: watch(t.target, tables),
                 })
                 .collect();
             let (txn_id, implicit) = match &mut session.txn {
@@ -275,12 +262,14 @@ pub async fn execute_observed(
                 None => (0, false),
             };
             let results = run_tasks(engine, &catalog, work, params, txn_id, session).await;
-            observed(&watches, &results, &mut seen);
             let mut outputs = Vec::with_capacity(results.len());
             let mut failure = None;
             for r in results {
                 match r {
-                    Ok(o) => outputs.push((o.0, o.1)),
+                    Ok((rows, affected, observed)) => {
+                        seen.extend(observed);
+                        outputs.push((rows, affected));
+                    }
                     Err(e) => {
                         failure.get_or_insert(e);
                     }
@@ -328,20 +317,20 @@ pub async fn execute_observed(
                     sql.push_str(&format!(" WHERE {filter}"));
                 }
                 let one = [t.name.clone()];
-                let watches: Vec<Watch> = t.targets.iter().map(|x| (*x, watch(*x, &one))).collect();
-                let work = watches
+                let work = t
+                    .targets
                     .iter()
-                    .map(|(target, keys)| Task {
-                        target: *target,
+                    .map(|x| Task {
+                        target: *x,
                         sql: sql.clone(),
-                        watch: keys.clone(),
+                        watch: watch(*x, &one),
                     })
                     .collect();
-                let results = run_tasks(engine, &catalog, work, params, txn_id, session).await;
-                observed(&watches, &results, &mut seen);
                 let mut rows = Vec::new();
-                for r in results {
-                    rows.extend(r?.0);
+                for r in run_tasks(engine, &catalog, work, params, txn_id, session).await {
+                    let (part, _, observed) = r?;
+                    rows.extend(part);
+                    seen.extend(observed);
                 }
                 loaded.push(Loaded::table(&t.name, &t.columns, rows));
             }
