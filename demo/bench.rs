@@ -1,7 +1,7 @@
 //! Throughput benchmark: point selects and single-row inserts through a Tessera coordinator,
 //! against the same statements on one plain SQLite file (WAL, same `synchronous` level).
 //!
-//! Run: `cargo run --release --example bench -- [--rows N] [--clients C] [--synchronous full|normal] [--embedded]`.
+//! Run: `cargo run --release --example bench -- [--rows N] [--clients C] [--synchronous full|normal] [--embedded] [--no-cache]`.
 //! It starts its own `tessera local` (release build of this checkout) on free ports in a temp dir.
 
 #[path = "harness.rs"]
@@ -16,6 +16,8 @@ struct Args {
     clients: usize,
     synchronous: String,
     embedded: bool,
+    /// `--no-cache`: sessions run with `SET tessera.cache = off`.
+    no_cache: bool,
 }
 
 fn args() -> Args {
@@ -24,12 +26,18 @@ fn args() -> Args {
         clients: 8,
         synchronous: "full".into(),
         embedded: false,
+        no_cache: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < v.len() {
         if v[i] == "--embedded" {
             a.embedded = true;
+            i += 1;
+            continue;
+        }
+        if v[i] == "--no-cache" {
+            a.no_cache = true;
             i += 1;
             continue;
         }
@@ -114,11 +122,17 @@ async fn tessera_run(port: u16, a: &Args) -> (Measured, Measured) {
     let total = per * a.clients;
     for k in 0..a.clients {
         let conn = conn.clone();
+        let no_cache = a.no_cache;
         tasks.push(tokio::spawn(async move {
             let (c, h) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
                 .await
                 .expect("connect");
             tokio::spawn(h);
+            if no_cache {
+                c.batch_execute("SET tessera.cache = off")
+                    .await
+                    .expect("cache off");
+            }
             let st = c
                 .prepare("SELECT v FROM kv WHERE id = $1")
                 .await
