@@ -38,6 +38,19 @@ pub struct LocalArgs {
     /// all on OS-chosen ports when --port is 0). They share one catalog.
     #[arg(long, default_value_t = 1)]
     pub coordinators: usize,
+    /// Authentication of the coordinators: trust (default; local use only) or scram-sha-256
+    /// (the superuser postgres gets the password in TESSERA_PASSWORD on first start).
+    #[arg(long, default_value = "trust")]
+    pub auth: String,
+    /// PEM certificate chain: the coordinators offer TLS (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS.
+    #[arg(long)]
+    pub tls_required: bool,
     /// Host the storage nodes inside the coordinator process: no network hop to shards
     /// (fastest), but one process, so nodes cannot be killed one by one.
     #[arg(long)]
@@ -137,6 +150,23 @@ async fn stop(procs: &mut [Proc]) {
     }
 }
 
+/// The start-up banner's authentication line.
+fn print_auth(a: &LocalArgs) {
+    if a.auth == "trust" {
+        println!(
+            "  authentication: trust — user postgres connects without a password (local use only)"
+        );
+    } else {
+        println!(
+            "  authentication: {} — user postgres, password from TESSERA_PASSWORD at first start",
+            a.auth
+        );
+    }
+    if a.tls_cert.is_some() {
+        println!("  TLS: offered (sslmode=require or verify-full)");
+    }
+}
+
 /// Starts the cluster and supervises it until SIGINT/SIGTERM.
 pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.data_dir)?;
@@ -211,6 +241,17 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
             "--storage".into(),
             storage.join(","),
         ];
+        args.push("--auth".into());
+        args.push(a.auth.clone());
+        if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+            args.push("--tls-cert".into());
+            args.push(cert.display().to_string());
+            args.push("--tls-key".into());
+            args.push(key.display().to_string());
+        }
+        if a.tls_required {
+            args.push("--tls-required".into());
+        }
         if shared {
             args.push("--catalog-dir".into());
             args.push(dir.join("coordinator").display().to_string());
@@ -231,9 +272,7 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
             p.child.id().unwrap_or(0)
         );
     }
-    println!(
-        "  authentication: trust — user postgres connects without a password (local use only)"
-    );
+    print_auth(&a);
     let hosts: Vec<&str> = coords.iter().map(|c| c.addr.as_str()).collect();
     let ports: Vec<&str> = hosts
         .iter()
@@ -279,6 +318,10 @@ async fn run_embedded(a: LocalArgs, dir: PathBuf) -> anyhow::Result<()> {
         listen: format!("127.0.0.1:{}", a.port),
         data_dir: dir.join("coordinator"),
         default_shards: a.shards.max(1),
+        auth: a.auth.clone(),
+        tls_cert: a.tls_cert.clone(),
+        tls_key: a.tls_key.clone(),
+        tls_required: a.tls_required,
         ..Default::default()
     };
     for i in 0..a.nodes.max(1) {
@@ -308,9 +351,7 @@ async fn run_embedded(a: LocalArgs, dir: PathBuf) -> anyhow::Result<()> {
         addr,
         std::process::id()
     );
-    println!(
-        "  authentication: trust — user postgres connects without a password (local use only)"
-    );
+    print_auth(&a);
     println!(
         "  connect: psql -h 127.0.0.1 -p {} -U postgres",
         addr.port()

@@ -36,6 +36,19 @@ pub struct CoordinatorArgs {
     /// Catalog directory shared with other coordinators on this host (default: the data dir, unshared).
     #[arg(long)]
     pub catalog_dir: Option<PathBuf>,
+    /// Authentication: trust (default) or scram-sha-256 (the first superuser's password comes
+    /// from TESSERA_PASSWORD or the config file's `password`).
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// PEM certificate chain: enables TLS (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS.
+    #[arg(long)]
+    pub tls_required: bool,
     /// Storage nodes as name=host:port, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub storage: Vec<String>,
@@ -80,6 +93,22 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     if let Some(d) = a.catalog_dir {
         config.catalog_dir = Some(d);
     }
+    if let Some(auth) = a.auth {
+        config.auth = auth;
+    }
+    if a.tls_cert.is_some() {
+        config.tls_cert = a.tls_cert;
+    }
+    if a.tls_key.is_some() {
+        config.tls_key = a.tls_key;
+    }
+    config.tls_required |= a.tls_required;
+    if config.tls_cert.is_some() != config.tls_key.is_some() {
+        anyhow::bail!("TLS needs both a certificate (--tls-cert) and a key (--tls-key)");
+    }
+    if config.tls_required && config.tls_cert.is_none() {
+        anyhow::bail!("--tls-required needs --tls-cert and --tls-key");
+    }
     for s in a.storage {
         let (name, addr) = s
             .split_once('=')
@@ -94,9 +123,11 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let engine = std::sync::Arc::new(tessera_coordinator::Engine::open(config.clone()).await?);
-    tracing::warn!(
-        "authentication is 'trust': any user connects without a password (local default)"
-    );
+    if config.auth == "trust" {
+        tracing::warn!(
+            "authentication is 'trust': any user connects without a password (local default)"
+        );
+    }
     tracing::info!(%addr, nodes = config.storage_nodes.len(), "coordinator listening");
     println!("{READY} coordinator {addr}");
     tessera_coordinator::server::serve(engine.clone(), listener, crate::shutdown::signal()).await?;

@@ -30,8 +30,19 @@ pub struct CoordinatorConfig {
     pub default_shards: u32,
     /// Storage nodes to register at start-up (added to the catalog, addresses updated).
     pub storage_nodes: Vec<NodeConfig>,
-    /// Authentication: only `trust` for now (no password asked; stated at start-up).
+    /// Authentication: `trust` (no password asked; stated loudly at start-up) or
+    /// `scram-sha-256` (passwords checked against the catalog's roles). Default `trust`.
     pub auth: String,
+    /// With `scram-sha-256`: the password of the first superuser, `postgres`, created when the
+    /// catalog has no such role (also read from the `TESSERA_PASSWORD` environment variable).
+    /// Ignored once the role exists. Default none.
+    pub password: Option<String>,
+    /// PEM certificate chain for TLS (with `tls_key`). Default none: TLS is declined.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not negotiate TLS (28000). Default false.
+    pub tls_required: bool,
     /// Storage nodes hosted inside this process (no network hop to their shards).
     /// Each is registered in the catalog as `embedded:<node_name>`.
     pub embedded_storage: Vec<tessera_storage::StorageConfig>,
@@ -48,6 +59,10 @@ impl Default for CoordinatorConfig {
             default_shards: 8,
             storage_nodes: Vec::new(),
             auth: "trust".into(),
+            password: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
             embedded_storage: Vec::new(),
             cache: Default::default(),
         }

@@ -206,6 +206,7 @@ impl Engine {
             txnlog,
             sequence_blocks: Default::default(),
         };
+        engine.bootstrap_superuser().await?;
         engine.recover(pending).await;
         Ok(engine)
     }
@@ -415,6 +416,23 @@ impl Engine {
                     }
                 }
                 Ok(QueryResult::command("DROP TABLE", None))
+            }
+            Statement::CreateRole(cr) => {
+                self.create_role(session, cr).await?;
+                Ok(QueryResult::command("CREATE ROLE", None))
+            }
+            Statement::AlterRole { name, operation } => {
+                self.alter_role(session, name, operation).await?;
+                Ok(QueryResult::command("ALTER ROLE", None))
+            }
+            Statement::Drop {
+                object_type: ObjectType::Role,
+                names,
+                if_exists,
+                ..
+            } => {
+                self.drop_roles(session, names, *if_exists).await?;
+                Ok(QueryResult::command("DROP ROLE", None))
             }
             Statement::CreateIndex(ci) => {
                 ddl::create_index(self, ci).await?;

@@ -20,6 +20,15 @@ pub enum CoordError {
     /// A column that already exists.
     #[error("column \"{0}\" already exists")]
     DuplicateColumn(String),
+    /// An object other than a table or column that already exists (a role).
+    #[error("{0}")]
+    DuplicateObject(String),
+    /// An object other than a table, column or type that does not exist (a role).
+    #[error("{0}")]
+    UndefinedObject(String),
+    /// The session's role may not do this.
+    #[error("permission denied: {0}")]
+    InsufficientPrivilege(String),
     /// A type Tessera does not know.
     #[error("type \"{0}\" does not exist")]
     UndefinedType(String),
@@ -82,6 +91,9 @@ impl CoordError {
             CoordError::DuplicateTable(_) => "42P07",
             CoordError::DuplicateColumn(_) => "42701",
             CoordError::UndefinedType(_) => "42704",
+            CoordError::DuplicateObject(_) => "42710",
+            CoordError::UndefinedObject(_) => "42704",
+            CoordError::InsufficientPrivilege(_) => "42501",
             CoordError::NotSupported(_) => "0A000",
             CoordError::InvalidValue(_) => "22P02",
             CoordError::TxnAborted => "25P02",

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: documented settings.
 //! - [`error`]: typed errors and the one SQLSTATE table.
+//! - [`auth`]: SCRAM-SHA-256 verifiers in the catalog, read by the start-up exchange.
 //! - [`cache`]: the query-result cache, coherent with every acknowledged write; [`engine_cache`]: the read path through it.
 //! - [`catalog`]: tables, distribution, shards, nodes; changed by commands, stored by a [`catalog::store::CatalogStore`].
 //! - [`cluster`]: gRPC clients to storage nodes.
@@ -14,12 +15,13 @@
 //! - [`scratch`]: the coordinator's in-memory SQLite for table-less queries, final aggregation and pulled joins.
 //! - [`session`]: per-connection state: settings and the open transaction.
 //! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views;
-//!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT.
+//!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT; [`engine_roles`]: roles and their passwords.
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
 //! - [`server`]: the listener and shutdown.
 //! - [`txnlog`]: the durable log of multi-shard commit decisions.
 
+pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod cluster;
@@ -30,6 +32,7 @@ pub mod engine;
 pub mod engine_cache;
 pub mod engine_copy;
 pub mod engine_insert;
+pub mod engine_roles;
 pub mod engine_show;
 pub mod error;
 pub mod executor;

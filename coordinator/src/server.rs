@@ -14,9 +14,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let startup = match engine.config.auth.as_str() {
+        "scram-sha-256" => Startup::scram(engine.catalog.clone()),
+        _ => Startup::trust(),
+    };
+    let tls =
+        match (&engine.config.tls_cert, &engine.config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::pg::tls::acceptor(cert, key).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?),
+            _ => None,
+        };
     let handlers = Arc::new(Handlers {
+        tls_required: engine.config.tls_required,
+        tls,
+        startup: Arc::new(startup),
         queries: Arc::new(QueryHandler::new(engine)),
-        startup: Arc::new(Startup::default()),
     });
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);

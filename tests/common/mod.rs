@@ -67,9 +67,33 @@ impl Cluster {
         embedded: bool,
         coordinators: usize,
     ) -> Cluster {
+        let c = coordinators.to_string();
+        Cluster::launch_args(dir, nodes, shards, embedded, &["--coordinators", &c], &[])
+    }
+
+    /// Starts `tessera local` in `dir` with extra flags and environment.
+    pub fn start_args(
+        dir: &Path,
+        nodes: usize,
+        shards: u32,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        Cluster::launch_args(dir, nodes, shards, false, args, env)
+    }
+
+    fn launch_args(
+        dir: &Path,
+        nodes: usize,
+        shards: u32,
+        embedded: bool,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let mut cmd = Command::new(tessera());
         cmd.args(["local", "--data-dir"]).arg(dir);
-        cmd.args(["--coordinators", &coordinators.to_string()]);
+        cmd.args(args);
+        cmd.envs(env.iter().copied());
         cmd.args([
             "--port",
             "0",

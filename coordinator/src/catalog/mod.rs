@@ -128,6 +128,22 @@ impl Table {
     }
 }
 
+/// A role (user): who may log in, and how they prove it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    /// Role name.
+    pub name: String,
+    /// Stable OID.
+    pub oid: u32,
+    /// May log in (`LOGIN`; `CREATE USER` implies it).
+    pub login: bool,
+    /// Superuser: may manage roles.
+    pub superuser: bool,
+    /// SCRAM-SHA-256 verifier in PostgreSQL's format
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`); never the password.
+    pub scram: Option<String>,
+}
+
 /// A boundary value of a range shard.
 #[derive(Debug, Clone, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -197,6 +213,9 @@ pub struct Catalog {
     /// Counts table definition changes; see [`Table::revision`].
     #[serde(default)]
     pub revision: u64,
+    /// Roles by name.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
 }
 
 /// A change to the catalog: the log entry of the future metadata Raft group.
@@ -242,6 +261,18 @@ pub enum CatalogCommand {
         /// The index.
         index: Index,
     },
+    /// Create a role, or replace it (ALTER ROLE sends the whole new role).
+    PutRole {
+        /// The role (its OID is assigned on creation and kept on replacement).
+        role: Role,
+        /// Fail if the role already exists (CREATE ROLE).
+        create: bool,
+    },
+    /// Remove a role.
+    DropRole {
+        /// Role name.
+        name: String,
+    },
     /// Change a table's options.
     SetTableOptions {
         /// Table name.
@@ -262,6 +293,7 @@ impl Default for Catalog {
             tables: BTreeMap::new(),
             sequences: BTreeMap::new(),
             revision: 0,
+            roles: BTreeMap::new(),
         }
     }
 }
@@ -341,6 +373,29 @@ impl Catalog {
                 t.indexes.push(index);
                 self.revision += 1;
                 t.revision = self.revision;
+            }
+            CatalogCommand::PutRole { mut role, create } => {
+                match self.roles.get(&role.name) {
+                    Some(_) if create => {
+                        return Err(CoordError::DuplicateObject(format!(
+                            "role \"{}\" already exists",
+                            role.name
+                        )))
+                    }
+                    Some(old) => role.oid = old.oid,
+                    None => {
+                        role.oid = self.next_oid;
+                        self.next_oid += 1;
+                    }
+                }
+                self.roles.insert(role.name.clone(), role);
+            }
+            CatalogCommand::DropRole { name } => {
+                if self.roles.remove(&name).is_none() {
+                    return Err(CoordError::UndefinedObject(format!(
+                        "role \"{name}\" does not exist"
+                    )));
+                }
             }
             CatalogCommand::SetTableOptions { table, cache } => {
                 let t = self

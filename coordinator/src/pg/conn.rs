@@ -1,27 +1,100 @@
-//! The per-connection message loop: SSL/GSS negotiation (declined: no TLS yet), then pgwire's
-//! message processing over a [`Coalesce`]d socket, so each response leaves in one write.
+//! The per-connection message loop: encryption negotiation (TLS when configured; GSS
+//! declined), then pgwire's message processing over a [`Coalesce`]d socket, so each response
+//! leaves in one write.
 
 use super::coalesce::Coalesce;
 use super::Handlers;
-use futures::{SinkExt, StreamExt};
+use bytes::BytesMut;
+use futures::StreamExt;
 use pgwire::api::{ClientInfo, DefaultClient, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::messages::response::{GssEncResponse, SslResponse};
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
+use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::messages::PgWireFrontendMessage;
 use pgwire::tokio::server::{process_error, process_message, PgWireMessageServerCodec};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 
 /// A client that has not finished start-up within this time is dropped.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Request codes of the 8-byte SSLRequest and GSSENCRequest packets.
+const SSL_REQUEST: u32 = 80877103;
+const GSSENC_REQUEST: u32 = 80877104;
+
+/// Reads the first 8 bytes of a packet (every start-up packet has at least 8): its length and
+/// request code.
+async fn packet_head<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<[u8; 8]> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).await?;
+    Ok(head)
+}
+
+fn request_code(head: &[u8; 8]) -> Option<u32> {
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+    (len == 8).then(|| u32::from_be_bytes([head[4], head[5], head[6], head[7]]))
+}
+
+/// A connection after encryption negotiation, with the first 8 bytes of its next packet.
+enum Negotiated {
+    Plain(TcpStream, [u8; 8]),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, [u8; 8]),
+}
+
+/// Answers SSLRequest (TLS when configured, else "N") and GSSENCRequest ("N") until the client
+/// sends its startup packet or a CancelRequest.
+async fn negotiate(mut tcp: TcpStream, handlers: &Handlers) -> std::io::Result<Negotiated> {
+    loop {
+        let head = packet_head(&mut tcp).await?;
+        match request_code(&head) {
+            Some(SSL_REQUEST) => match &handlers.tls {
+                Some(acceptor) => {
+                    tcp.write_all(b"S").await?;
+                    let mut tls = acceptor.clone().accept(tcp).await?;
+                    let head = packet_head(&mut tls).await?;
+                    return Ok(Negotiated::Tls(Box::new(tls), head));
+                }
+                None => tcp.write_all(b"N").await?,
+            },
+            Some(GSSENC_REQUEST) => tcp.write_all(b"N").await?,
+            _ => return Ok(Negotiated::Plain(tcp, head)),
+        }
+    }
+}
 
 /// Serves one client connection until it closes.
 pub async fn serve_connection(tcp: TcpStream, handlers: Arc<Handlers>) -> std::io::Result<()> {
     let addr = tcp.peer_addr()?;
     tcp.set_nodelay(true)?;
-    let client = DefaultClient::new(addr, false);
-    let mut socket = Framed::new(Coalesce::new(tcp), PgWireMessageServerCodec::new(client));
+    let negotiated = tokio::time::timeout(STARTUP_TIMEOUT, negotiate(tcp, &handlers))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "start-up timed out"))??;
+    match negotiated {
+        Negotiated::Plain(tcp, head) => {
+            let reject = handlers.tls_required;
+            run(tcp, head, addr, false, handlers, reject).await
+        }
+        Negotiated::Tls(tls, head) => run(tls, head, addr, true, handlers, false).await,
+    }
+}
+
+/// The message loop over an (encrypted or plain) stream whose first 8 bytes were read already.
+/// `reject_startup`: plain connections are refused (`tls_required`); cancel requests still work.
+async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
+    stream: S,
+    head: [u8; 8],
+    addr: std::net::SocketAddr,
+    secure: bool,
+    handlers: Arc<Handlers>,
+    reject_startup: bool,
+) -> std::io::Result<()> {
+    let client = DefaultClient::new(addr, secure);
+    let mut parts = FramedParts::new(Coalesce::new(stream), PgWireMessageServerCodec::new(client));
+    parts.read_buf = BytesMut::from(&head[..]);
+    let mut socket = Framed::from_parts(parts);
+    // Encryption is settled: the next packet is a startup packet or a CancelRequest.
+    socket.set_state(PgWireConnectionState::AwaitingStartup);
     let startup_handler = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
     let extended = handlers.extended_query_handler();
@@ -32,8 +105,7 @@ pub async fn serve_connection(tcp: TcpStream, handlers: Arc<Handlers>) -> std::i
     loop {
         let starting = matches!(
             socket.state(),
-            PgWireConnectionState::AwaitingSslRequest
-                | PgWireConnectionState::AwaitingStartup
+            PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
         let msg = if starting {
@@ -45,35 +117,23 @@ pub async fn serve_connection(tcp: TcpStream, handlers: Arc<Handlers>) -> std::i
             socket.next().await
         };
         let Some(Ok(msg)) = msg else { break };
-        match msg {
-            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresSsl(_)) => {
-                socket
-                    .send(PgWireBackendMessage::SslResponse(SslResponse::Refuse))
-                    .await?;
-                continue;
-            }
-            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresGss(_)) => {
-                socket
-                    .send(PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse))
-                    .await?;
-                continue;
-            }
-            // Neither SSL nor GSS: a startup packet or a CancelRequest follows; decode it next.
-            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::None) => {
-                socket.set_state(PgWireConnectionState::AwaitingStartup);
-                continue;
-            }
-            PgWireFrontendMessage::Terminate(_) => break,
-            _ => {}
-        }
-        if matches!(socket.state(), PgWireConnectionState::AwaitingSslRequest) {
-            socket.set_state(PgWireConnectionState::AwaitingStartup);
+        if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
+            break;
         }
         let is_extended = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => msg.is_extended_query(),
         };
         let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        if reject_startup && matches!(msg, PgWireFrontendMessage::Startup(_)) {
+            let e = PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this server requires TLS: connect with sslmode=require or stronger".into(),
+            )));
+            process_error(&mut socket, e, false).await?;
+            break;
+        }
         if let Err(e) = process_message(
             msg,
             &mut socket,

@@ -1,7 +1,8 @@
 //! The PostgreSQL wire protocol layer: translates pgwire calls into [`crate::Engine`] calls and back.
 //!
 //! - [`conn`]: the per-connection message loop; [`coalesce`]: one write per response.
-//! - [`startup`]: connection start-up (trust authentication, server parameters).
+//! - [`startup`]: connection start-up (trust or SCRAM-SHA-256 authentication, server parameters).
+//! - [`tls`]: the TLS acceptor from the configured certificate and key.
 //! - [`handler`]: simple and extended query handlers.
 //! - [`encode`]: values to text or binary wire format; row descriptions.
 //! - [`errors`]: [`crate::CoordError`] to an ErrorResponse with its SQLSTATE.
@@ -12,6 +13,7 @@ pub mod encode;
 pub mod errors;
 pub mod handler;
 pub mod startup;
+pub mod tls;
 
 use pgwire::api::PgWireServerHandlers;
 use std::sync::Arc;
@@ -22,6 +24,10 @@ pub struct Handlers {
     pub queries: Arc<handler::QueryHandler>,
     /// Start-up.
     pub startup: Arc<startup::Startup>,
+    /// TLS, when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Refuse clients that do not negotiate TLS.
+    pub tls_required: bool,
 }
 
 impl PgWireServerHandlers for Handlers {

@@ -9,6 +9,11 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// Parses one or more statements.
 pub fn parse(sql: &str) -> Result<Vec<Statement>, CoordError> {
+    if names_user_statement(sql) {
+        if let Some(stmts) = parse_user_statements(sql) {
+            return Ok(stmts);
+        }
+    }
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(s) => Ok(s),
         Err(first) => {
@@ -40,6 +45,67 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, CoordError> {
             Ok(out)
         }
     }
+}
+
+/// Whether `sql` may hold `CREATE|ALTER|DROP USER` (a cheap word scan, no allocation).
+fn names_user_statement(sql: &str) -> bool {
+    let mut prev = "";
+    for w in sql.split(|c: char| c.is_whitespace() || c == ';') {
+        if w.is_empty() {
+            continue;
+        }
+        if w.eq_ignore_ascii_case("user")
+            && ["create", "alter", "drop"]
+                .iter()
+                .any(|v| prev.eq_ignore_ascii_case(v))
+        {
+            return true;
+        }
+        prev = w;
+    }
+    false
+}
+
+/// `CREATE USER` (a role with `LOGIN`), `ALTER USER` and `DROP USER`, which sqlparser reads
+/// as other dialects' statements: rewritten to their `ROLE` forms, statement by statement.
+/// `None` when the batch has none of them.
+fn parse_user_statements(sql: &str) -> Option<Vec<Statement>> {
+    let ts = tokens(sql)?;
+    let mut any = false;
+    let mut out = Vec::new();
+    for seg in ts
+        .split(|t| matches!(t, Token::SemiColon | Token::EOF))
+        .filter(|s| !s.is_empty())
+    {
+        let mut seg = seg.to_vec();
+        let verb = seg.first().and_then(|t| match t {
+            Token::Word(w) => Some(w.keyword),
+            _ => None,
+        });
+        let is_user = matches!(verb, Some(Keyword::CREATE | Keyword::ALTER | Keyword::DROP))
+            && seg.get(1).is_some_and(|t| is_kw(t, Keyword::USER));
+        if is_user {
+            any = true;
+            seg[1] = Token::make_keyword("ROLE");
+            if verb == Some(Keyword::CREATE)
+                && !seg
+                    .iter()
+                    .any(|t| is_kw(t, Keyword::NOLOGIN) || is_kw(t, Keyword::LOGIN))
+            {
+                if seg.len() == 3 {
+                    seg.push(Token::make_keyword("WITH"));
+                }
+                seg.push(Token::make_keyword("LOGIN"));
+            }
+        }
+        let text = join(&seg);
+        out.extend(
+            Parser::parse_sql(&PostgreSqlDialect {}, &text)
+                .ok()
+                .or_else(|| parse_rewritten(&text))?,
+        );
+    }
+    any.then_some(out)
 }
 
 /// One statement in a Postgres spelling sqlparser does not take, rewritten at the token
@@ -154,6 +220,23 @@ mod tests {
             parse("vacuum analyze pgbench_branches").expect("vacuum")[0],
             Statement::Vacuum(_)
         ));
+    }
+
+    #[test]
+    fn user_statements_are_role_statements() {
+        let s = parse("CREATE USER alice WITH PASSWORD 'x'; create user bob; ALTER USER alice PASSWORD 'y'; DROP USER IF EXISTS bob")
+            .expect("parse");
+        assert_eq!(s.len(), 4);
+        let Statement::CreateRole(cr) = &s[0] else {
+            panic!("{}", s[0])
+        };
+        assert_eq!(cr.login, Some(true));
+        assert!(cr.password.is_some());
+        assert!(matches!(&s[1], Statement::CreateRole(c) if c.login == Some(true)));
+        assert!(matches!(s[2], Statement::AlterRole { .. }));
+        assert!(s[3].to_string().starts_with("DROP ROLE IF EXISTS"));
+        // Other statements naming a "user" are untouched.
+        assert_eq!(parse("SELECT user_id FROM users").expect("select").len(), 1);
     }
 
     #[test]
