@@ -23,18 +23,68 @@ pub struct OutputColumn {
 /// Tables visible to an expression: (name or alias, table).
 pub type Scope<'a> = Vec<(String, &'a Table)>;
 
-/// The scope of a FROM list.
-pub fn scope_of<'a>(from: &[TableWithJoins], catalog: &'a Catalog) -> Scope<'a> {
-    let mut scope = Vec::new();
-    for twj in from {
-        add_factor(&twj.relation, catalog, &mut scope);
-        for j in &twj.joins {
-            add_factor(&j.relation, catalog, &mut scope);
+/// Named row sources that are not catalog tables: CTEs and derived tables, as tables.
+type Synthetic = Vec<(String, Table)>;
+
+/// A query's result as a table (for the scope of whatever reads it).
+fn synthetic(name: String, columns: Vec<OutputColumn>) -> Table {
+    Table {
+        name,
+        oid: 0,
+        columns: columns
+            .into_iter()
+            .map(|c| crate::catalog::Column {
+                name: c.name,
+                ty: c.ty,
+                not_null: false,
+                default: None,
+                serial: false,
+            })
+            .collect(),
+        primary_key: vec![],
+        distribution: crate::catalog::Distribution::Single,
+        group: 0,
+        indexes: vec![],
+        uniques: vec![],
+        checks: vec![],
+        cache: true,
+        revision: 0,
+    }
+}
+
+/// The factors of a FROM list.
+fn factors(from: &[TableWithJoins]) -> impl Iterator<Item = &TableFactor> {
+    from.iter()
+        .flat_map(|twj| std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)))
+}
+
+/// The scope of a FROM list: catalog tables, `ctes` it names, and its `derived` tables.
+fn scope_of<'a>(
+    from: &[TableWithJoins],
+    catalog: &'a Catalog,
+    ctes: &'a Synthetic,
+    derived: &'a Synthetic,
+) -> Scope<'a> {
+    let mut scope: Scope<'a> = Vec::new();
+    for f in factors(from) {
+        // A CTE shadows a catalog table of the same name.
+        let cte = match f {
+            TableFactor::Table { name, alias, .. } => table_name(name).ok().and_then(|n| {
+                let (_, t) = ctes.iter().rev().find(|(c, _)| *c == n)?;
+                Some((alias.as_ref().map(|a| ident(&a.name)).unwrap_or(n), t))
+            }),
+            _ => None,
+        };
+        match cte {
+            Some(entry) => scope.push(entry),
+            None => add_factor(f, catalog, &mut scope),
         }
     }
+    scope.extend(derived.iter().map(|(k, t)| (k.clone(), t)));
     scope
 }
 
+/// Adds a catalog table of the FROM list to `scope`.
 fn add_factor<'a>(f: &TableFactor, catalog: &'a Catalog, scope: &mut Scope<'a>) {
     if let TableFactor::Table { name, alias, .. } = f {
         if let Ok(n) = table_name(name) {
@@ -48,17 +98,51 @@ fn add_factor<'a>(f: &TableFactor, catalog: &'a Catalog, scope: &mut Scope<'a>) 
 
 /// Output columns of a query.
 pub fn query_columns(q: &Query, catalog: &Catalog) -> Vec<OutputColumn> {
-    set_expr_columns(&q.body, catalog)
+    query_columns_in(q, catalog, &Vec::new())
 }
 
-fn set_expr_columns(body: &SetExpr, catalog: &Catalog) -> Vec<OutputColumn> {
+fn query_columns_in(q: &Query, catalog: &Catalog, outer: &Synthetic) -> Vec<OutputColumn> {
+    let mut ctes = outer.clone();
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            let mut cols = query_columns_in(&cte.query, catalog, &ctes);
+            for (c, renamed) in cols.iter_mut().zip(&cte.alias.columns) {
+                c.name = ident(&renamed.name);
+            }
+            ctes.push((
+                ident(&cte.alias.name),
+                synthetic(ident(&cte.alias.name), cols),
+            ));
+        }
+    }
+    set_expr_columns(&q.body, catalog, &ctes)
+}
+
+fn set_expr_columns(body: &SetExpr, catalog: &Catalog, ctes: &Synthetic) -> Vec<OutputColumn> {
     match body {
         SetExpr::Select(s) => {
-            let scope = scope_of(&s.from, catalog);
+            let derived: Synthetic = factors(&s.from)
+                .filter_map(|f| match f {
+                    TableFactor::Derived {
+                        subquery,
+                        alias: Some(alias),
+                        ..
+                    } => {
+                        let mut cols = query_columns_in(subquery, catalog, ctes);
+                        for (c, renamed) in cols.iter_mut().zip(&alias.columns) {
+                            c.name = ident(&renamed.name);
+                        }
+                        let name = ident(&alias.name);
+                        Some((name.clone(), synthetic(name, cols)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let scope = scope_of(&s.from, catalog, ctes, &derived);
             projection_columns(&s.projection, &scope, catalog)
         }
-        SetExpr::Query(q) => query_columns(q, catalog),
-        SetExpr::SetOperation { left, .. } => set_expr_columns(left, catalog),
+        SetExpr::Query(q) => query_columns_in(q, catalog, ctes),
+        SetExpr::SetOperation { left, .. } => set_expr_columns(left, catalog, ctes),
         SetExpr::Values(v) => v
             .rows
             .first()
@@ -452,5 +536,42 @@ fn placeholder(e: &Expr) -> Option<usize> {
         },
         Expr::Nested(inner) => placeholder(inner),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types(sql: &str) -> Vec<(String, PgType)> {
+        let Statement::Query(q) = crate::sql::parse::parse(sql).expect("parse").remove(0) else {
+            panic!("not a query")
+        };
+        query_columns(&q, &crate::planner::testing::catalog())
+            .into_iter()
+            .map(|c| (c.name, c.ty))
+            .collect()
+    }
+
+    #[test]
+    fn derived_tables_and_ctes_keep_their_column_types() {
+        let b = |n: &str, t| (n.to_string(), t);
+        assert_eq!(
+            types("SELECT a FROM (SELECT true AS a) s"),
+            vec![b("a", PgType::Bool)]
+        );
+        assert_eq!(
+            types("WITH x AS (SELECT id, age FROM users) SELECT age, id FROM x"),
+            vec![b("age", PgType::Int4), b("id", PgType::Int8)]
+        );
+        assert_eq!(
+            types("WITH x (n, flag) AS (SELECT id, true FROM users) SELECT s.flag, n FROM (SELECT * FROM x) s"),
+            vec![b("flag", PgType::Bool), b("n", PgType::Int8)]
+        );
+        // A CTE named like a table shadows it.
+        assert_eq!(
+            types("WITH users AS (SELECT 'x' AS name) SELECT name FROM users"),
+            vec![b("name", PgType::Text)]
+        );
     }
 }
