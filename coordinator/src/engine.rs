@@ -262,6 +262,9 @@ impl Engine {
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 planner::dml::statement_columns(stmt, &catalog)?
             }
+            Statement::Query(_) if crate::pgcatalog::applies(stmt, &catalog) => {
+                crate::pgcatalog::prepare(stmt, &catalog, &Session::new("", ""))?.columns
+            }
             Statement::Query(_) => {
                 // Plan with NULL parameters: the columns do not depend on values.
                 let rctx = RewriteCtx::new("", "");
@@ -532,6 +535,16 @@ impl Engine {
                 ) =>
             {
                 self.insert_select(session, ins, params, &rctx).await
+            }
+            Statement::Query(_) if crate::pgcatalog::applies(stmt, &self.catalog.snapshot()) => {
+                let catalog = self.catalog.snapshot();
+                let (columns, rows) = crate::pgcatalog::run(stmt, &catalog, session, params).await?;
+                Ok(QueryResult {
+                    columns,
+                    rows,
+                    returns_rows: true,
+                    completion: Completion::Select,
+                })
             }
             Statement::Query(_) if self.cache_applies(session) => {
                 self.read_through_cache(session, stmt, params, &rctx).await

@@ -18,6 +18,7 @@
 //!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT; [`engine_roles`]: roles and their passwords.
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
+//! - [`pgcatalog`]: `pg_catalog` and `information_schema` emulated from Tessera's catalog.
 //! - [`server`]: the listener and shutdown.
 //! - [`txnlog`]: the durable log of multi-shard commit decisions.
 
@@ -38,6 +39,7 @@ pub mod error;
 pub mod executor;
 pub mod merge;
 pub mod pg;
+pub mod pgcatalog;
 pub mod planner;
 pub mod scratch;
 pub mod server;

@@ -16,6 +16,9 @@ pub struct Loaded {
     pub columns: Vec<String>,
     /// Rows.
     pub rows: Vec<Vec<Value>>,
+    /// Declared SQLite column types (empty: untyped). Typed columns compare with affinity,
+    /// so `oid = '16384'` matches as Postgres would.
+    pub types: Vec<&'static str>,
 }
 
 impl Loaded {
@@ -25,6 +28,7 @@ impl Loaded {
             name: name.to_string(),
             columns: columns.iter().map(|c| c.name.clone()).collect(),
             rows,
+            types: vec![],
         }
     }
 
@@ -34,6 +38,7 @@ impl Loaded {
             name: "partials".into(),
             columns: (0..width).map(|i| format!("__t{i}")).collect(),
             rows,
+            types: vec![],
         }
     }
 }
@@ -69,8 +74,16 @@ thread_local! {
     static EMPTY_DB: std::cell::RefCell<Option<Connection>> = const { std::cell::RefCell::new(None) };
 }
 
-fn run(tables: Vec<Loaded>, sql: &str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, CoordError> {
-    if tables.is_empty() {
+/// Registers functions on a fresh scratch database before the query runs.
+pub type Setup = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+
+fn run(
+    tables: Vec<Loaded>,
+    sql: &str,
+    params: Vec<Value>,
+    setup: Option<Setup>,
+) -> Result<Vec<Vec<Value>>, CoordError> {
+    if tables.is_empty() && setup.is_none() {
         return EMPTY_DB.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
@@ -83,8 +96,19 @@ fn run(tables: Vec<Loaded>, sql: &str, params: Vec<Value>) -> Result<Vec<Vec<Val
         });
     }
     let conn = open()?;
+    if let Some(setup) = setup {
+        setup(&conn).map_err(sql_err)?;
+    }
     for t in tables {
-        let cols: Vec<String> = t.columns.iter().map(|c| quote(c)).collect();
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match t.types.get(i) {
+                Some(ty) => format!("{} {ty}", quote(c)),
+                None => quote(c),
+            })
+            .collect();
         conn.execute_batch(&format!(
             "CREATE TABLE {} ({})",
             quote(&t.name),
@@ -137,7 +161,19 @@ pub async fn query(
     sql: String,
     params: Vec<Value>,
 ) -> Result<Vec<Vec<Value>>, CoordError> {
-    tokio::task::spawn_blocking(move || run(tables, &sql, params))
+    tokio::task::spawn_blocking(move || run(tables, &sql, params, None))
+        .await
+        .map_err(|e| CoordError::Internal(format!("scratch query panicked: {e}")))?
+}
+
+/// Like [`query`], after `setup` registered functions on the database.
+pub async fn query_with(
+    tables: Vec<Loaded>,
+    sql: String,
+    params: Vec<Value>,
+    setup: Setup,
+) -> Result<Vec<Vec<Value>>, CoordError> {
+    tokio::task::spawn_blocking(move || run(tables, &sql, params, Some(setup)))
         .await
         .map_err(|e| CoordError::Internal(format!("scratch query panicked: {e}")))?
 }

@@ -157,6 +157,11 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
             }
             parse_expr(&format!("CAST({inner} AS {})", ty.sqlite_type()))?
         }
+        // E'…' strings (their escapes are decoded by the parser) as plain SQLite strings.
+        Expr::Value(v) => match &v.value {
+            Value::EscapedStringLiteral(s) => string_lit(s),
+            _ => return Ok(None),
+        },
         Expr::TypedString(ts) => match &ts.value.value {
             Value::SingleQuotedString(s) => string_lit(s),
             _ => return Ok(None),

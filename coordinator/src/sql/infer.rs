@@ -399,6 +399,20 @@ fn function_type(f: &Function, scope: &[(String, &Table)], catalog: &Catalog) ->
         }
         "current_date" => PgType::Date,
         "bool_and" | "bool_or" | "every" => PgType::Bool,
+        // Catalog predicates (see `pgcatalog`).
+        "pg_table_is_visible"
+        | "pg_type_is_visible"
+        | "pg_function_is_visible"
+        | "pg_is_in_recovery"
+        | "pg_has_role"
+        | "tessera_any_eq"
+        | "tessera_regex" => PgType::Bool,
+        n if n.starts_with("has_") && n.ends_with("_privilege") => PgType::Bool,
+        "pg_relation_size"
+        | "pg_total_relation_size"
+        | "pg_table_size"
+        | "pg_indexes_size"
+        | "pg_database_size" => PgType::Int8,
         "gen_random_uuid" => PgType::Uuid,
         _ => PgType::Text,
     }
