@@ -79,9 +79,20 @@ fn cols(names: &[(&str, PgType)]) -> Vec<OutputColumn> {
         .collect()
 }
 
+/// The setting `SHOW` names: dotted, with SQL's spelled-out forms mapped to their settings
+/// (`SHOW TRANSACTION ISOLATION LEVEL` is `transaction_isolation`, `SHOW TIME ZONE` is `timezone`).
+fn setting_name(variable: &[Ident]) -> String {
+    let name = dotted(variable);
+    match name.as_str() {
+        "transaction.isolation.level" => "transaction_isolation".into(),
+        "time.zone" => "timezone".into(),
+        _ => name,
+    }
+}
+
 /// Columns `SHOW <variable>` returns.
 pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
-    match dotted(variable).as_str() {
+    match setting_name(variable).as_str() {
         "all" => cols(&[
             ("name", PgType::Text),
             ("setting", PgType::Text),
@@ -136,7 +147,7 @@ pub async fn show(
     session: &Session,
     variable: &[Ident],
 ) -> Result<QueryResult, CoordError> {
-    let name = dotted(variable);
+    let name = setting_name(variable);
     let text = |s: &str| Value::Text(s.to_string());
     let rows = match name.as_str() {
         "all" => session

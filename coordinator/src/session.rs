@@ -76,8 +76,10 @@ pub struct OpenTxn {
     pub id: u64,
     /// Shards written or read so far: COMMIT and ROLLBACK go to each.
     pub touched: BTreeSet<Target>,
-    /// A statement failed: everything but ROLLBACK is refused (25P02).
+    /// A statement failed: everything but ROLLBACK (or ROLLBACK TO a savepoint) is refused (25P02).
     pub failed: bool,
+    /// Open savepoints, oldest first: each name with the shards touched when it was set.
+    pub savepoints: Vec<(String, BTreeSet<Target>)>,
 }
 
 /// Settings a client can SET and SHOW, with Postgres' defaults.
@@ -121,6 +123,8 @@ pub struct Session {
     pub interrupt: std::sync::Arc<Interrupt>,
     /// When the running statement times out (`statement_timeout`).
     pub deadline: Option<tokio::time::Instant>,
+    /// Statements prepared with SQL `PREPARE name AS …`, by name.
+    pub prepared: std::collections::HashMap<String, sqlparser::ast::Statement>,
 }
 
 impl Session {
@@ -134,6 +138,7 @@ impl Session {
             id: new_txn_id(),
             touched: Default::default(),
             failed: false,
+            savepoints: Vec::new(),
         });
         true
     }
@@ -148,6 +153,7 @@ impl Session {
             copy: None,
             interrupt: Default::default(),
             deadline: None,
+            prepared: Default::default(),
         }
     }
 }

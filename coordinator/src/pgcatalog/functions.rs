@@ -13,6 +13,37 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tessera_shared::PgType;
 
+/// Functions only the catalog emulation provides: a table-less query calling one runs there.
+pub fn is_catalog_function(name: &sqlparser::ast::ObjectName) -> bool {
+    let full = crate::sql::names::function_name(name);
+    let n = full.rsplit('.').next().unwrap_or_default();
+    matches!(
+        n,
+        "to_regclass"
+            | "to_regtype"
+            | "to_regnamespace"
+            | "to_regrole"
+            | "format_type"
+            | "pg_get_userbyid"
+            | "pg_get_indexdef"
+            | "pg_get_constraintdef"
+            | "pg_get_expr"
+            | "pg_table_is_visible"
+            | "pg_encoding_to_char"
+            | "current_setting"
+            | "obj_description"
+            | "col_description"
+            | "has_table_privilege"
+            | "has_schema_privilege"
+            | "has_database_privilege"
+            | "pg_size_pretty"
+            | "pg_relation_size"
+            | "pg_total_relation_size"
+            | "pg_database_size"
+            | "current_schemas"
+    )
+}
+
 /// What the functions look up, captured from the catalog when the query starts.
 #[derive(Default)]
 struct Lookups {
@@ -159,6 +190,7 @@ fn register(
     for name in [
         "pg_table_is_visible",
         "pg_type_is_visible",
+        "pg_collation_is_visible",
         "pg_function_is_visible",
         "has_table_privilege",
         "has_schema_privilege",
@@ -171,7 +203,12 @@ fn register(
     ] {
         constant(name, SqlValue::Integer(1))?;
     }
-    for name in ["obj_description", "col_description", "shobj_description"] {
+    for name in [
+        "obj_description",
+        "col_description",
+        "shobj_description",
+        "pg_get_serial_sequence",
+    ] {
         constant(name, SqlValue::Null)?;
     }
     for name in [
@@ -216,6 +253,12 @@ fn register(
             .collect();
         Ok(format!("[{}]", quoted.join(",")))
     })?;
+    conn.create_scalar_function("tessera_array", -1, det, |ctx| {
+        let items: Vec<String> = (0..ctx.len())
+            .map(|i| text(ctx, i).unwrap_or_else(|| "NULL".into()))
+            .collect();
+        Ok(format!("{{{}}}", items.join(",")))
+    })?;
     conn.create_scalar_function("tessera_any_eq", 2, det, |ctx| {
         let (Some(x), Some(arr)) = (text(ctx, 0), text(ctx, 1)) else {
             return Ok(None);
@@ -250,76 +293,85 @@ fn register(
         Ok(int(ctx, 0).and_then(|oid| lk.constraintdefs.get(&oid).cloned()))
     })?;
     // reg* conversions: an OID shows as its name; a name converts to its OID.
-    let lk = l.clone();
-    conn.create_scalar_function("tessera_regclass", 1, det, move |ctx| {
-        Ok(match ctx.get_raw(0) {
-            ValueRef::Integer(oid) => Some(SqlValue::Text(
-                lk.relations
-                    .get(&oid)
-                    .cloned()
-                    .unwrap_or_else(|| oid.to_string()),
-            )),
-            ValueRef::Text(t) => {
-                let name = unqualify(&String::from_utf8_lossy(t));
-                lk.relation_oids.get(&name).map(|o| SqlValue::Integer(*o))
-            }
-            _ => None,
-        })
-    })?;
-    conn.create_scalar_function("tessera_regtype", 1, det, |ctx| {
-        Ok(match ctx.get_raw(0) {
-            ValueRef::Integer(oid) => {
-                PgType::from_oid(oid as u32).map(|t| SqlValue::Text(t.name().into()))
-            }
-            ValueRef::Text(t) => {
-                let name = unqualify(&String::from_utf8_lossy(t));
-                PgType::from_name(&name)
-                    .or_else(|| {
-                        tessera_shared::pgtype::ALL
-                            .iter()
-                            .copied()
-                            .find(|t| typname(*t) == name)
-                    })
-                    .map(|t| SqlValue::Integer(t.oid().into()))
-            }
-            _ => None,
-        })
-    })?;
-    conn.create_scalar_function("tessera_regnamespace", 1, det, |ctx| {
-        let spaces = [
-            (super::tables::PG_CATALOG_NS, "pg_catalog"),
-            (super::tables::PUBLIC_NS, "public"),
-            (super::tables::INFORMATION_SCHEMA_NS, "information_schema"),
-        ];
-        Ok(match ctx.get_raw(0) {
-            ValueRef::Integer(oid) => spaces
-                .iter()
-                .find(|s| s.0 == oid)
-                .map(|s| SqlValue::Text(s.1.into())),
-            ValueRef::Text(t) => {
-                let name = unqualify(&String::from_utf8_lossy(t));
-                spaces
+    // `to_regclass('name')` and friends are the same conversions from a name.
+    for name in ["tessera_regclass", "to_regclass"] {
+        let lk = l.clone();
+        conn.create_scalar_function(name, 1, det, move |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Integer(oid) => Some(SqlValue::Text(
+                    lk.relations
+                        .get(&oid)
+                        .cloned()
+                        .unwrap_or_else(|| oid.to_string()),
+                )),
+                ValueRef::Text(t) => {
+                    let name = unqualify(&String::from_utf8_lossy(t));
+                    lk.relation_oids.get(&name).map(|o| SqlValue::Integer(*o))
+                }
+                _ => None,
+            })
+        })?;
+    }
+    for name in ["tessera_regtype", "to_regtype"] {
+        conn.create_scalar_function(name, 1, det, |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Integer(oid) => {
+                    PgType::from_oid(oid as u32).map(|t| SqlValue::Text(t.name().into()))
+                }
+                ValueRef::Text(t) => {
+                    let name = unqualify(&String::from_utf8_lossy(t));
+                    PgType::from_name(&name)
+                        .or_else(|| {
+                            tessera_shared::pgtype::ALL
+                                .iter()
+                                .copied()
+                                .find(|t| typname(*t) == name)
+                        })
+                        .map(|t| SqlValue::Integer(t.oid().into()))
+                }
+                _ => None,
+            })
+        })?;
+    }
+    for name in ["tessera_regnamespace", "to_regnamespace"] {
+        conn.create_scalar_function(name, 1, det, |ctx| {
+            let spaces = [
+                (super::tables::PG_CATALOG_NS, "pg_catalog"),
+                (super::tables::PUBLIC_NS, "public"),
+                (super::tables::INFORMATION_SCHEMA_NS, "information_schema"),
+            ];
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Integer(oid) => spaces
                     .iter()
-                    .find(|s| s.1 == name)
-                    .map(|s| SqlValue::Integer(s.0))
-            }
-            _ => None,
-        })
-    })?;
-    let lk = l;
-    conn.create_scalar_function("tessera_regrole", 1, det, move |ctx| {
-        Ok(match ctx.get_raw(0) {
-            ValueRef::Integer(oid) => lk.roles.get(&oid).map(|n| SqlValue::Text(n.clone())),
-            ValueRef::Text(t) => {
-                let name = unqualify(&String::from_utf8_lossy(t));
-                lk.roles
-                    .iter()
-                    .find(|(_, n)| **n == name)
-                    .map(|(o, _)| SqlValue::Integer(*o))
-            }
-            _ => None,
-        })
-    })?;
+                    .find(|s| s.0 == oid)
+                    .map(|s| SqlValue::Text(s.1.into())),
+                ValueRef::Text(t) => {
+                    let name = unqualify(&String::from_utf8_lossy(t));
+                    spaces
+                        .iter()
+                        .find(|s| s.1 == name)
+                        .map(|s| SqlValue::Integer(s.0))
+                }
+                _ => None,
+            })
+        })?;
+    }
+    for name in ["tessera_regrole", "to_regrole"] {
+        let lk = l.clone();
+        conn.create_scalar_function(name, 1, det, move |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Integer(oid) => lk.roles.get(&oid).map(|n| SqlValue::Text(n.clone())),
+                ValueRef::Text(t) => {
+                    let name = unqualify(&String::from_utf8_lossy(t));
+                    lk.roles
+                        .iter()
+                        .find(|(_, n)| **n == name)
+                        .map(|(o, _)| SqlValue::Integer(*o))
+                }
+                _ => None,
+            })
+        })?;
+    }
     Ok(())
 }
 

@@ -67,6 +67,9 @@ pub fn applies(stmt: &Statement, catalog: &Catalog) -> bool {
                 Expr::Cast { data_type, .. } if rewrite::is_catalog_type(data_type) => {
                     ControlFlow::Break(())
                 }
+                Expr::Function(f) if functions::is_catalog_function(&f.name) => {
+                    ControlFlow::Break(())
+                }
                 _ => ControlFlow::Continue(()),
             })
             .is_break())

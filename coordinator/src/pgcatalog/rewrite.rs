@@ -87,6 +87,27 @@ fn rewrite_expr(e: &Expr) -> Result<Option<Expr>, CoordError> {
             _ => return Ok(None),
         },
         Expr::Collate { expr, .. } => (**expr).clone(),
+        // `pg_catalog.pg_class.relname` → `pg_class.relname`.
+        Expr::CompoundIdentifier(parts) if parts.len() >= 3 => {
+            let schema = parts[0].value.to_lowercase();
+            let mut rest = parts[1..].to_vec();
+            match schema.as_str() {
+                "pg_catalog" => {}
+                "information_schema" => {
+                    rest[0] = Ident::new(format!(
+                        "information_schema__{}",
+                        rest[0].value.to_lowercase()
+                    ))
+                }
+                _ => return Ok(None),
+            }
+            Expr::CompoundIdentifier(rest)
+        }
+        // ARRAY[a, b] → Postgres array text '{a,b}'.
+        Expr::Array(arr) => {
+            let items: Vec<String> = arr.elem.iter().map(|e| e.to_string()).collect();
+            parse_expr(&format!("tessera_array({})", items.join(", ")))?
+        }
         Expr::BinaryOp { left, op, right } => match op {
             BinaryOperator::PGRegexMatch => regex_call(left, right, false, false)?,
             BinaryOperator::PGRegexIMatch => regex_call(left, right, true, false)?,

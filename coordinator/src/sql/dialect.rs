@@ -253,10 +253,30 @@ fn args_of(f: &Function) -> Vec<String> {
 }
 
 fn rewrite_function(f: &Function, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordError> {
-    let name = function_name(&f.name);
+    let full = function_name(&f.name);
+    // `pg_catalog.f(…)` is `f(…)`: Postgres' own functions live there.
+    let name = match full.strip_prefix("pg_catalog.") {
+        Some(n) => {
+            if let Some(e) = rewrite_function_named(n, f, ctx)? {
+                return Ok(Some(e));
+            }
+            let mut plain = f.clone();
+            plain.name = ObjectName::from(vec![Ident::new(n)]);
+            return Ok(Some(Expr::Function(plain)));
+        }
+        None => full,
+    };
+    rewrite_function_named(&name, f, ctx)
+}
+
+fn rewrite_function_named(
+    name: &str,
+    f: &Function,
+    ctx: &RewriteCtx,
+) -> Result<Option<Expr>, CoordError> {
     let args = args_of(f);
     let a = |i: usize| args.get(i).cloned().unwrap_or_else(|| "NULL".into());
-    Ok(Some(match name.as_str() {
+    Ok(Some(match name {
         "now"
         | "current_timestamp"
         | "transaction_timestamp"
@@ -283,6 +303,12 @@ fn rewrite_function(f: &Function, ctx: &RewriteCtx) -> Result<Option<Expr>, Coor
         "greatest" => parse_expr(&format!("max({})", args.join(", ")))?,
         "least" => parse_expr(&format!("min({})", args.join(", ")))?,
         "gen_random_uuid" | "uuid_generate_v4" => string_lit(&random_uuid()),
+        "json_build_object" | "jsonb_build_object" => {
+            parse_expr(&format!("json_object({})", args.join(", ")))?
+        }
+        "json_build_array" | "jsonb_build_array" => {
+            parse_expr(&format!("json_array({})", args.join(", ")))?
+        }
         _ => return Ok(None),
     }))
 }
