@@ -92,6 +92,14 @@ impl<S> Coalesce<S> {
         }
     }
 
+    /// Wraps a socket whose first bytes (`already_read`) were read before wrapping, as the
+    /// encryption negotiation does: the framing must still see them.
+    pub fn after(inner: S, already_read: &[u8]) -> Coalesce<S> {
+        let mut c = Coalesce::new(inner);
+        c.observe_incoming(already_read);
+        c
+    }
+
     fn observe_incoming(&mut self, bytes: &[u8]) {
         let mut bytes = bytes;
         // Start-up packets are untyped: length, protocol code, rest. SSLRequest, GSSENCRequest and
@@ -282,6 +290,25 @@ mod tests {
         assert!(!c.should_flush());
         c.observe_outgoing(&msg(b'Z', b"I"));
         assert!(c.should_flush(), "ReadyForQuery releases everything");
+    }
+
+    #[test]
+    fn bytes_read_before_wrapping_still_count() {
+        // The startup packet's first 8 bytes were read by the negotiation, the rest by the codec.
+        let packet = startup_packet();
+        let mut c = Coalesce::after((), &packet[..8]);
+        assert!(c.startup);
+        c.observe_incoming(&packet[8..]);
+        assert!(!c.startup, "the startup packet ended start-up");
+        c.observe_outgoing(&msg(b'Z', b"I"));
+        c.must_flush = false;
+        let mut batch = msg(b'B', b"\0\0\0\0\0\0\0\0");
+        batch.extend(msg(b'E', b"\0\0\0\0\0"));
+        batch.extend(msg(b'S', b""));
+        c.observe_incoming(&batch);
+        c.out.extend(msg(b'2', b""));
+        c.observe_outgoing(&msg(b'2', b""));
+        assert!(!c.should_flush(), "BindComplete waits for ReadyForQuery");
     }
 
     #[test]

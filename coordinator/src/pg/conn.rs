@@ -19,6 +19,9 @@ use tokio_util::codec::{Framed, FramedParts};
 /// A client that has not finished start-up within this time is dropped.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Initial capacity of a connection's read buffer (tokio-util's own default).
+const READ_BUFFER: usize = 8 * 1024;
+
 /// Request codes of the 8-byte SSLRequest and GSSENCRequest packets.
 const SSL_REQUEST: u32 = 80877103;
 const GSSENC_REQUEST: u32 = 80877104;
@@ -90,8 +93,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
     reject_startup: bool,
 ) -> std::io::Result<()> {
     let client = DefaultClient::new(addr, secure);
-    let mut parts = FramedParts::new(Coalesce::new(stream), PgWireMessageServerCodec::new(client));
-    parts.read_buf = BytesMut::from(&head[..]);
+    let mut parts = FramedParts::new(
+        Coalesce::after(stream, &head),
+        PgWireMessageServerCodec::new(client),
+    );
+    // The codec reads into whatever room this buffer has: give it the 8 KiB a fresh Framed
+    // starts with, not just the 8 bytes already read (which made every read 8 bytes long).
+    let mut read_buf = BytesMut::with_capacity(READ_BUFFER);
+    read_buf.extend_from_slice(&head);
+    parts.read_buf = read_buf;
     let mut socket = Framed::from_parts(parts);
     // Encryption is settled: the next packet is a startup packet or a CancelRequest.
     socket.set_state(PgWireConnectionState::AwaitingStartup);
