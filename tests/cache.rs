@@ -240,6 +240,9 @@ async fn cache_controls_explain_and_admin() {
     };
     let q = "SELECT count(*) FROM t";
     assert!(explain(q).await.contains("Result cache: miss"));
+    // A result is stored on its key's second miss (the first only records the key).
+    rows(&c, q).await;
+    assert!(explain(q).await.contains("Result cache: miss"));
     rows(&c, q).await;
     let e = explain(q).await;
     assert!(e.contains("Result cache: hit"), "{e}");

@@ -54,9 +54,9 @@ impl Engine {
             Cacheability::Cacheable(tables) => Some(tables),
             Cacheability::Not(_) => None,
         };
-        let key = tables.as_ref().map(|_| key::build(session, stmt, params));
-        if let Some(key) = &key {
-            match self.cache.get(key) {
+        let mut key = tables.as_ref().map(|_| key::build(session, stmt, params));
+        if let Some(k) = &key {
+            match self.cache.get(k) {
                 Some(entry) if self.still_valid(&entry, &catalog).await => {
                     self.cache.hit();
                     return Ok(QueryResult {
@@ -66,16 +66,18 @@ impl Engine {
                         completion: Completion::Select,
                     });
                 }
-                Some(_) => self.cache.miss(Some(key)),
+                Some(_) => self.cache.miss(Some(k)),
                 None => self.cache.miss(None),
+            }
+            if !self.cache.admits(k) {
+                key = None;
             }
         }
         let started = Instant::now();
         let planned = self.plan(stmt, params, rctx)?;
-        let observe = match (&tables, &planned.plan) {
-            (_, Plan::Local { .. }) => None,
-            (Some(t), _) => Some(t.as_slice()),
-            (None, _) => None,
+        let observe = match (&tables, &planned.plan, &key) {
+            (Some(t), Plan::Distributed { .. } | Plan::Pull { .. }, Some(_)) => Some(t.as_slice()),
+            _ => None,
         };
         let (rs, observed) =
             executor::execute_observed(self, session, &planned, params, observe).await?;

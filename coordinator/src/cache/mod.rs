@@ -43,6 +43,9 @@ pub struct CacheConfig {
     /// Entries are dropped this long after they were filled (0: only when evicted or
     /// invalidated). Staleness never depends on it. Default 0.
     pub ttl_secs: u64,
+    /// Store a result only once its key has missed this many times recently (1: at the first
+    /// miss). With 2, queries that never repeat cost no copy and push nothing out. Default 2.
+    pub admit_after_misses: u32,
     /// Results that took less than this to compute are not cached (0: cache everything).
     /// Serving a hit costs one version check per storage node read, so caching results
     /// cheaper than that check gains nothing. Default 0.
@@ -57,6 +60,7 @@ impl Default for CacheConfig {
             max_entry_bytes: 16 << 20,
             ttl_secs: 0,
             min_cost_micros: 0,
+            admit_after_misses: 2,
         }
     }
 }
@@ -142,7 +146,8 @@ pub struct Counters {
     pub stale: AtomicU64,
     /// Entries stored.
     pub fills: AtomicU64,
-    /// Results not stored: larger than `max_entry_bytes`, or cheaper than `min_cost_micros`.
+    /// Results not stored: first misses (doorkeeper), larger than `max_entry_bytes`, or
+    /// cheaper than `min_cost_micros`.
     pub rejected: AtomicU64,
     /// Entries evicted to stay within `capacity_bytes`.
     pub evictions: AtomicU64,
@@ -152,11 +157,17 @@ pub struct Counters {
     pub expirations: AtomicU64,
 }
 
+/// Slots of the doorkeeper (a power of two).
+const DOORKEEPER_SLOTS: usize = 1 << 16;
+
 /// The coordinator's result cache.
 pub struct ResultCache {
     config: CacheConfig,
     store: moka::sync::Cache<String, Arc<Entry>>,
     counters: Arc<Counters>,
+    /// Hashes of keys that missed once recently, one per slot (TinyLFU's doorkeeper): a key
+    /// is admitted when it misses again while its hash is still in its slot.
+    doorkeeper: Box<[AtomicU64]>,
 }
 
 impl ResultCache {
@@ -184,6 +195,28 @@ impl ResultCache {
             store: builder.build(),
             config,
             counters,
+            doorkeeper: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Whether a result for `key`, which just missed, should be computed for storing. With
+    /// `admit_after_misses` 2, the first miss only records the key.
+    pub fn admits(&self, key: &str) -> bool {
+        if self.config.admit_after_misses <= 1 {
+            return true;
+        }
+        use std::hash::Hasher;
+        // DefaultHasher::new() has fixed keys: a key always lands in the same slot.
+        let mut fx = std::hash::DefaultHasher::new();
+        fx.write(key.as_bytes());
+        let hash = fx.finish() | 1;
+        let slot = &self.doorkeeper[hash as usize & (DOORKEEPER_SLOTS - 1)];
+        if slot.load(Ordering::Relaxed) == hash {
+            true
+        } else {
+            slot.store(hash, Ordering::Relaxed);
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            false
         }
     }
 
@@ -329,6 +362,19 @@ mod tests {
         assert!(cache.offer("ok".into(), entry(1, 1, "t"), Duration::from_millis(1)));
         assert!(cache.get("ok").is_some());
         assert!(cache.get("big").is_none());
+    }
+
+    #[test]
+    fn a_key_is_admitted_on_its_second_miss() {
+        let cache = ResultCache::new(CacheConfig::default());
+        assert!(!cache.admits("SELECT 1"), "first miss only records");
+        assert!(cache.admits("SELECT 1"), "second miss admits");
+        assert!(!cache.admits("SELECT 2"));
+        let eager = ResultCache::new(CacheConfig {
+            admit_after_misses: 1,
+            ..CacheConfig::default()
+        });
+        assert!(eager.admits("SELECT 3"));
     }
 
     #[test]
