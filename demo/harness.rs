@@ -8,6 +8,8 @@ use std::time::Duration;
 /// A running `tessera local`, stopped (SIGTERM) on drop.
 pub struct Local {
     child: Child,
+    /// Kept open: the cluster prints on its way down, and a closed pipe would fail that.
+    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
     /// The (first) coordinator's Postgres port.
     pub port: u16,
     _dir: tempfile::TempDir,
@@ -49,6 +51,7 @@ pub fn start_local(args: &[&str]) -> Local {
     };
     Local {
         child,
+        _stdout: lines,
         port,
         _dir: dir,
     }
