@@ -424,44 +424,16 @@ impl Engine {
             }
             Statement::Prepare {
                 name, statement, ..
-            } => {
-                let name = crate::sql::names::ident(name);
-                if session.prepared.contains_key(&name) {
-                    return Err(CoordError::Storage {
-                        sqlstate: "42P05".into(),
-                        message: format!("prepared statement \"{name}\" already exists"),
-                    });
-                }
-                session.prepared.insert(name, (**statement).clone());
-                Ok(QueryResult::command("PREPARE", None))
-            }
+            } => self.prepare_named(session, name, statement),
             Statement::Execute {
                 name: Some(name),
                 parameters,
                 ..
             } => {
-                let name = crate::sql::names::last_ident(name);
-                let prepared = session.prepared.get(&name).cloned().ok_or_else(|| {
-                    CoordError::Storage {
-                        sqlstate: "26000".into(),
-                        message: format!("prepared statement \"{name}\" does not exist"),
-                    }
-                })?;
-                let values = self.evaluate(parameters, params).await?;
+                let (prepared, values) = self.bind_named(session, name, parameters, params).await?;
                 Box::pin(self.execute_in_txn(session, &prepared, &values)).await
             }
-            Statement::Deallocate { name, .. } => {
-                let name = crate::sql::names::ident(name);
-                if name == "all" {
-                    session.prepared.clear();
-                } else if session.prepared.remove(&name).is_none() {
-                    return Err(CoordError::Storage {
-                        sqlstate: "26000".into(),
-                        message: format!("prepared statement \"{name}\" does not exist"),
-                    });
-                }
-                Ok(QueryResult::command("DEALLOCATE", None))
-            }
+            Statement::Deallocate { name, .. } => self.deallocate(session, name),
             Statement::CreateTable(ct) => {
                 ddl::create_table(self, ct, &rctx).await?;
                 Ok(QueryResult::command("CREATE TABLE", None))
@@ -639,25 +611,6 @@ impl Engine {
                     .join(" ")
             ))),
         }
-    }
-
-    /// Evaluates `EXECUTE`'s argument expressions (constants, `$n` of the outer statement).
-    async fn evaluate(&self, exprs: &[Expr], params: &[Value]) -> Result<Vec<Value>, CoordError> {
-        if exprs.is_empty() {
-            return Ok(vec![]);
-        }
-        let list: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
-        let stmt = self
-            .parse(&format!("SELECT {}", list.join(", ")))?
-            .pop()
-            .ok_or_else(|| CoordError::Internal("empty EXECUTE arguments".into()))?;
-        let planned = self.plan(&stmt, params, &RewriteCtx::new("", ""))?;
-        let mut session = Session::new("tessera", "postgres");
-        let rs = executor::execute(self, &mut session, &planned, params).await?;
-        rs.rows
-            .into_iter()
-            .next()
-            .ok_or_else(|| CoordError::Internal("EXECUTE arguments gave no row".into()))
     }
 
     /// Plans a query or DML statement against the current catalog.

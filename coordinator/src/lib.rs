@@ -16,7 +16,7 @@
 //! - [`session`]: per-connection state: settings and the open transaction.
 //! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views;
 //!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT; [`engine_roles`]: roles and their passwords;
-//!   [`engine_savepoint`]: savepoints across shards.
+//!   [`engine_savepoint`]: savepoints across shards; [`engine_prepared`]: PREPARE/EXECUTE/DEALLOCATE.
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
 //! - [`pgcatalog`]: `pg_catalog` and `information_schema` emulated from Tessera's catalog.
@@ -34,6 +34,7 @@ pub mod engine;
 pub mod engine_cache;
 pub mod engine_copy;
 pub mod engine_insert;
+pub mod engine_prepared;
 pub mod engine_roles;
 pub mod engine_savepoint;
 pub mod engine_show;
