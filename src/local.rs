@@ -57,6 +57,15 @@ pub struct LocalArgs {
     pub embedded: bool,
 }
 
+/// Prints a line of the start-up banner. A closed stdout (`tessera local | head`) must not
+/// stop the supervisor (its children would go with it), so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 const STATE_VERSION: u32 = 1;
 
 /// What `local.json` remembers between runs.
@@ -153,17 +162,17 @@ async fn stop(procs: &mut [Proc]) {
 /// The start-up banner's authentication line.
 fn print_auth(a: &LocalArgs) {
     if a.auth == "trust" {
-        println!(
+        say!(
             "  authentication: trust — user postgres connects without a password (local use only)"
         );
     } else {
-        println!(
+        say!(
             "  authentication: {} — user postgres, password from TESSERA_PASSWORD at first start",
             a.auth
         );
     }
     if a.tls_cert.is_some() {
-        println!("  TLS: offered (sslmode=require or verify-full)");
+        say!("  TLS: offered (sslmode=require or verify-full)");
     }
 }
 
@@ -258,14 +267,14 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         }
         coords.push(spawn(&name, args).await?);
     }
-    println!(
+    say!(
         "Tessera local cluster ({} storage nodes, {} coordinators) in {}",
         procs.len(),
         coords.len(),
         dir.display()
     );
     for p in coords.iter().chain(procs.iter()) {
-        println!(
+        say!(
             "  {:<14} {:<22} pid {}",
             p.name,
             p.addr,
@@ -278,15 +287,15 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|h| h.rsplit(':').next().unwrap_or_default())
         .collect();
-    println!(
+    say!(
         "  connect: psql -h 127.0.0.1 -p {} -U postgres",
         ports.first().copied().unwrap_or_default()
     );
-    println!("{READY} local {}", hosts.join(","));
+    say!("{READY} local {}", hosts.join(","));
     procs.extend(coords);
     supervise(&mut procs).await;
     stop(&mut procs).await;
-    println!("Tessera local cluster stopped");
+    say!("Tessera local cluster stopped");
     Ok(())
 }
 
@@ -340,25 +349,25 @@ async fn run_embedded(a: LocalArgs, dir: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let engine = std::sync::Arc::new(tessera_coordinator::Engine::open(config).await?);
-    println!(
+    say!(
         "Tessera local cluster ({} embedded storage nodes) in {}",
         a.nodes.max(1),
         dir.display()
     );
-    println!(
+    say!(
         "  {:<12} {:<22} pid {}",
         "coordinator",
         addr,
         std::process::id()
     );
     print_auth(&a);
-    println!(
+    say!(
         "  connect: psql -h 127.0.0.1 -p {} -U postgres",
         addr.port()
     );
-    println!("{READY} local {addr}");
+    say!("{READY} local {addr}");
     tessera_coordinator::server::serve(engine.clone(), listener, crate::shutdown::signal()).await?;
     engine.cluster.close_embedded();
-    println!("Tessera local cluster stopped");
+    say!("Tessera local cluster stopped");
     Ok(())
 }
