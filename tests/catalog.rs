@@ -230,3 +230,132 @@ async fn orm_introspection_queries_answer() {
         .get(0);
     assert_eq!(n, 7);
 }
+
+/// The same schema in Tessera and in a PostgreSQL started for the test: psql's describe
+/// commands print the same thing in both (where the machine has PostgreSQL's server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describe_matches_live_postgresql() {
+    let Some(pg) = common::Postgres::start() else {
+        eprintln!("no PostgreSQL server binaries here: the captured-output test covers psql");
+        return;
+    };
+    let schema = "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, age int DEFAULT 3);
+         CREATE INDEX users_name ON users (name);
+         CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE, total numeric, placed timestamptz, paid boolean DEFAULT false);
+         CREATE TABLE order_lines (order_id bigint, line int, sku text, PRIMARY KEY (order_id, line), FOREIGN KEY (order_id) REFERENCES orders);
+         CREATE TABLE pairs (a int, b text, c double precision, UNIQUE (a, b));";
+    let cluster = Cluster::start_embedded(2, 4);
+    cluster
+        .client()
+        .await
+        .batch_execute(schema)
+        .await
+        .expect("tessera schema");
+    let (pgc, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            pg.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to PostgreSQL");
+    tokio::spawn(conn);
+    pgc.batch_execute(schema).await.expect("postgres schema");
+    for command in [
+        "\\d users",
+        "\\d+ users",
+        "\\d orders",
+        "\\d+ orders",
+        "\\d order_lines",
+        "\\d pairs",
+        "\\dn",
+        "\\dt",
+        "\\di",
+    ] {
+        assert_eq!(
+            psql(cluster.port, command),
+            psql(pg.port, command),
+            "psql {command}: Tessera (left) against PostgreSQL (right)"
+        );
+    }
+}
+
+/// Foreign keys are checked when declared, as PostgreSQL checks them, recorded with a
+/// NOTICE that they are not enforced, and protect the referenced table from a plain DROP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_are_declared_recorded_and_guard_drop() {
+    let cluster = Cluster::start_embedded(1, 2);
+    let c = cluster.client().await;
+    c.batch_execute("CREATE TABLE parents (id bigint PRIMARY KEY, code text, UNIQUE (id, code))")
+        .await
+        .expect("parents");
+    for (ddl, state) in [
+        ("CREATE TABLE k1 (id int PRIMARY KEY, p bigint REFERENCES nowhere (id))", "42P01"),
+        ("CREATE TABLE k2 (id int PRIMARY KEY, p text REFERENCES parents (code))", "42830"),
+        ("CREATE TABLE k3 (id int PRIMARY KEY, p bigint, FOREIGN KEY (p, id) REFERENCES parents (id))", "42830"),
+        ("CREATE TABLE k4 (id int PRIMARY KEY, FOREIGN KEY (nope) REFERENCES parents)", "42703"),
+    ] {
+        let e = c.batch_execute(ddl).await.expect_err(ddl);
+        assert_eq!(common::sqlstate(&e), state, "{ddl}: {e:?}");
+    }
+    let out = psql(
+        cluster.port,
+        "CREATE TABLE kids (id bigint PRIMARY KEY, parent bigint REFERENCES parents, code text, FOREIGN KEY (parent, code) REFERENCES parents (id, code) ON UPDATE CASCADE)",
+    );
+    assert!(
+        out.contains("NOTICE:  foreign key \"kids_parent_fkey\" is recorded but not enforced"),
+        "{out}"
+    );
+    let rows = c
+        .query(
+            "SELECT conname, contype, confrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'kids'::regclass AND contype = 'f' ORDER BY conname",
+            &[],
+        )
+        .await
+        .expect("pg_constraint");
+    let got: Vec<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "kids_parent_code_fkey".to_string(),
+                "f".to_string(),
+                "parents".to_string(),
+                "FOREIGN KEY (parent, code) REFERENCES parents(id, code) ON UPDATE CASCADE"
+                    .to_string()
+            ),
+            (
+                "kids_parent_fkey".to_string(),
+                "f".to_string(),
+                "parents".to_string(),
+                "FOREIGN KEY (parent) REFERENCES parents(id)".to_string()
+            ),
+        ]
+    );
+    let e = c
+        .batch_execute("DROP TABLE parents")
+        .await
+        .expect_err("drop");
+    assert_eq!(common::sqlstate(&e), "2BP01");
+    // Dropping both together, or with CASCADE, is allowed.
+    c.batch_execute("DROP TABLE parents CASCADE")
+        .await
+        .expect("cascade");
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0);
+    c.batch_execute("INSERT INTO kids VALUES (1, 99, 'x')")
+        .await
+        .expect("kids outlive their parents' table");
+}

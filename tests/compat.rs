@@ -1,6 +1,6 @@
 //! Real clients against a running cluster: psycopg 3, psycopg2, SQLAlchemy 2 and pandas
-//! (`tests/compat/python_clients.py`), node-postgres (`tests/compat/node/node_pg.js`) and
-//! pgjdbc (`tests/compat/jdbc/JdbcClient.java`).
+//! (`tests/compat/python_clients.py`), pgcli, node-postgres (`tests/compat/node/node_pg.js`)
+//! and pgjdbc (`tests/compat/jdbc/JdbcClient.java`).
 //!
 //! Python and Node packages are installed on first use into `target/compat-venv` and
 //! `tests/compat/node/node_modules`; pgjdbc comes from Debian's `libpostgresql-jdbc-java`
@@ -38,7 +38,7 @@ fn python() -> PathBuf {
         );
     }
     let ready = Command::new(&py)
-        .args(["-c", "import psycopg, psycopg2, sqlalchemy, pandas"])
+        .args(["-c", "import psycopg, psycopg2, sqlalchemy, pandas, pgcli"])
         .status()
         .is_ok_and(|s| s.success());
     if !ready {
@@ -85,6 +85,52 @@ async fn python_node_and_java_clients() {
         "python clients",
     );
     assert!(out.contains("python clients ok"), "{out}");
+
+    // pgcli -c, over the tables the Python clients left; its log records any query of its
+    // own (describe commands, completion metadata) that failed.
+    let home = tempfile::tempdir().expect("tmp");
+    let pgcli = python().with_file_name("pgcli");
+    let out = run(
+        Command::new(&pgcli)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-c",
+                "SELECT id, owner FROM sa_accounts ORDER BY id LIMIT 2",
+            ])
+            .args([
+                "-c",
+                "\\dt",
+                "-c",
+                "\\d sa_entries",
+                "-c",
+                "\\l",
+                "-c",
+                "\\di",
+            ]),
+        "pgcli",
+    );
+    for expected in [
+        "| 1  | o1    |",
+        "| public | sa_entries  | table | postgres |",
+        "\"sa_entries_account_id_fkey\" FOREIGN KEY (account_id) REFERENCES sa_accounts(id) ON DELETE CASCADE",
+        "| postgres | postgres | UTF8     |",
+        "| public | sa_entries_account     | index | postgres |",
+    ] {
+        assert!(out.contains(expected), "pgcli output lacks {expected:?}:\n{out}");
+    }
+    let log = std::fs::read_to_string(home.path().join(".config/pgcli/log")).unwrap_or_default();
+    assert!(!log.contains(" ERROR "), "pgcli logged errors:\n{log}");
 
     let out = run(
         Command::new("node")

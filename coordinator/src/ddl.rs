@@ -4,7 +4,7 @@
 //! catalog, so a table is never visible to the planner before its shards exist.
 
 use crate::catalog::{
-    Bound, CatalogCommand, Column, Distribution, Group, GroupKind, Index, Shard, Table,
+    Bound, CatalogCommand, Column, Distribution, ForeignKey, Group, GroupKind, Index, Shard, Table,
 };
 use crate::engine::Engine;
 use crate::error::CoordError;
@@ -182,12 +182,12 @@ fn default_sql(e: &Expr, ctx: &RewriteCtx) -> Result<String, CoordError> {
     Ok(format!("({})", render(&e)))
 }
 
-/// `CREATE TABLE`.
+/// `CREATE TABLE`. Returns the notices for the client.
 pub async fn create_table(
     engine: &Engine,
     ct: &CreateTable,
     ctx: &RewriteCtx,
-) -> Result<(), CoordError> {
+) -> Result<Vec<String>, CoordError> {
     if ct.query.is_some() || ct.like.is_some() || ct.partition_of.is_some() {
         return Err(CoordError::unsupported(
             "CREATE TABLE AS / LIKE / PARTITION OF is not supported yet",
@@ -196,7 +196,9 @@ pub async fn create_table(
     let name = table_name(&ct.name)?;
     if engine.catalog.snapshot().tables.contains_key(&name) {
         return if ct.if_not_exists {
-            Ok(())
+            Ok(vec![format!(
+                "relation \"{name}\" already exists, skipping"
+            )])
         } else {
             Err(CoordError::DuplicateTable(name))
         };
@@ -205,6 +207,7 @@ pub async fn create_table(
     let mut primary_key: Vec<String> = Vec::new();
     let mut uniques: Vec<Vec<String>> = Vec::new();
     let mut checks: Vec<String> = Vec::new();
+    let mut declared_fks: Vec<ForeignKeyConstraint> = Vec::new();
     for cd in &ct.columns {
         let cname = ident(&cd.name);
         let ty = pg_type_of(&cd.data_type)?;
@@ -231,8 +234,10 @@ pub async fn create_table(
                     rewrite(&mut e, ctx)?;
                     checks.push(render(&e));
                 }
-                ColumnOption::ForeignKey(_) => {
-                    tracing::warn!(table = %name, column = %cname, "foreign keys are not enforced across shards; ignored");
+                ColumnOption::ForeignKey(fk) => {
+                    let mut fk = fk.clone();
+                    fk.columns = vec![cd.name.clone()];
+                    declared_fks.push(fk);
                 }
                 ColumnOption::Generated {
                     generation_expr: None,
@@ -259,9 +264,7 @@ pub async fn create_table(
                 rewrite(&mut e, ctx)?;
                 checks.push(render(&e));
             }
-            TableConstraint::ForeignKey(_) => {
-                tracing::warn!(table = %name, "foreign keys are not enforced across shards; ignored")
-            }
+            TableConstraint::ForeignKey(fk) => declared_fks.push(fk.clone()),
             other => {
                 return Err(CoordError::unsupported(format!(
                     "table constraint {other} is not supported yet"
@@ -336,7 +339,7 @@ pub async fn create_table(
             }
         }
     }
-    let table = Table {
+    let mut table = Table {
         name: name.clone(),
         oid: 0,
         columns,
@@ -346,11 +349,97 @@ pub async fn create_table(
         indexes: vec![],
         uniques,
         checks,
+        foreign_keys: vec![],
         cache: opts.cache,
         revision: 0,
     };
+    let catalog = engine.catalog.snapshot();
+    for fk in &declared_fks {
+        let resolved = foreign_key(&table, &catalog, fk)?;
+        table.foreign_keys.push(resolved);
+    }
+    let notices = table
+        .foreign_keys
+        .iter()
+        .map(|fk| {
+            format!(
+                "foreign key \"{}\" is recorded but not enforced: Tessera does not check references across shards",
+                fk.name
+            )
+        })
+        .collect();
     let schema = shard_schema(&table);
-    place_table(engine, table, opts, vec![schema]).await
+    place_table(engine, table, opts, vec![schema]).await?;
+    Ok(notices)
+}
+
+/// Resolves a declared foreign key against the table being created and the catalog,
+/// with PostgreSQL's checks: the referenced table exists and the referenced columns are its
+/// primary key or one of its unique constraints.
+fn foreign_key(
+    table: &Table,
+    catalog: &crate::catalog::Catalog,
+    fk: &ForeignKeyConstraint,
+) -> Result<ForeignKey, CoordError> {
+    let target_name = table_name(&fk.foreign_table)?;
+    let target = if target_name == table.name {
+        table
+    } else {
+        catalog
+            .tables
+            .get(&target_name)
+            .ok_or_else(|| CoordError::UndefinedTable(target_name.clone()))?
+    };
+    let columns: Vec<String> = fk.columns.iter().map(ident).collect();
+    for c in &columns {
+        if table.column(c).is_none() {
+            return Err(CoordError::UndefinedColumn(c.clone()));
+        }
+    }
+    let referenced: Vec<String> = if fk.referred_columns.is_empty() {
+        target.primary_key.clone()
+    } else {
+        fk.referred_columns.iter().map(ident).collect()
+    };
+    let invalid = |message: String| CoordError::Storage {
+        sqlstate: "42830".into(),
+        message,
+    };
+    if referenced.is_empty() {
+        return Err(invalid(format!(
+            "there is no primary key for referenced table \"{target_name}\""
+        )));
+    }
+    if referenced.len() != columns.len() {
+        return Err(invalid(
+            "number of referencing and referenced columns for foreign key disagree".into(),
+        ));
+    }
+    let same = |key: &Vec<String>| {
+        let mut a = key.clone();
+        let mut b = referenced.clone();
+        a.sort();
+        b.sort();
+        a == b
+    };
+    if !same(&target.primary_key) && !target.uniques.iter().any(same) {
+        return Err(invalid(format!(
+            "there is no unique constraint matching given keys for referenced table \"{target_name}\""
+        )));
+    }
+    let action = |a: &Option<ReferentialAction>| a.as_ref().map(|a| a.to_string());
+    Ok(ForeignKey {
+        name: fk
+            .name
+            .as_ref()
+            .map(ident)
+            .unwrap_or_else(|| format!("{}_{}_fkey", table.name, columns.join("_"))),
+        columns,
+        table: target_name,
+        referenced,
+        on_delete: action(&fk.on_delete),
+        on_update: action(&fk.on_update),
+    })
 }
 
 /// Chooses or creates the table's group, creates its shards, and records it.
@@ -496,18 +585,36 @@ pub async fn drop_tables(
     engine: &Engine,
     names: &[ObjectName],
     if_exists: bool,
+    cascade: bool,
 ) -> Result<(), CoordError> {
+    let dropping: Vec<String> = names.iter().filter_map(|n| table_name(n).ok()).collect();
     for n in names {
         let name = table_name(n)?;
-        let Some(table) = engine.catalog.snapshot().tables.get(&name).cloned() else {
+        let catalog = engine.catalog.snapshot();
+        let Some(table) = catalog.tables.get(&name).cloned() else {
             if if_exists {
                 continue;
             }
             return Err(CoordError::UndefinedTable(name));
         };
+        let dependent = catalog.tables.values().find(|t| {
+            !dropping.contains(&t.name) && t.foreign_keys.iter().any(|fk| fk.table == name)
+        });
+        if let (Some(dep), false) = (dependent, cascade) {
+            return Err(CoordError::Storage {
+                sqlstate: "2BP01".into(),
+                message: format!(
+                    "cannot drop table {name} because other objects depend on it: a foreign key of table {}; use DROP ... CASCADE to drop the dependent objects too",
+                    dep.name
+                ),
+            });
+        }
         engine
             .catalog
-            .propose(CatalogCommand::DropTable { name: name.clone() })
+            .propose(CatalogCommand::DropTable {
+                name: name.clone(),
+                cascade,
+            })
             .await?;
         // Shards after the catalog: a failure leaves an orphan table file, never a table without shards.
         if let Err(e) = run_on_all_shards(
@@ -822,6 +929,7 @@ async fn rebuild(
         .catalog
         .propose(CatalogCommand::DropTable {
             name: old.name.clone(),
+            cascade: false,
         })
         .await?;
     run_on_all_shards(

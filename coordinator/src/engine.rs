@@ -435,16 +435,18 @@ impl Engine {
             }
             Statement::Deallocate { name, .. } => self.deallocate(session, name),
             Statement::CreateTable(ct) => {
-                ddl::create_table(self, ct, &rctx).await?;
+                let notices = ddl::create_table(self, ct, &rctx).await?;
+                session.notices.extend(notices);
                 Ok(QueryResult::command("CREATE TABLE", None))
             }
             Statement::Drop {
                 object_type: ObjectType::Table,
                 names,
                 if_exists,
+                cascade,
                 ..
             } => {
-                ddl::drop_tables(self, names, *if_exists).await?;
+                ddl::drop_tables(self, names, *if_exists, *cascade).await?;
                 for n in names {
                     if let Ok(t) = table_name(n) {
                         self.cache.invalidate_table(&t);

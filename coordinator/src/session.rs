@@ -125,6 +125,8 @@ pub struct Session {
     pub deadline: Option<tokio::time::Instant>,
     /// Statements prepared with SQL `PREPARE name AS …`, by name.
     pub prepared: std::collections::HashMap<String, sqlparser::ast::Statement>,
+    /// NOTICE messages for the client, sent with the statement's response.
+    pub notices: Vec<String>,
 }
 
 impl Session {
@@ -154,6 +156,7 @@ impl Session {
             interrupt: Default::default(),
             deadline: None,
             prepared: Default::default(),
+            notices: Vec::new(),
         }
     }
 }

@@ -40,9 +40,21 @@ pub enum PgType {
     Jsonb,
     /// uuid (stored as text)
     Uuid,
+    /// text[] (array text `{a,b}`; only catalog queries produce arrays today)
+    TextArray,
+    /// smallint[]
+    Int2Array,
+    /// integer[]
+    Int4Array,
+    /// bigint[]
+    Int8Array,
+    /// int2vector (space-separated text `1 2`, as `pg_index.indkey`)
+    Int2Vector,
+    /// boolean[] (elements stored 0/1, printed t/f)
+    BoolArray,
 }
 
-/// Every type, for look-ups by OID.
+/// Every scalar type a column may be declared with.
 pub const ALL: [PgType; 17] = [
     PgType::Int2,
     PgType::Int4,
@@ -61,6 +73,16 @@ pub const ALL: [PgType; 17] = [
     PgType::Json,
     PgType::Jsonb,
     PgType::Uuid,
+];
+
+/// The array types, produced by catalog queries (`array_agg`, `pg_index.indkey`).
+pub const ARRAYS: [PgType; 6] = [
+    PgType::TextArray,
+    PgType::Int2Array,
+    PgType::Int4Array,
+    PgType::Int8Array,
+    PgType::Int2Vector,
+    PgType::BoolArray,
 ];
 
 impl PgType {
@@ -84,12 +106,21 @@ impl PgType {
             PgType::Json => 114,
             PgType::Jsonb => 3802,
             PgType::Uuid => 2950,
+            PgType::TextArray => 1009,
+            PgType::Int2Array => 1005,
+            PgType::Int4Array => 1007,
+            PgType::Int8Array => 1016,
+            PgType::Int2Vector => 22,
+            PgType::BoolArray => 1000,
         }
     }
 
     /// The type with OID `oid`, if Tessera knows it.
     pub fn from_oid(oid: u32) -> Option<PgType> {
-        ALL.iter().copied().find(|t| t.oid() == oid)
+        ALL.iter()
+            .chain(ARRAYS.iter())
+            .copied()
+            .find(|t| t.oid() == oid)
     }
 
     /// The canonical Postgres name, as `format_type` prints it.
@@ -112,10 +143,46 @@ impl PgType {
             PgType::Json => "json",
             PgType::Jsonb => "jsonb",
             PgType::Uuid => "uuid",
+            PgType::TextArray => "text[]",
+            PgType::Int2Array => "smallint[]",
+            PgType::Int4Array => "integer[]",
+            PgType::Int8Array => "bigint[]",
+            PgType::Int2Vector => "int2vector",
+            PgType::BoolArray => "boolean[]",
         }
     }
 
-    /// Parses a declared type name (lower-case, without modifiers such as `(10)`).
+    /// The element type of an array type.
+    pub fn element(self) -> Option<PgType> {
+        Some(match self {
+            PgType::TextArray => PgType::Text,
+            PgType::Int2Array | PgType::Int2Vector => PgType::Int2,
+            PgType::Int4Array => PgType::Int4,
+            PgType::Int8Array => PgType::Int8,
+            PgType::BoolArray => PgType::Bool,
+            _ => return None,
+        })
+    }
+
+    /// The array type whose elements are `self` (`array_agg`'s result); `text[]` for
+    /// element types without their own array type here.
+    pub fn array(self) -> PgType {
+        match self {
+            PgType::Int2 => PgType::Int2Array,
+            PgType::Int4 => PgType::Int4Array,
+            PgType::Int8 => PgType::Int8Array,
+            PgType::Bool => PgType::BoolArray,
+            _ => PgType::TextArray,
+        }
+    }
+
+    /// Whether this is an array type (its values travel as array text).
+    pub fn is_array(self) -> bool {
+        self.element().is_some()
+    }
+
+    /// Parses a declared type name (lower-case, without modifiers such as `(10)`). Array
+    /// types are not column types yet, so they do not parse.
     pub fn from_name(name: &str) -> Option<PgType> {
         let n = name.trim().to_ascii_lowercase();
         Some(match n.as_str() {
@@ -173,5 +240,15 @@ mod tests {
         }
         assert_eq!(PgType::from_name("BIGSERIAL"), Some(PgType::Int8));
         assert_eq!(PgType::from_name("geometry"), None);
+        for t in ARRAYS {
+            assert_eq!(PgType::from_oid(t.oid()), Some(t));
+            assert_eq!(
+                t.element().map(PgType::array),
+                Some(t)
+                    .filter(|t| *t != PgType::Int2Vector)
+                    .or(Some(PgType::Int2Array))
+            );
+            assert_eq!(PgType::from_name(t.name()), None);
+        }
     }
 }

@@ -296,3 +296,113 @@ impl Drop for Role {
         let _ = self.child.wait();
     }
 }
+
+/// A throwaway PostgreSQL server from the machine's PostgreSQL package (initdb in a temp
+/// dir, trust authentication, a free port), for comparing Tessera's output with the real
+/// thing. Stopped on drop.
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// Starts one, or `None` when the machine has no PostgreSQL server binaries.
+    pub fn start() -> Option<Postgres> {
+        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .collect();
+        bins.sort_by_key(|b| {
+            b.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        let bin = bins.pop()?;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // initdb refuses to run as root: the server runs as the package's `postgres` user.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let data = tmp.path().join("pg");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let run = |args: &[&str]| {
+            let root = running_as_root();
+            let mut cmd = if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]);
+                c
+            } else {
+                Command::new(args[0])
+            };
+            let rest = if root { args } else { &args[1..] };
+            let out = cmd.args(rest).output().expect("run PostgreSQL tool");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let initdb = bin.join("initdb");
+        let pg_ctl = bin.join("pg_ctl");
+        let (initdb, pg_ctl) = (initdb.to_str().unwrap(), pg_ctl.to_str().unwrap());
+        let data_s = data.to_str().unwrap();
+        run(&[initdb, "-D", data_s, "-A", "trust", "-U", "postgres"]);
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            tmp.path().display()
+        );
+        let log = tmp.path().join("pg.log");
+        run(&[
+            pg_ctl,
+            "-D",
+            data_s,
+            "-o",
+            &opts,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        Some(Postgres {
+            port,
+            bin,
+            data,
+            _tmp: tmp,
+        })
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut cmd = if running_as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let _ = cmd
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}

@@ -57,7 +57,8 @@ def psycopg2_():
 
 
 def sqlalchemy_():
-    from sqlalchemy import create_engine, inspect, text, String, BigInteger, ForeignKey
+    from sqlalchemy import (create_engine, inspect, text, String, BigInteger, ForeignKey,
+                            UniqueConstraint, Index)
     from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, Session
 
     engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{PORT}/postgres")
@@ -71,7 +72,16 @@ def sqlalchemy_():
         owner: Mapped[str] = mapped_column(String(40))
         balance: Mapped[int] = mapped_column(BigInteger, default=0)
 
+    class Entry(Base):
+        __tablename__ = "sa_entries"
+        __table_args__ = (UniqueConstraint("id", "memo"), Index("sa_entries_account", "account_id"))
+        id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+        account_id: Mapped[int] = mapped_column(
+            BigInteger, ForeignKey("sa_accounts.id", ondelete="CASCADE"))
+        memo: Mapped[str] = mapped_column(String(40))
+
     with engine.begin() as c:
+        c.execute(text("DROP TABLE IF EXISTS sa_entries"))
         c.execute(text("DROP TABLE IF EXISTS sa_accounts"))
     Base.metadata.create_all(engine)
     with Session(engine) as s:
@@ -92,8 +102,26 @@ def sqlalchemy_():
     cols = {c["name"]: c for c in insp.get_columns("sa_accounts")}
     check(set(cols) == {"id", "owner", "balance"}, f"get_columns: {cols}")
     check(not cols["id"]["nullable"], "id not nullable")
-    # get_pk_constraint, get_indexes and get_foreign_keys need set-returning functions in
-    # select lists and array-typed results, which the catalog emulation does not have yet.
+    pk = insp.get_pk_constraint("sa_accounts")
+    check(pk["constrained_columns"] == ["id"] and pk["name"] == "sa_accounts_pkey", f"pk: {pk}")
+    idx = {i["name"]: i for i in insp.get_indexes("sa_entries")}
+    check(idx.get("sa_entries_account")
+          and idx["sa_entries_account"]["column_names"] == ["account_id"]
+          and not idx["sa_entries_account"]["unique"], f"get_indexes: {idx}")
+    check(idx.get("sa_entries_id_memo_key", {}).get("unique"), f"unique index: {idx}")
+    fks = insp.get_foreign_keys("sa_entries")
+    check(len(fks) == 1 and fks[0]["referred_table"] == "sa_accounts"
+          and fks[0]["constrained_columns"] == ["account_id"]
+          and fks[0]["referred_columns"] == ["id"]
+          and fks[0]["options"].get("ondelete") == "CASCADE", f"get_foreign_keys: {fks}")
+    uqs = insp.get_unique_constraints("sa_entries")
+    check([u["column_names"] for u in uqs] == [["id", "memo"]], f"get_unique_constraints: {uqs}")
+    # Reflection round trip: a MetaData built from the database knows the relationship.
+    from sqlalchemy import MetaData
+    md = MetaData()
+    md.reflect(engine, only=["sa_accounts", "sa_entries"])
+    fk_targets = [fk.target_fullname for fk in md.tables["sa_entries"].foreign_keys]
+    check(fk_targets == ["sa_accounts.id"], f"reflected foreign keys: {fk_targets}")
     print("sqlalchemy ok")
     return engine
 

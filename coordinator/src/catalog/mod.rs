@@ -84,6 +84,27 @@ pub struct Index {
     pub unique: bool,
 }
 
+/// A declared foreign key. It is recorded and shown to tools (`pg_constraint`, psql's `\d`,
+/// ORMs' introspection) but not checked: rows on different shards are not locked against
+/// each other, so Tessera's foreign keys are PostgreSQL 18's `NOT ENFORCED` ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// Constraint name.
+    pub name: String,
+    /// Referencing columns of this table.
+    pub columns: Vec<String>,
+    /// Referenced table.
+    pub table: String,
+    /// Referenced columns (its primary key or a unique constraint).
+    pub referenced: Vec<String>,
+    /// `ON DELETE` action as SQL (`CASCADE` …), when declared.
+    #[serde(default)]
+    pub on_delete: Option<String>,
+    /// `ON UPDATE` action as SQL, when declared.
+    #[serde(default)]
+    pub on_update: Option<String>,
+}
+
 /// A table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Table {
@@ -107,6 +128,9 @@ pub struct Table {
     /// CHECK constraints as SQLite SQL, enforced by each shard.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// Declared foreign keys (recorded, not enforced: see [`ForeignKey`]).
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKey>,
     /// Whether the coordinators' result cache may hold results reading this table
     /// (`WITH (cache = off)`, `ALTER TABLE ... SET (cache = off)`).
     #[serde(default = "yes")]
@@ -239,6 +263,9 @@ pub enum CatalogCommand {
     DropTable {
         /// Table name.
         name: String,
+        /// `DROP … CASCADE`: foreign keys referencing the table are dropped with it.
+        #[serde(default)]
+        cascade: bool,
     },
     /// Append a column.
     AddColumn {
@@ -336,13 +363,20 @@ impl Catalog {
                 table.revision = self.revision;
                 self.tables.insert(table.name.clone(), table);
             }
-            CatalogCommand::DropTable { name } => {
+            CatalogCommand::DropTable { name, cascade } => {
                 if self.tables.remove(&name).is_none() {
                     return Err(CoordError::UndefinedTable(name));
                 }
                 let prefix = format!("{name}.");
                 self.sequences.retain(|k, _| !k.starts_with(&prefix));
                 self.revision += 1;
+                for t in self.tables.values_mut().filter(|_| cascade) {
+                    let before = t.foreign_keys.len();
+                    t.foreign_keys.retain(|fk| fk.table != name);
+                    if t.foreign_keys.len() != before {
+                        t.revision = self.revision;
+                    }
+                }
             }
             CatalogCommand::AddColumn { table, column } => {
                 let t = self
@@ -471,6 +505,7 @@ mod tests {
             indexes: vec![],
             uniques: vec![],
             checks: vec![],
+            foreign_keys: vec![],
             cache: true,
             revision: 0,
         }
@@ -527,12 +562,16 @@ mod tests {
         ));
         assert!(matches!(
             a.apply(CatalogCommand::DropTable {
-                name: "nope".into()
+                name: "nope".into(),
+                cascade: false,
             }),
             Err(CoordError::UndefinedTable(_))
         ));
-        a.apply(CatalogCommand::DropTable { name: "t".into() })
-            .expect("drop");
+        a.apply(CatalogCommand::DropTable {
+            name: "t".into(),
+            cascade: false,
+        })
+        .expect("drop");
         assert_eq!(a.unused_groups(), vec![5]);
     }
 }

@@ -25,6 +25,7 @@ pub fn wire_type(ty: PgType, format: FieldFormat) -> Type {
             | PgType::Uuid
             | PgType::Bpchar,
         ) => PgType::Text,
+        (FieldFormat::Binary, t) if t.is_array() => PgType::Text,
         (_, t) => t,
     };
     Type::from_oid(effective.oid()).unwrap_or(Type::TEXT)
@@ -73,6 +74,22 @@ pub fn text(v: &Value, ty: PgType) -> Option<String> {
         }
         .into(),
         (Value::Real(f), t) if t.is_integer() => format!("{}", *f as i64),
+        (Value::Text(s), PgType::BoolArray) => {
+            let items: Vec<Option<String>> = crate::pgcatalog::functions::array_elements(s)
+                .into_iter()
+                .map(|i| {
+                    i.map(|x| {
+                        if matches!(x.as_str(), "1" | "t" | "true") {
+                            "t"
+                        } else {
+                            "f"
+                        }
+                        .to_string()
+                    })
+                })
+                .collect();
+            crate::pgcatalog::functions::array_text(&items)
+        }
         (Value::Integer(i), _) => i.to_string(),
         (Value::Real(f), _) => float_text(*f),
         (Value::Text(s), _) => s.clone(),
@@ -115,6 +132,16 @@ pub fn encode_row(
     for (i, f) in fields.iter().enumerate() {
         let v = row.get(i).unwrap_or(&Value::Null);
         let ty = columns.get(i).map(|c| c.ty).unwrap_or(PgType::Text);
+        if ty.is_array() {
+            // Already array text: written as is (pgwire would quote a string as one element).
+            enc.encode_field_with_type_and_format(
+                &text(v, ty),
+                &Type::TEXT,
+                f.format(),
+                f.format_options(),
+            )?;
+            continue;
+        }
         if f.format() == FieldFormat::Text || v.is_null() {
             enc.encode_field(&text(v, ty))?;
             continue;

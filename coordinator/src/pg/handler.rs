@@ -172,14 +172,18 @@ fn error_info(e: CoordError) -> Box<ErrorInfo> {
 impl SimpleQueryHandler for QueryHandler {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stmts = self.engine.parse(query).map_err(to_pgwire)?;
         let slot = self.slot(client);
         let mut session = slot.session.lock().await;
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
-            match self.engine.execute(&mut session, stmt, &[]).await {
+            let result = self.engine.execute(&mut session, stmt, &[]).await;
+            send_notices(client, &mut session).await?;
+            match result {
                 Ok(r) => out.push(response(r, &Format::UnifiedText)?),
                 Err(e) => {
                     // Postgres stops a multi-statement query at its first error.
@@ -190,6 +194,21 @@ impl SimpleQueryHandler for QueryHandler {
         }
         Ok(out)
     }
+}
+
+/// Sends the session's pending NOTICE messages ahead of the statement's response.
+async fn send_notices<C>(client: &mut C, session: &mut Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for message in session.notices.drain(..) {
+        let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+        client
+            .send(PgWireBackendMessage::NoticeResponse(notice.into()))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Parses and describes statements for the extended protocol.
@@ -263,7 +282,9 @@ impl ExtendedQueryHandler for QueryHandler {
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
         let Some(stmt) = &prepared.stmt else {
@@ -288,12 +309,9 @@ impl ExtendedQueryHandler for QueryHandler {
         }
         let slot = self.slot(client);
         let mut session = slot.session.lock().await;
-        let r = self
-            .engine
-            .execute(&mut session, stmt, &params)
-            .await
-            .map_err(to_pgwire)?;
-        response(r, &portal.result_column_format)
+        let r = self.engine.execute(&mut session, stmt, &params).await;
+        send_notices(client, &mut session).await?;
+        response(r.map_err(to_pgwire)?, &portal.result_column_format)
     }
 }
 

@@ -3,7 +3,7 @@
 //! `pg_table_is_visible`, `has_*_privilege`, `quote_ident`, `array_to_string`, the `reg*`
 //! conversions, regular-expression matching and `= ANY(array)`.
 
-use super::tables::{indexdef, indexes, owner_name, typname};
+use super::tables::{constraints, indexdef, indexes, owner_name, typname};
 use crate::catalog::Catalog;
 use crate::scratch::Setup;
 use rusqlite::functions::{Context, FunctionFlags};
@@ -28,6 +28,7 @@ pub fn is_catalog_function(name: &sqlparser::ast::ObjectName) -> bool {
             | "pg_get_indexdef"
             | "pg_get_constraintdef"
             | "pg_get_expr"
+            | "pg_partition_ancestors"
             | "pg_table_is_visible"
             | "pg_encoding_to_char"
             | "current_setting"
@@ -54,7 +55,7 @@ struct Lookups {
     roles: HashMap<i64, String>,
     /// Index OID → `CREATE INDEX …`.
     indexdefs: HashMap<i64, String>,
-    /// Constraint OID → `PRIMARY KEY (…)`.
+    /// Constraint OID → `PRIMARY KEY (…)`, `FOREIGN KEY (…) REFERENCES …`.
     constraintdefs: HashMap<i64, String>,
 }
 
@@ -65,22 +66,11 @@ fn lookups(catalog: &Catalog) -> Lookups {
         l.relation_oids.insert(t.name.clone(), t.oid.into());
         for ix in indexes(t) {
             l.indexdefs.insert(ix.oid, indexdef(t, &ix));
-            let def = format!(
-                "{} ({})",
-                if ix.primary { "PRIMARY KEY" } else { "UNIQUE" },
-                ix.columns.join(", ")
-            );
-            if ix.unique {
-                l.constraintdefs.insert(ix.oid + 2_000_000_000, def);
-            }
             l.relations.insert(ix.oid, ix.name.clone());
             l.relation_oids.insert(ix.name.clone(), ix.oid);
         }
-        for (k, check) in t.checks.iter().enumerate() {
-            l.constraintdefs.insert(
-                3_000_000_000 + i64::from(t.oid) * 64 + k as i64,
-                format!("CHECK ({check})"),
-            );
+        for c in constraints(t, catalog) {
+            l.constraintdefs.insert(c.oid, c.def);
         }
     }
     l.roles.insert(
@@ -126,13 +116,106 @@ fn unqualify(name: &str) -> String {
 
 /// Array text `{a,b}` → elements.
 fn array_items(s: &str) -> Vec<String> {
-    s.trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| x.trim().trim_matches('"').to_string())
-        .collect()
+    array_elements(s).into_iter().flatten().collect()
+}
+
+/// Array text → elements (`None` for an unquoted `NULL`). Accepts `{a,"b c",NULL}` and the
+/// space-separated `int2vector`/`oidvector` form `1 2`.
+pub fn array_elements(s: &str) -> Vec<Option<String>> {
+    let s = s.trim();
+    let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) else {
+        return s.split_whitespace().map(|x| Some(x.to_string())).collect();
+    };
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = String::new();
+        let mut quoted = false;
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => item.extend(chars.next()),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+        }
+        for c in chars.by_ref() {
+            if c == ',' {
+                break;
+            }
+            if !quoted {
+                item.push(c);
+            }
+        }
+        let item = if quoted {
+            item
+        } else {
+            item.trim().to_string()
+        };
+        out.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
+    }
+    out
+}
+
+/// Elements → array text, quoting those that need it, as PostgreSQL prints arrays.
+pub fn array_text(items: &[Option<String>]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|i| match i {
+            None => "NULL".to_string(),
+            Some(x)
+                if x.is_empty()
+                    || x.eq_ignore_ascii_case("null")
+                    || x.contains(|c: char| {
+                        matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace()
+                    }) =>
+            {
+                format!("\"{}\"", x.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+            Some(x) => x.clone(),
+        })
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+/// An array element as SQLite sees it: canonical integers as integers, so `attnum = 0`
+/// compares as PostgreSQL's `int2` would.
+fn element_value(item: Option<&String>) -> SqlValue {
+    match item {
+        None => SqlValue::Null,
+        Some(x) => match x.parse::<i64>() {
+            Ok(n) if n.to_string() == *x => SqlValue::Integer(n),
+            _ => SqlValue::Text(x.clone()),
+        },
+    }
+}
+
+/// `array_agg(x ORDER BY y)`: values → array text; NULL over no rows, as in PostgreSQL.
+struct ArrayAgg;
+
+impl rusqlite::functions::Aggregate<Vec<Option<String>>, Option<String>> for ArrayAgg {
+    fn init(&self, _ctx: &mut Context<'_>) -> rusqlite::Result<Vec<Option<String>>> {
+        Ok(Vec::new())
+    }
+
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut Vec<Option<String>>) -> rusqlite::Result<()> {
+        acc.push(text(ctx, 0));
+        Ok(())
+    }
+
+    fn finalize(
+        &self,
+        _ctx: &mut Context<'_>,
+        acc: Option<Vec<Option<String>>>,
+    ) -> rusqlite::Result<Option<String>> {
+        Ok(acc.map(|items| array_text(&items)))
+    }
 }
 
 /// `(3)` → `3`, when the outer parentheses enclose the whole expression.
@@ -253,6 +336,31 @@ fn register(
             .collect();
         Ok(format!("[{}]", quoted.join(",")))
     })?;
+    conn.create_aggregate_function("tessera_array_agg", 1, det, ArrayAgg)?;
+    // Set-returning functions in select lists (see `rewrite`): the row numbers
+    // `[0, 1, …]` of the longest array, then each array's element or subscript at a row.
+    conn.create_scalar_function("tessera_srf_rows", -1, det, |ctx| {
+        let longest = (0..ctx.len())
+            .map(|i| text(ctx, i).map_or(0, |a| array_elements(&a).len()))
+            .max()
+            .unwrap_or(0);
+        let rows: Vec<String> = (0..longest).map(|i| i.to_string()).collect();
+        Ok(format!("[{}]", rows.join(",")))
+    })?;
+    conn.create_scalar_function("tessera_array_at", 2, det, |ctx| {
+        let (Some(a), Some(i)) = (text(ctx, 0), int(ctx, 1)) else {
+            return Ok(SqlValue::Null);
+        };
+        Ok(element_value(
+            array_elements(&a).get(i as usize).and_then(Option::as_ref),
+        ))
+    })?;
+    conn.create_scalar_function("tessera_subscript", 2, det, |ctx| {
+        let (Some(a), Some(i)) = (text(ctx, 0), int(ctx, 1)) else {
+            return Ok(None);
+        };
+        Ok(((i as usize) < array_elements(&a).len()).then_some(i + 1))
+    })?;
     conn.create_scalar_function("tessera_array", -1, det, |ctx| {
         let items: Vec<String> = (0..ctx.len())
             .map(|i| text(ctx, i).unwrap_or_else(|| "NULL".into()))
@@ -305,13 +413,23 @@ fn register(
                         .unwrap_or_else(|| oid.to_string()),
                 )),
                 ValueRef::Text(t) => {
-                    let name = unqualify(&String::from_utf8_lossy(t));
-                    lk.relation_oids.get(&name).map(|o| SqlValue::Integer(*o))
+                    let text = String::from_utf8_lossy(t);
+                    // `'16385'::regclass` is the OID itself.
+                    match text.trim().parse::<i64>() {
+                        Ok(oid) => Some(SqlValue::Integer(oid)),
+                        Err(_) => lk
+                            .relation_oids
+                            .get(&unqualify(&text))
+                            .map(|o| SqlValue::Integer(*o)),
+                    }
                 }
                 _ => None,
             })
         })?;
     }
+    // Tessera has no table partitions (inheritance), so a relation's only "ancestor" is
+    // itself: the one row PostgreSQL's set-returning function gives for a plain table.
+    conn.create_scalar_function("pg_partition_ancestors", 1, det, |ctx| Ok(int(ctx, 0)))?;
     for name in ["tessera_regtype", "to_regtype"] {
         conn.create_scalar_function(name, 1, det, |ctx| {
             Ok(match ctx.get_raw(0) {
@@ -394,6 +512,18 @@ mod tests {
         assert_eq!(unqualify("\"Mixed\""), "Mixed");
         assert_eq!(array_items("{public,\"a b\"}"), vec!["public", "a b"]);
         assert!(array_items("{}").is_empty());
+        assert_eq!(array_items("1 2"), vec!["1", "2"]);
+        let odd = vec![
+            Some("a,b".to_string()),
+            None,
+            Some("q\"uote\\".to_string()),
+            Some("NULL".to_string()),
+            Some(String::new()),
+            Some("plain".to_string()),
+        ];
+        let text = array_text(&odd);
+        assert_eq!(text, r#"{"a,b",NULL,"q\"uote\\","NULL","",plain}"#);
+        assert_eq!(array_elements(&text), odd);
         assert_eq!(unparenthesize("(3)"), "3");
         assert_eq!(unparenthesize("(a) + (b)"), "(a) + (b)");
     }

@@ -108,6 +108,7 @@ fn has_aggregate(s: &Select) -> bool {
         "max",
         "avg",
         "array_agg",
+        "tessera_array_agg",
         "string_agg",
         "bool_and",
         "bool_or",
@@ -198,6 +199,7 @@ fn as_table(st: &tables::SystemTable) -> Table {
         indexes: vec![],
         uniques: vec![],
         checks: vec![],
+        foreign_keys: vec![],
         cache: false,
         revision: 0,
     }

@@ -153,8 +153,14 @@ fn rewrite_expr(e: &Expr) -> Result<Option<Expr>, CoordError> {
                         alias: Ident::new("__v"),
                     }];
                     parse_expr(&format!(
-                        "(SELECT '{{' || coalesce(group_concat(__v, ','), '') || '}}' FROM ({sub}) AS __array)"
+                        "(SELECT coalesce(tessera_array_agg(__v), '{{}}') FROM ({sub}) AS __array)"
                     ))?
+                }
+                // array_agg(x ORDER BY y) → quoted array text (SQLite orders any aggregate).
+                _ if crate::sql::names::function_name(&f.name).ends_with("array_agg") => {
+                    let mut f = f.clone();
+                    f.name = ObjectName::from(vec![Ident::new("tessera_array_agg")]);
+                    Expr::Function(f)
                 }
                 _ if f.name.0.len() == 2 => {
                     let mut f = f.clone();
@@ -168,8 +174,102 @@ fn rewrite_expr(e: &Expr) -> Result<Option<Expr>, CoordError> {
     }))
 }
 
+/// A set-returning call in a select list: `unnest(a)` or `generate_subscripts(a, 1)`.
+enum Srf {
+    Unnest,
+    Subscripts,
+}
+
+fn srf_call(e: &Expr) -> Option<(Srf, Expr)> {
+    let Expr::Function(f) = e else { return None };
+    let name = f.name.0.last()?.as_ident()?.value.to_lowercase();
+    let FunctionArguments::List(l) = &f.args else {
+        return None;
+    };
+    let arg = match l.args.first()? {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(a)) => a.clone(),
+        _ => return None,
+    };
+    match (name.as_str(), l.args.len()) {
+        ("unnest", 1) => Some((Srf::Unnest, arg)),
+        ("generate_subscripts", 2) => Some((Srf::Subscripts, arg)),
+        _ => None,
+    }
+}
+
+/// Set-returning functions in a select list (`SELECT unnest(indkey) AS attnum,
+/// generate_subscripts(indkey, 1) AS ord FROM pg_index`) become a join with one row per
+/// element of the longest array, since SQLite has none in select lists. As in PostgreSQL,
+/// the calls advance together and a shorter array yields NULL past its end.
+fn lift_select_srfs(s: &mut Select) -> Result<(), CoordError> {
+    let mut arrays: Vec<String> = Vec::new();
+    for item in s.projection.iter_mut() {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (&*e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (&*expr, Some(alias.clone())),
+            _ => continue,
+        };
+        let Some((kind, mut arg)) = srf_call(expr) else {
+            continue;
+        };
+        let _ = visit_expressions_mut(&mut arg, |e| {
+            if let Ok(Some(new)) = rewrite_expr(e) {
+                *e = new;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        let arg = arg.to_string();
+        // PostgreSQL names an unaliased column after the function.
+        let (replacement, name) = match kind {
+            Srf::Unnest => (format!("tessera_array_at({arg}, __srf.value)"), "unnest"),
+            Srf::Subscripts => (
+                format!("tessera_subscript({arg}, __srf.value)"),
+                "generate_subscripts",
+            ),
+        };
+        if !arrays.contains(&arg) {
+            arrays.push(arg);
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: parse_expr(&replacement)?,
+            alias: alias.unwrap_or_else(|| Ident::new(name)),
+        };
+    }
+    if arrays.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT 1 FROM json_each(tessera_srf_rows({})) AS __srf",
+        arrays.join(", ")
+    );
+    if let Some(Statement::Query(mut q)) = crate::sql::parse::parse(&sql)?.pop() {
+        if let SetExpr::Select(inner) = q.body.as_mut() {
+            s.from.extend(inner.from.pop());
+        }
+    }
+    Ok(())
+}
+
 impl VisitorMut for Rewriter<'_> {
     type Break = ();
+
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(s) = q.body.as_mut() {
+            if let Err(e) = lift_select_srfs(s) {
+                self.error = Some(e);
+                return ControlFlow::Break(());
+            }
+            // Column aliases are quoted: Postgres takes `AS collate`, SQLite does not.
+            for item in s.projection.iter_mut() {
+                if let SelectItem::ExprWithAlias { alias, .. } = item {
+                    if alias.quote_style.is_none() {
+                        *alias = Ident::with_quote('"', alias.value.to_lowercase());
+                    }
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
         if let Some(name) = system_name(relation, self.catalog) {
@@ -256,6 +356,30 @@ mod tests {
     }
 
     #[test]
+    fn select_list_srfs_become_a_join() {
+        let (sql, _) = rw(
+            "SELECT c.conname, unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1), \
+             unnest(i.indclass) FROM pg_catalog.pg_index i JOIN pg_constraint c ON c.conindid = i.indexrelid",
+        );
+        assert!(
+            sql.contains("tessera_array_at(i.indkey, __srf.value) AS \"attnum\""),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("tessera_subscript(i.indkey, __srf.value) AS \"generate_subscripts\""),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("tessera_array_at(i.indclass, __srf.value) AS \"unnest\""),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(", json_each(tessera_srf_rows(i.indkey, i.indclass)) AS __srf"),
+            "{sql}"
+        );
+    }
+
+    #[test]
     fn psql_forms_become_sqlite_forms() {
         let (sql, rels) = rw(
             "SELECT c.oid::pg_catalog.regclass, pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c \
@@ -284,7 +408,7 @@ mod tests {
         );
         let (sql, _) = rw("SELECT ARRAY(SELECT b.rolname FROM pg_catalog.pg_roles b) AS memberof");
         assert!(
-            sql.contains("group_concat(__v, ',')") && sql.contains("b.rolname AS __v"),
+            sql.contains("tessera_array_agg(__v)") && sql.contains("b.rolname AS __v"),
             "{sql}"
         );
         let (sql, _) = rw("SELECT x FROM pg_catalog.unnest('{a,b}') x");

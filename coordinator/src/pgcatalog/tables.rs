@@ -51,6 +51,7 @@ pub const NAMES: &[&str] = &[
     "pg_tablespace",
     "pg_collation",
     "pg_extension",
+    "pg_opclass",
     "pg_proc",
     "pg_stat_activity",
     "pg_tables",
@@ -110,6 +111,7 @@ pub const EMPTY: &[&str] = &[
     "pg_auth_members",
     "pg_description",
     "pg_extension",
+    "pg_opclass",
     "pg_proc",
 ];
 
@@ -133,6 +135,12 @@ pub fn typname(ty: PgType) -> &'static str {
         PgType::Json => "json",
         PgType::Jsonb => "jsonb",
         PgType::Uuid => "uuid",
+        PgType::TextArray => "_text",
+        PgType::Int2Array => "_int2",
+        PgType::Int4Array => "_int4",
+        PgType::Int8Array => "_int8",
+        PgType::Int2Vector => "int2vector",
+        PgType::BoolArray => "_bool",
     }
 }
 
@@ -144,6 +152,16 @@ fn typlen(ty: PgType) -> i64 {
         PgType::Bool => 1,
         PgType::Uuid => 16,
         _ => -1,
+    }
+}
+
+/// `attstorage`/`typstorage`: plain for fixed-length types, `main` for numeric, extended
+/// for the other variable-length ones.
+fn storage(ty: PgType) -> &'static str {
+    match ty {
+        _ if typlen(ty) > 0 => "p",
+        PgType::Numeric => "m",
+        _ => "x",
     }
 }
 
@@ -283,7 +301,12 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                     t("p"),
                 ]);
                 let last = rows.len() - 1;
-                rows[last].extend(class_flags());
+                let has_triggers = !tb.foreign_keys.is_empty()
+                    || catalog
+                        .tables
+                        .values()
+                        .any(|o| o.foreign_keys.iter().any(|fk| fk.table == tb.name));
+                rows[last].extend(class_flags(has_triggers));
                 for ix in ixs {
                     rows.push(vec![
                         i(ix.oid),
@@ -302,7 +325,7 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                         t("p"),
                     ]);
                     let last = rows.len() - 1;
-                    rows[last].extend(class_flags());
+                    rows[last].extend(class_flags(false));
                 }
             }
             (
@@ -361,7 +384,7 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                             0
                         }),
                         i(typlen(c.ty)),
-                        t(if typlen(c.ty) > 0 { "p" } else { "x" }),
+                        t(storage(c.ty)),
                         t(""),
                         i(-1),
                         i(0),
@@ -422,6 +445,7 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
             ],
             tessera_shared::pgtype::ALL
                 .iter()
+                .chain(tessera_shared::pgtype::ARRAYS.iter())
                 .map(|ty| {
                     vec![
                         i(ty.oid().into()),
@@ -431,7 +455,7 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                         i(typlen(*ty)),
                         t("b"),
                         i(0),
-                        i(0),
+                        i(ty.element().map_or(0, |e| e.oid().into())),
                         b(false),
                         i(0),
                         i(-1),
@@ -440,8 +464,12 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                         } else {
                             0
                         }),
-                        i(0),
+                        i(match ty {
+                            Int2 | Int4 | Int8 | Text | Bool => ty.array().oid().into(),
+                            _ => 0,
+                        }),
                         t(match ty {
+                            _ if ty.is_array() => "A",
                             Int2 | Int4 | Int8 | Float4 | Float8 | Numeric => "N",
                             Bool => "B",
                             Date | Timestamp | Timestamptz => "D",
@@ -477,6 +505,16 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                         b(true),
                         b(false),
                         t(&key.join(" ")),
+                        i(ix.columns.len() as i64),
+                        b(false),
+                        t(&vec!["0"; key.len()].join(" ")),
+                        t(&vec!["0"; key.len()].join(" ")),
+                        t(&vec!["0"; key.len()].join(" ")),
+                        NULL,
+                        NULL,
+                        b(false),
+                        b(true),
+                        b(true),
                     ]);
                 }
             }
@@ -491,71 +529,88 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                     ("indisvalid", Bool),
                     ("indimmediate", Bool),
                     ("indisreplident", Bool),
-                    ("indkey", Text),
+                    ("indkey", Int2Vector),
+                    ("indnkeyatts", Int2),
+                    ("indnullsnotdistinct", Bool),
+                    ("indoption", Int2Vector),
+                    // oidvector: every column uses its type's default operator class and
+                    // collation.
+                    ("indclass", Text),
+                    ("indcollation", Text),
+                    ("indexprs", Text),
+                    ("indpred", Text),
+                    ("indisexclusion", Bool),
+                    ("indisready", Bool),
+                    ("indislive", Bool),
                 ],
                 rows,
             )
         }
-        "pg_constraint" => {
-            let mut rows = Vec::new();
-            for tb in catalog.tables.values() {
-                for ix in indexes(tb).into_iter().filter(|x| x.unique) {
-                    let kind = if ix.primary { "p" } else { "u" };
-                    if !ix.primary && !tb.uniques.contains(&ix.columns) {
-                        continue;
-                    }
-                    let def = format!(
-                        "{} ({})",
-                        if ix.primary { "PRIMARY KEY" } else { "UNIQUE" },
-                        ix.columns.join(", ")
-                    );
-                    rows.push(constraint_row(
-                        tb,
-                        ix.oid + 2_000_000_000,
-                        &ix.name,
-                        kind,
-                        ix.oid,
-                        &ix.columns,
-                        &def,
-                    ));
-                }
-                for (k, check) in tb.checks.iter().enumerate() {
-                    let oid = 3_000_000_000 + i64::from(tb.oid) * 64 + k as i64;
-                    let name = format!(
-                        "{}_check{}",
-                        tb.name,
-                        if k == 0 { String::new() } else { k.to_string() }
-                    );
-                    rows.push(constraint_row(
-                        tb,
-                        oid,
-                        &name,
-                        "c",
-                        0,
-                        &[],
-                        &format!("CHECK ({check})"),
-                    ));
-                }
-            }
-            (
-                vec![
-                    ("oid", Int8),
-                    ("conname", Text),
-                    ("connamespace", Int8),
-                    ("contype", Text),
-                    ("condeferrable", Bool),
-                    ("condeferred", Bool),
-                    ("convalidated", Bool),
-                    ("conrelid", Int8),
-                    ("conindid", Int8),
-                    ("confrelid", Int8),
-                    ("contypid", Int8),
-                    ("conkey", Text),
-                    ("tessera_def", Text),
-                ],
-                rows,
-            )
-        }
+        "pg_constraint" => (
+            vec![
+                ("oid", Int8),
+                ("conname", Text),
+                ("connamespace", Int8),
+                ("contype", Text),
+                ("condeferrable", Bool),
+                ("condeferred", Bool),
+                ("convalidated", Bool),
+                ("conrelid", Int8),
+                ("conindid", Int8),
+                ("confrelid", Int8),
+                ("contypid", Int8),
+                ("conkey", Int2Array),
+                ("confkey", Int2Array),
+                ("confupdtype", Text),
+                ("confdeltype", Text),
+                ("confmatchtype", Text),
+                ("conenforced", Bool),
+                ("conislocal", Bool),
+                ("coninhcount", Int4),
+                ("connoinherit", Bool),
+                ("conparentid", Int8),
+                ("tessera_def", Text),
+            ],
+            catalog
+                .tables
+                .values()
+                .flat_map(|tb| constraints(tb, catalog))
+                .map(|c| {
+                    let keys = |a: &[i64]| {
+                        let items: Vec<String> = a.iter().map(i64::to_string).collect();
+                        format!("{{{}}}", items.join(","))
+                    };
+                    vec![
+                        i(c.oid),
+                        t(&c.name),
+                        i(PUBLIC_NS),
+                        t(c.kind),
+                        b(false),
+                        b(false),
+                        b(true),
+                        i(c.table),
+                        i(c.index),
+                        i(c.referenced.as_ref().map_or(0, |r| r.0)),
+                        i(0),
+                        t(&keys(&c.keys)),
+                        c.referenced.as_ref().map_or(NULL, |r| t(&keys(&r.1))),
+                        c.referenced
+                            .as_ref()
+                            .map_or(t(" "), |_| t(&c.on_update.to_string())),
+                        c.referenced
+                            .as_ref()
+                            .map_or(t(" "), |_| t(&c.on_delete.to_string())),
+                        c.referenced.as_ref().map_or(t(" "), |_| t("s")),
+                        b(c.kind != "f"),
+                        b(true),
+                        i(0),
+                        b(false),
+                        i(0),
+                        t(&c.def),
+                    ]
+                })
+                .collect(),
+        ),
         "pg_attrdef" => {
             let mut rows = Vec::new();
             for tb in catalog.tables.values() {
@@ -800,6 +855,22 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
                 ],
             ],
         ),
+        // Every index uses its types' default operator classes, so the non-default ones
+        // tools ask for are none.
+        "pg_opclass" => (
+            vec![
+                ("oid", Int8),
+                ("opcmethod", Int8),
+                ("opcname", Text),
+                ("opcnamespace", Int8),
+                ("opcowner", Int8),
+                ("opcfamily", Int8),
+                ("opcintype", Int8),
+                ("opcdefault", Bool),
+                ("opckeytype", Int8),
+            ],
+            vec![],
+        ),
         "pg_extension" => (
             vec![
                 ("oid", Int8),
@@ -1035,28 +1106,40 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
             let keys = name == "information_schema__key_column_usage";
             let mut rows = Vec::new();
             for tb in catalog.tables.values() {
-                for ix in indexes(tb).into_iter().filter(|x| x.unique) {
-                    if !ix.primary && !tb.uniques.contains(&ix.columns) {
-                        continue;
-                    }
-                    let kind = if ix.primary { "PRIMARY KEY" } else { "UNIQUE" };
+                for c in constraints(tb, catalog) {
+                    let kind = match c.kind {
+                        "p" => "PRIMARY KEY",
+                        "u" => "UNIQUE",
+                        "f" => "FOREIGN KEY",
+                        _ => continue,
+                    };
                     let head = [
                         t(&session.database),
                         t("public"),
-                        t(&ix.name),
+                        t(&c.name),
                         t(&session.database),
                         t("public"),
                         t(&tb.name),
                     ];
                     if keys {
-                        for (p, c) in ix.columns.iter().enumerate() {
+                        for (p, k) in c.keys.iter().enumerate() {
+                            let column = tb.columns.get(*k as usize - 1).map(|c| c.name.as_str());
                             let mut r = head.to_vec();
-                            r.extend([t(c), i(p as i64 + 1), NULL]);
+                            r.extend([
+                                column.map_or(NULL, t),
+                                i(p as i64 + 1),
+                                if c.kind == "f" { i(p as i64 + 1) } else { NULL },
+                            ]);
                             rows.push(r);
                         }
                     } else {
                         let mut r = head.to_vec();
-                        r.extend([t(kind), t("NO"), t("NO"), t("YES")]);
+                        r.extend([
+                            t(kind),
+                            t("NO"),
+                            t("NO"),
+                            t(if c.kind == "f" { "NO" } else { "YES" }),
+                        ]);
                         rows.push(r);
                     }
                 }
@@ -1085,20 +1168,54 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
             }
             (cols, rows)
         }
-        "information_schema__referential_constraints" => (
-            vec![
-                ("constraint_catalog", Text),
-                ("constraint_schema", Text),
-                ("constraint_name", Text),
-                ("unique_constraint_catalog", Text),
-                ("unique_constraint_schema", Text),
-                ("unique_constraint_name", Text),
-                ("match_option", Text),
-                ("update_rule", Text),
-                ("delete_rule", Text),
-            ],
-            vec![],
-        ),
+        "information_schema__referential_constraints" => {
+            let rule = |code: char| match code {
+                'c' => "CASCADE",
+                'r' => "RESTRICT",
+                'n' => "SET NULL",
+                'd' => "SET DEFAULT",
+                _ => "NO ACTION",
+            };
+            let mut rows = Vec::new();
+            for tb in catalog.tables.values() {
+                for c in constraints(tb, catalog)
+                    .into_iter()
+                    .filter(|c| c.kind == "f")
+                {
+                    let unique = catalog
+                        .tables
+                        .values()
+                        .flat_map(|t| constraints(t, catalog))
+                        .find(|u| u.kind != "f" && u.index == c.index && c.index != 0)
+                        .map(|u| u.name);
+                    rows.push(vec![
+                        t(&session.database),
+                        t("public"),
+                        t(&c.name),
+                        t(&session.database),
+                        t("public"),
+                        unique.as_deref().map_or(NULL, t),
+                        t("NONE"),
+                        t(rule(c.on_update)),
+                        t(rule(c.on_delete)),
+                    ]);
+                }
+            }
+            (
+                vec![
+                    ("constraint_catalog", Text),
+                    ("constraint_schema", Text),
+                    ("constraint_name", Text),
+                    ("unique_constraint_catalog", Text),
+                    ("unique_constraint_schema", Text),
+                    ("unique_constraint_name", Text),
+                    ("match_option", Text),
+                    ("update_rule", Text),
+                    ("delete_rule", Text),
+                ],
+                rows,
+            )
+        }
         "pg_policy" => (
             vec![
                 ("oid", Int8),
@@ -1255,10 +1372,12 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
 }
 
 /// The pg_class columns every Tessera relation has alike.
-fn class_flags() -> Vec<Value> {
+/// `pg_class` columns from `relhasrules` on; `relhastriggers` is what makes psql's `\d`
+/// list foreign keys (PostgreSQL enforces them with triggers).
+fn class_flags(has_triggers: bool) -> Vec<Value> {
     vec![
         b(false),
-        b(false),
+        b(has_triggers),
         b(false),
         b(false),
         b(false),
@@ -1274,34 +1393,128 @@ fn class_flags() -> Vec<Value> {
     ]
 }
 
-fn constraint_row(
-    tb: &Table,
-    oid: i64,
-    name: &str,
-    kind: &str,
-    index: i64,
-    columns: &[String],
-    def: &str,
-) -> Vec<Value> {
-    let keys: Vec<String> = columns
-        .iter()
-        .map(|c| attnum(tb, c).unwrap_or(0).to_string())
-        .collect();
-    vec![
-        i(oid),
-        t(name),
-        i(PUBLIC_NS),
-        t(kind),
-        b(false),
-        b(false),
-        b(true),
-        i(tb.oid.into()),
-        i(index),
-        i(0),
-        i(0),
-        t(&format!("{{{}}}", keys.join(","))),
-        t(def),
-    ]
+/// One of a table's constraints as the catalog emulation shows it.
+pub struct ConstraintView {
+    /// OID.
+    pub oid: i64,
+    /// Name.
+    pub name: String,
+    /// `p`, `u`, `c` or `f`.
+    pub kind: &'static str,
+    /// The table's OID.
+    pub table: i64,
+    /// The index enforcing it (for a foreign key, the referenced table's).
+    pub index: i64,
+    /// Column numbers.
+    pub keys: Vec<i64>,
+    /// A foreign key's referenced table OID and column numbers.
+    pub referenced: Option<(i64, Vec<i64>)>,
+    /// A foreign key's `ON UPDATE` and `ON DELETE` codes (`a` no action, `c` cascade …).
+    pub on_update: char,
+    /// See `on_update`.
+    pub on_delete: char,
+    /// As `pg_get_constraintdef` prints it.
+    pub def: String,
+}
+
+fn action_code(action: Option<&String>) -> char {
+    match action.map(|a| a.to_uppercase()).as_deref() {
+        Some("CASCADE") => 'c',
+        Some("RESTRICT") => 'r',
+        Some("SET NULL") => 'n',
+        Some("SET DEFAULT") => 'd',
+        _ => 'a',
+    }
+}
+
+/// A table's primary key, unique, check and foreign-key constraints.
+pub fn constraints(tb: &Table, catalog: &Catalog) -> Vec<ConstraintView> {
+    let keys = |t: &Table, cols: &[String]| -> Vec<i64> {
+        cols.iter().map(|c| attnum(t, c).unwrap_or(0)).collect()
+    };
+    let mut out = Vec::new();
+    for ix in indexes(tb).into_iter().filter(|x| x.unique) {
+        if !ix.primary && !tb.uniques.contains(&ix.columns) {
+            continue;
+        }
+        out.push(ConstraintView {
+            oid: ix.oid + 2_000_000_000,
+            name: ix.name.clone(),
+            kind: if ix.primary { "p" } else { "u" },
+            table: tb.oid.into(),
+            index: ix.oid,
+            keys: keys(tb, &ix.columns),
+            referenced: None,
+            on_update: ' ',
+            on_delete: ' ',
+            def: format!(
+                "{} ({})",
+                if ix.primary { "PRIMARY KEY" } else { "UNIQUE" },
+                ix.columns.join(", ")
+            ),
+        });
+    }
+    for (k, check) in tb.checks.iter().enumerate() {
+        out.push(ConstraintView {
+            oid: 3_000_000_000 + i64::from(tb.oid) * 64 + k as i64,
+            name: format!(
+                "{}_check{}",
+                tb.name,
+                if k == 0 { String::new() } else { k.to_string() }
+            ),
+            kind: "c",
+            table: tb.oid.into(),
+            index: 0,
+            keys: vec![],
+            referenced: None,
+            on_update: ' ',
+            on_delete: ' ',
+            def: format!("CHECK ({check})"),
+        });
+    }
+    for (k, fk) in tb.foreign_keys.iter().enumerate() {
+        let Some(target) = catalog.tables.get(&fk.table) else {
+            continue;
+        };
+        let index = indexes(target)
+            .into_iter()
+            .find(|ix| {
+                ix.unique && {
+                    let (mut a, mut b) = (ix.columns.clone(), fk.referenced.clone());
+                    a.sort();
+                    b.sort();
+                    a == b
+                }
+            })
+            .map_or(0, |ix| ix.oid);
+        let mut def = format!(
+            "FOREIGN KEY ({}) REFERENCES {}({})",
+            fk.columns.join(", "),
+            fk.table,
+            fk.referenced.join(", ")
+        );
+        for (what, action) in [("UPDATE", &fk.on_update), ("DELETE", &fk.on_delete)] {
+            if let Some(a) = action
+                .as_ref()
+                .filter(|a| !a.eq_ignore_ascii_case("NO ACTION"))
+            {
+                def.push_str(&format!(" ON {what} {}", a.to_uppercase()));
+            }
+        }
+        out.push(ConstraintView {
+            oid: 3_500_000_000 + i64::from(tb.oid) * 64 + k as i64,
+            name: fk.name.clone(),
+            kind: "f",
+            table: tb.oid.into(),
+            index,
+            keys: keys(tb, &fk.columns),
+            referenced: Some((target.oid.into(), keys(target, &fk.referenced))),
+            on_update: action_code(fk.on_update.as_ref()),
+            on_delete: action_code(fk.on_delete.as_ref()),
+            def,
+        });
+    }
+    out
 }
 
 /// The name of the owner shown for every object.

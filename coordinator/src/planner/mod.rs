@@ -299,6 +299,7 @@ pub(crate) mod testing {
             indexes: vec![],
             uniques: vec![],
             checks: vec![],
+            foreign_keys: vec![],
             cache: true,
             revision: 0,
         };

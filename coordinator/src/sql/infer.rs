@@ -47,6 +47,7 @@ fn synthetic(name: String, columns: Vec<OutputColumn>) -> Table {
         indexes: vec![],
         uniques: vec![],
         checks: vec![],
+        foreign_keys: vec![],
         cache: true,
         revision: 0,
     }
@@ -216,11 +217,16 @@ pub fn expr_name(e: &Expr) -> String {
     match e {
         Expr::Identifier(i) => ident(i),
         Expr::CompoundIdentifier(parts) => parts.last().map(ident).unwrap_or_default(),
-        Expr::Function(f) => function_name(&f.name)
-            .rsplit('.')
-            .next()
-            .unwrap_or("?column?")
-            .to_string(),
+        Expr::Function(f) => {
+            let name = function_name(&f.name);
+            let name = name.rsplit('.').next().unwrap_or("?column?");
+            // The catalog emulation's stand-ins keep the name of the function they replace.
+            match name {
+                "tessera_array_agg" => "array_agg",
+                n => n,
+            }
+            .to_string()
+        }
         Expr::Cast {
             expr, data_type, ..
         } => match expr.as_ref() {
@@ -399,6 +405,11 @@ fn function_type(f: &Function, scope: &[(String, &Table)], catalog: &Catalog) ->
         }
         "current_date" => PgType::Date,
         "bool_and" | "bool_or" | "every" => PgType::Bool,
+        "array_agg" | "tessera_array_agg" => arg().array(),
+        "unnest" => arg().element().unwrap_or(PgType::Text),
+        "generate_subscripts" | "array_length" | "array_upper" | "array_lower" | "cardinality" => {
+            PgType::Int4
+        }
         // Catalog predicates (see `pgcatalog`).
         "pg_table_is_visible"
         | "pg_type_is_visible"
