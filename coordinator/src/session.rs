@@ -4,19 +4,34 @@ use crate::planner::Target;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
+static LAST_TXN_CLOCK: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh transaction id, unique across coordinators (high bits from the process id and start time).
+/// A fresh transaction id: microseconds since 2025 (made strictly increasing in this
+/// process) above 12 random bits drawn once per process, so ids are unique across
+/// coordinators and ordered by start time. Storage nodes use that order to break lock
+/// cycles between transactions (wait-die: a younger transaction never waits for an older
+/// one), so a transaction retried with a new id does not stay the youngest for long.
 pub fn new_txn_id() -> u64 {
-    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        ((u64::from(std::process::id()) << 40) ^ (t << 20)) & !0xF_FFFF
+    const EPOCH_2025_MICROS: u64 = 1_735_689_600_000_000;
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let salt = *SALT.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() & 0xFFF
     });
-    base | (NEXT_TXN.fetch_add(1, Ordering::Relaxed) & 0xF_FFFF)
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+        .saturating_sub(EPOCH_2025_MICROS)
+        .max(1);
+    let prev = LAST_TXN_CLOCK
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(0);
+    (now.max(prev + 1) << 12) | salt
 }
 
 /// A request to stop the running statement (CancelRequest), shared with the cancel handler.

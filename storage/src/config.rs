@@ -18,6 +18,11 @@ pub struct StorageConfig {
     /// How long a writer waits for another transaction's write lock before failing
     /// with SQLSTATE 40001. Default 2000 ms.
     pub busy_timeout_ms: u64,
+    /// How long a transaction waits for a write lock an *older* transaction holds before
+    /// failing with SQLSTATE 40001. Waits for younger holders last up to `busy_timeout_ms`,
+    /// so every lock cycle between transactions (two shards locked in opposite orders)
+    /// breaks within this time. Default 50 ms.
+    pub younger_wait_ms: u64,
     /// An open transaction idle this long is rolled back. Default 300 s.
     pub txn_idle_timeout_secs: u64,
 }
@@ -29,6 +34,7 @@ impl Default for StorageConfig {
             node_name: "storage".into(),
             synchronous: "full".into(),
             busy_timeout_ms: 2000,
+            younger_wait_ms: 50,
             txn_idle_timeout_secs: 300,
         }
     }

@@ -79,10 +79,15 @@ impl From<rusqlite::Error> for StorageError {
             rusqlite::Error::InvalidParameterCount(..) => "08P01",
             _ => classify_message(&message),
         };
-        StorageError::Sql {
-            sqlstate,
-            message: clean_message(&message),
-        }
+        let message = if sqlstate == "40001" {
+            format!(
+                "could not serialize access: a concurrent transaction holds the shard's write lock ({})",
+                clean_message(&message)
+            )
+        } else {
+            clean_message(&message)
+        };
+        StorageError::Sql { sqlstate, message }
     }
 }
 
