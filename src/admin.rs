@@ -46,6 +46,8 @@ pub enum AdminCommand {
         /// The SQL statement.
         sql: String,
     },
+    /// The metadata Raft group: each member's state, leader, term, log and applied index, lag.
+    Raft,
     /// The coordinator's query-result cache.
     Cache {
         #[command(subcommand)]
@@ -78,6 +80,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Nodes => "SHOW tessera.nodes".to_string(),
         AdminCommand::Tables => "SHOW tessera.tables".to_string(),
         AdminCommand::Shards => "SHOW tessera.shards".to_string(),
+        AdminCommand::Raft => "SHOW tessera.raft".to_string(),
         AdminCommand::Explain { sql } => format!("EXPLAIN {sql}"),
         AdminCommand::Cache {
             action: CacheAction::Stats,

@@ -73,6 +73,17 @@ const STATE_VERSION: u32 = 1;
 struct LocalState {
     version: u32,
     storage_ports: Vec<u16>,
+    /// Metadata Raft RPC ports of the coordinators (several coordinators only): members
+    /// find each other at the same addresses after a restart.
+    #[serde(default)]
+    meta_ports: Vec<u16>,
+}
+
+/// A free local port, for a listener whose address other processes must know in advance.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 struct Proc {
@@ -184,6 +195,10 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         return run_embedded(a, dir).await;
     }
     let state = load_state(&dir)?;
+    let mut meta_ports: Vec<u16> = state
+        .as_ref()
+        .map(|s| s.meta_ports.clone())
+        .unwrap_or_default();
     let mut ports: Vec<u16> = state.map(|s| s.storage_ports).unwrap_or_default();
     let mut procs = Vec::new();
     for i in 0..a.nodes.max(1) {
@@ -214,17 +229,29 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         }
         procs.push(p);
     }
+    let shared = a.coordinators > 1;
+    if shared {
+        while meta_ports.len() < a.coordinators {
+            meta_ports.push(free_port()?);
+        }
+    }
     let state = LocalState {
         version: STATE_VERSION,
         storage_ports: ports,
+        meta_ports: meta_ports.clone(),
     };
     std::fs::write(dir.join("local.json"), serde_json::to_vec_pretty(&state)?)?;
+    let members: Vec<String> = meta_ports
+        .iter()
+        .take(a.coordinators)
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect();
     let storage: Vec<String> = procs
         .iter()
         .map(|p| format!("{}={}", p.name, p.addr))
         .collect();
-    let shared = a.coordinators > 1;
-    let mut coords = Vec::new();
+    let mut starting = Vec::new();
     for i in 0..a.coordinators.max(1) {
         // The first coordinator keeps the single-coordinator layout (its catalog directory is
         // the shared one), so a data directory can grow from one coordinator to several.
@@ -262,10 +289,18 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
             args.push("--tls-required".into());
         }
         if shared {
-            args.push("--catalog-dir".into());
-            args.push(dir.join("coordinator").display().to_string());
+            // The coordinators are the members of the metadata Raft group.
+            args.push("--meta-id".into());
+            args.push((i + 1).to_string());
+            args.push("--meta-members".into());
+            args.push(members.join(","));
         }
-        coords.push(spawn(&name, args).await?);
+        // Started together: a member is ready only once the group has a leader.
+        starting.push(tokio::spawn(async move { spawn(&name, args).await }));
+    }
+    let mut coords = Vec::new();
+    for s in starting {
+        coords.push(s.await??);
     }
     say!(
         "Tessera local cluster ({} storage nodes, {} coordinators) in {}",

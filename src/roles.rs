@@ -55,6 +55,15 @@ pub struct CoordinatorArgs {
     /// Shards of a hash table without WITH (shards = N) (default 8).
     #[arg(long)]
     pub default_shards: Option<u32>,
+    /// This coordinator's id in the metadata Raft group (with --meta-listen and --meta-members).
+    #[arg(long)]
+    pub meta_id: Option<u64>,
+    /// Listen address of the metadata Raft RPC.
+    #[arg(long)]
+    pub meta_listen: Option<String>,
+    /// Every member of the metadata Raft group as id=host:port, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub meta_members: Vec<String>,
 }
 
 /// `tessera storage` flags (override the TOML file).
@@ -116,6 +125,28 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         config.storage_nodes.push(NodeConfig {
             name: name.into(),
             addr: addr.into(),
+        });
+    }
+    if let Some(id) = a.meta_id {
+        let mut members = std::collections::BTreeMap::new();
+        for m in &a.meta_members {
+            let (mid, addr) = m
+                .split_once('=')
+                .with_context(|| format!("--meta-members wants id=host:port, got {m}"))?;
+            members.insert(mid.parse::<u64>().context("member id")?, addr.to_string());
+        }
+        let listen = a
+            .meta_listen
+            .clone()
+            .or_else(|| members.get(&id).cloned())
+            .context("--meta-listen (or this id in --meta-members)")?;
+        if !members.contains_key(&id) {
+            anyhow::bail!("--meta-members must include this coordinator's id {id}");
+        }
+        config.meta = Some(tessera_coordinator::config::MetaSettings {
+            id,
+            listen,
+            members,
         });
     }
     let listener = tokio::net::TcpListener::bind(&config.listen)

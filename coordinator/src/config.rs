@@ -48,6 +48,21 @@ pub struct CoordinatorConfig {
     pub embedded_storage: Vec<tessera_storage::StorageConfig>,
     /// The query-result cache.
     pub cache: crate::cache::CacheConfig,
+    /// Membership of the metadata Raft group. Default none: the catalog is this
+    /// coordinator's file (`data_dir/catalog.json`, or the shared `catalog_dir`).
+    pub meta: Option<MetaSettings>,
+}
+
+/// This coordinator's place in the metadata Raft group (its log lives in `data_dir/meta`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetaSettings {
+    /// This member's id, one of `members`' keys.
+    pub id: u64,
+    /// Listen address of the metadata RPC (`host:port`).
+    pub listen: String,
+    /// Every member's id and metadata RPC address, this one included. The lowest id
+    /// initialises the group the first time.
+    pub members: std::collections::BTreeMap<u64, String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -65,6 +80,7 @@ impl Default for CoordinatorConfig {
             tls_required: false,
             embedded_storage: Vec::new(),
             cache: Default::default(),
+            meta: None,
         }
     }
 }

@@ -89,8 +89,10 @@ pub struct Described {
 
 /// The coordinator's engine: catalog, storage clients and configuration.
 pub struct Engine {
-    /// Catalog store (file-backed now, Raft later).
+    /// Catalog store: the metadata Raft group, or a file.
     pub catalog: Arc<dyn CatalogStore>,
+    /// This coordinator's membership of the metadata Raft group, when the catalog lives there.
+    pub meta: Option<Arc<crate::meta::store::RaftCatalog>>,
     /// Storage node clients.
     pub cluster: Arc<Cluster>,
     /// Settings.
@@ -162,10 +164,35 @@ impl Engine {
     pub async fn open(config: CoordinatorConfig) -> Result<Engine, CoordError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| CoordError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
-        let catalog: Arc<dyn CatalogStore> = Arc::new(match &config.catalog_dir {
-            Some(dir) => FileCatalog::open_with(dir, true)?,
-            None => FileCatalog::open(&config.data_dir)?,
-        });
+        let (catalog, meta): (Arc<dyn CatalogStore>, _) = match &config.meta {
+            Some(m) => {
+                let raft = Arc::new(
+                    crate::meta::store::RaftCatalog::start(crate::meta::store::MetaConfig {
+                        id: m.id,
+                        listen: m.listen.clone(),
+                        members: m.members.clone(),
+                        dir: config.data_dir.join("meta"),
+                    })
+                    .await?,
+                );
+                // A data directory from before the group: its catalog file seeds the group
+                // (applied only while the group's catalog is empty).
+                let file =
+                    FileCatalog::open(config.catalog_dir.as_ref().unwrap_or(&config.data_dir))?
+                        .snapshot();
+                if !file.tables.is_empty() || !file.nodes.is_empty() {
+                    raft.seed((*file).clone()).await?;
+                }
+                (raft.clone() as Arc<dyn CatalogStore>, Some(raft))
+            }
+            None => (
+                Arc::new(match &config.catalog_dir {
+                    Some(dir) => FileCatalog::open_with(dir, true)?,
+                    None => FileCatalog::open(&config.data_dir)?,
+                }) as Arc<dyn CatalogStore>,
+                None,
+            ),
+        };
         let cluster = Arc::new(Cluster::default());
         let mut config = config;
         for sc in config.embedded_storage.clone() {
@@ -200,6 +227,7 @@ impl Engine {
         let (txnlog, pending) = crate::txnlog::DecisionLog::open(&config.data_dir)?;
         let engine = Engine {
             catalog,
+            meta,
             cluster,
             cache: crate::cache::ResultCache::new(config.cache.clone()),
             config,

@@ -125,6 +125,17 @@ pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
             ("bytes", PgType::Int8),
         ]),
         "tessera.cache_stats" => cols(&[("metric", PgType::Text), ("value", PgType::Int8)]),
+        "tessera.raft" => cols(&[
+            ("group", PgType::Text),
+            ("member", PgType::Int8),
+            ("address", PgType::Text),
+            ("state", PgType::Text),
+            ("leader", PgType::Int8),
+            ("term", PgType::Int8),
+            ("last_log", PgType::Int8),
+            ("applied", PgType::Int8),
+            ("lag", PgType::Int8),
+        ]),
         name => cols(&[(name, PgType::Text)]),
     }
 }
@@ -214,6 +225,7 @@ pub async fn show(
                 .collect()
         }
         "tessera.shards" => shard_rows(engine).await?,
+        "tessera.raft" => raft_rows(engine).await,
         "tessera.cache_stats" => engine
             .cache
             .stats()
@@ -231,6 +243,67 @@ pub async fn show(
         },
     };
     Ok(result(variable, rows))
+}
+
+/// `SHOW tessera.raft`: every member of the metadata group, as it reports itself; the lag is
+/// the leader's last log index minus what the leader has replicated to the member.
+async fn raft_rows(engine: &Engine) -> Vec<Vec<Value>> {
+    let text = |s: &str| Value::Text(s.to_string());
+    let Some(meta) = &engine.meta else {
+        return vec![vec![
+            text("metadata"),
+            Value::Integer(0),
+            text(""),
+            text("single coordinator: catalog file, no Raft group"),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ]];
+    };
+    let statuses = meta.statuses().await;
+    let leader = statuses
+        .iter()
+        .flatten()
+        .find(|s| s.state == "Leader")
+        .cloned();
+    let int = |v: u64| Value::Integer(v as i64);
+    statuses
+        .into_iter()
+        .zip(meta.members())
+        .map(|(s, (id, addr))| match s {
+            Ok(s) => {
+                let lag = leader.as_ref().and_then(|l| {
+                    l.replicated
+                        .get(&id)
+                        .map(|r| int(l.last_log.saturating_sub(*r)))
+                });
+                vec![
+                    text("metadata"),
+                    int(id),
+                    text(&addr),
+                    text(&s.state),
+                    s.leader.map_or(Value::Null, int),
+                    int(s.term),
+                    int(s.last_log),
+                    int(s.applied),
+                    lag.unwrap_or(Value::Null),
+                ]
+            }
+            Err(e) => vec![
+                text("metadata"),
+                int(id),
+                text(&addr),
+                text(&format!("unreachable: {e}")),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            ],
+        })
+        .collect()
 }
 
 async fn shard_rows(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {

@@ -41,6 +41,7 @@ pub mod engine_show;
 pub mod error;
 pub mod executor;
 pub mod merge;
+pub mod meta;
 pub mod pg;
 pub mod pgcatalog;
 pub mod planner;

@@ -6,6 +6,7 @@
 //! - [`value`]: a typed SQL value as it travels between nodes.
 //! - [`pgtype`]: PostgreSQL types Tessera declares, with their OIDs and SQLite storage.
 //! - [`proto`]: the generated gRPC protocol of storage nodes (`proto/storage.proto`).
+//! - [`meta_proto`]: the metadata Raft group's gRPC protocol (`proto/meta.proto`).
 
 pub mod fsutil;
 pub mod hash;
@@ -16,6 +17,12 @@ pub mod value;
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("tessera.storage.v1");
+}
+
+/// Generated code for the metadata Raft group's RPCs between coordinators.
+#[allow(clippy::all, missing_docs)]
+pub mod meta_proto {
+    tonic::include_proto!("tessera.meta.v1");
 }
 
 pub use pgtype::PgType;

@@ -56,6 +56,16 @@ impl Cluster {
         c
     }
 
+    /// Starts (or restarts) `coordinators` coordinators and `nodes` storage nodes in `dir`.
+    pub fn start_coordinators_in(
+        dir: &Path,
+        nodes: usize,
+        shards: u32,
+        coordinators: usize,
+    ) -> Cluster {
+        Cluster::launch_with(dir, nodes, shards, false, coordinators)
+    }
+
     fn launch(dir: &Path, nodes: usize, shards: u32, embedded: bool) -> Cluster {
         Cluster::launch_with(dir, nodes, shards, embedded, 1)
     }
