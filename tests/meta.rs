@@ -66,7 +66,15 @@ async fn the_catalog_survives_the_loss_of_the_metadata_leader() {
     let leader = leaders[0];
     assert!(rows.iter().all(|r| r.2 == Some(leader)), "{rows:?}");
 
-    kill9(cluster.pid_of(&format!("coordinator-{leader}")));
+    // The dead member's command line, to start it again later.
+    let leader_pid = cluster.pid_of(&format!("coordinator-{leader}"));
+    let cmdline = std::fs::read(format!("/proc/{leader_pid}/cmdline")).expect("cmdline");
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    kill9(leader_pid);
     let survivors: Vec<usize> = (0..3).filter(|i| *i as i64 + 1 != leader).collect();
     // DDL through a survivor: the group elects a new leader and the change goes through.
     let c = &clients[survivors[0]];
@@ -108,6 +116,47 @@ async fn the_catalog_survives_the_loss_of_the_metadata_leader() {
             .any(|r| r.0 == leader && r.1.starts_with("unreachable")),
         "the dead member shows as unreachable: {rows:?}"
     );
+    // The dead member comes back: it catches up before it serves, and then has the change
+    // made while it was down.
+    let mut restarted = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("TESSERA_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("restart the member");
+    let stdout = restarted.stdout.take().expect("stdout");
+    let addr = {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("member exited before it was ready")
+                .expect("read");
+            if let Some(rest) = line.strip_prefix("TESSERA_READY coordinator ") {
+                std::thread::spawn(move || for _ in lines {});
+                break rest.trim().to_string();
+            }
+        }
+    };
+    let (back, conn) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            addr.rsplit(':').next().expect("port")
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to the restarted member");
+    tokio::spawn(conn);
+    assert_eq!(tables(&back).await, vec!["accounts", "orders"]);
+    let rows = raft_rows(&back).await;
+    assert!(
+        rows.iter().all(|r| !r.1.starts_with("unreachable")),
+        "every member answers again: {rows:?}"
+    );
+    let _ = restarted.kill();
+    let _ = restarted.wait();
     // libpq's multi-host strings skip the dead coordinator.
     let hosts = ["127.0.0.1"; 3].join(",");
     let mut ports: Vec<String> = cluster.ports.iter().map(|p| p.to_string()).collect();
