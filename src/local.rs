@@ -35,9 +35,16 @@ pub struct LocalArgs {
     #[arg(long, default_value = "full")]
     pub synchronous: String,
     /// Number of coordinators (each with its own Postgres port: --port, --port + 1, ...;
-    /// all on OS-chosen ports when --port is 0). They share one catalog.
+    /// all on OS-chosen ports when --port is 0). Two or more are the members of the metadata
+    /// Raft group.
     #[arg(long, default_value_t = 1)]
     pub coordinators: usize,
+    /// Silence (ms) after which a storage node is suspect (default 3000).
+    #[arg(long)]
+    pub node_suspect_ms: Option<u64>,
+    /// Silence (ms) after which a storage node is dead (default 30000).
+    #[arg(long)]
+    pub node_dead_ms: Option<u64>,
     /// Authentication of the coordinators: trust (default; local use only) or scram-sha-256
     /// (the superuser postgres gets the password in TESSERA_PASSWORD on first start).
     #[arg(long, default_value = "trust")]
@@ -279,6 +286,14 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         ];
         args.push("--auth".into());
         args.push(a.auth.clone());
+        if let Some(ms) = a.node_suspect_ms {
+            args.push("--node-suspect-ms".into());
+            args.push(ms.to_string());
+        }
+        if let Some(ms) = a.node_dead_ms {
+            args.push("--node-dead-ms".into());
+            args.push(ms.to_string());
+        }
         if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
             args.push("--tls-cert".into());
             args.push(cert.display().to_string());

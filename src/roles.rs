@@ -55,6 +55,12 @@ pub struct CoordinatorArgs {
     /// Shards of a hash table without WITH (shards = N) (default 8).
     #[arg(long)]
     pub default_shards: Option<u32>,
+    /// Storage-node failure detection: silence (ms) after which a node is suspect.
+    #[arg(long)]
+    pub node_suspect_ms: Option<u64>,
+    /// Silence (ms) after which a storage node is dead.
+    #[arg(long)]
+    pub node_dead_ms: Option<u64>,
     /// This coordinator's id in the metadata Raft group (with --meta-listen and --meta-members).
     #[arg(long)]
     pub meta_id: Option<u64>,
@@ -127,6 +133,12 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
             addr: addr.into(),
         });
     }
+    if let Some(ms) = a.node_suspect_ms {
+        config.liveness.suspect_after_ms = ms;
+    }
+    if let Some(ms) = a.node_dead_ms {
+        config.liveness.dead_after_ms = ms;
+    }
     if let Some(id) = a.meta_id {
         let mut members = std::collections::BTreeMap::new();
         for m in &a.meta_members {
@@ -154,6 +166,7 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let engine = std::sync::Arc::new(tessera_coordinator::Engine::open(config.clone()).await?);
+    let _liveness = tessera_coordinator::liveness::spawn(std::sync::Arc::downgrade(&engine));
     if config.auth == "trust" {
         tracing::warn!(
             "authentication is 'trust': any user connects without a password (local default)"

@@ -233,3 +233,79 @@ async fn schema_changes_survive_kill_9_of_every_process() {
     .expect("in time")
     .expect("ddl after restart");
 }
+
+/// `SHOW tessera.nodes` as (name, liveness).
+async fn liveness(c: &tokio_postgres::Client) -> Vec<(String, String)> {
+    c.query("SHOW tessera.nodes", &[])
+        .await
+        .expect("SHOW tessera.nodes")
+        .iter()
+        .map(|r| (r.get(1), r.get(4)))
+        .collect()
+}
+
+/// The metadata leader notices a dead storage node: suspect after `--node-suspect-ms`, dead
+/// after `--node-dead-ms`, recorded in the catalog so every coordinator says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_storage_node_becomes_suspect_then_dead_everywhere() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start_args(
+        tmp.path(),
+        2,
+        2,
+        &[
+            "--coordinators",
+            "3",
+            "--node-suspect-ms",
+            "400",
+            "--node-dead-ms",
+            "1500",
+        ],
+        &[],
+    );
+    let clients = [
+        cluster.client_at(0).await,
+        cluster.client_at(1).await,
+        cluster.client_at(2).await,
+    ];
+    for c in &clients {
+        assert_eq!(
+            liveness(c).await,
+            vec![
+                ("storage-1".to_string(), "alive".to_string()),
+                ("storage-2".to_string(), "alive".to_string())
+            ]
+        );
+    }
+    kill9(cluster.pid_of("storage-2"));
+    let c = &clients[0];
+    assert!(
+        wait_until(10, || async {
+            liveness(c)
+                .await
+                .contains(&("storage-2".into(), "suspect".into()))
+        })
+        .await,
+        "suspect: {:?}",
+        liveness(c).await
+    );
+    assert!(
+        wait_until(10, || async {
+            liveness(c)
+                .await
+                .contains(&("storage-2".into(), "dead".into()))
+        })
+        .await,
+        "dead: {:?}",
+        liveness(c).await
+    );
+    for c in &clients {
+        assert_eq!(
+            liveness(c).await,
+            vec![
+                ("storage-1".to_string(), "alive".to_string()),
+                ("storage-2".to_string(), "dead".to_string())
+            ]
+        );
+    }
+}

@@ -48,6 +48,8 @@ pub struct CoordinatorConfig {
     pub embedded_storage: Vec<tessera_storage::StorageConfig>,
     /// The query-result cache.
     pub cache: crate::cache::CacheConfig,
+    /// Storage-node failure detection.
+    pub liveness: crate::liveness::LivenessConfig,
     /// Membership of the metadata Raft group. Default none: the catalog is this
     /// coordinator's file (`data_dir/catalog.json`, or the shared `catalog_dir`).
     pub meta: Option<MetaSettings>,
@@ -81,6 +83,7 @@ impl Default for CoordinatorConfig {
             embedded_storage: Vec::new(),
             cache: Default::default(),
             meta: None,
+            liveness: Default::default(),
         }
     }
 }

@@ -103,6 +103,7 @@ pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
             ("name", PgType::Text),
             ("address", PgType::Text),
             ("status", PgType::Text),
+            ("liveness", PgType::Text),
             ("pid", PgType::Int8),
             ("shards", PgType::Int8),
         ]),
@@ -185,6 +186,7 @@ pub async fn show(
                     text(&n.name),
                     text(&n.addr),
                     text(status),
+                    text(n.liveness.as_str()),
                     pid,
                     Value::Integer(shards as i64),
                 ]);

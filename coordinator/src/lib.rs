@@ -17,6 +17,7 @@
 //! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views;
 //!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT; [`engine_roles`]: roles and their passwords;
 //!   [`engine_savepoint`]: savepoints across shards; [`engine_prepared`]: PREPARE/EXECUTE/DEALLOCATE.
+//! - [`liveness`]: storage-node failure detection (alive, suspect, dead), recorded in the catalog.
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
 //! - [`pgcatalog`]: `pg_catalog` and `information_schema` emulated from Tessera's catalog.
@@ -40,6 +41,7 @@ pub mod engine_savepoint;
 pub mod engine_show;
 pub mod error;
 pub mod executor;
+pub mod liveness;
 pub mod merge;
 pub mod meta;
 pub mod pg;

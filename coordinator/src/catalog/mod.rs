@@ -24,6 +24,33 @@ pub struct Node {
     pub name: String,
     /// gRPC address, `host:port`.
     pub addr: String,
+    /// What failure detection last concluded (see [`crate::liveness`]).
+    #[serde(default)]
+    pub liveness: Liveness,
+}
+
+/// A storage node's liveness as failure detection records it in the catalog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// Answering.
+    #[default]
+    Alive,
+    /// Silent for longer than `suspect_after_ms`.
+    Suspect,
+    /// Silent for longer than `dead_after_ms`.
+    Dead,
+}
+
+impl Liveness {
+    /// As `tessera admin nodes` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Suspect => "suspect",
+            Liveness::Dead => "dead",
+        }
+    }
 }
 
 /// A column with its declared Postgres type.
@@ -252,6 +279,13 @@ pub enum CatalogCommand {
         /// Address.
         addr: String,
     },
+    /// Record a storage node's liveness (failure detection).
+    SetLiveness {
+        /// Node name.
+        name: String,
+        /// The new state.
+        liveness: Liveness,
+    },
     /// Add a table; `new_group` is created first when the table starts a new group.
     CreateTable {
         /// The table (its `group` refers to an existing or the new group).
@@ -334,8 +368,24 @@ impl Catalog {
                     n.addr = addr;
                 } else {
                     let id = self.alloc_id();
-                    self.nodes.insert(id, Node { id, name, addr });
+                    self.nodes.insert(
+                        id,
+                        Node {
+                            id,
+                            name,
+                            addr,
+                            liveness: Liveness::Alive,
+                        },
+                    );
                 }
+            }
+            CatalogCommand::SetLiveness { name, liveness } => {
+                let node = self
+                    .nodes
+                    .values_mut()
+                    .find(|n| n.name == name)
+                    .ok_or_else(|| CoordError::Internal(format!("no storage node {name}")))?;
+                node.liveness = liveness;
             }
             CatalogCommand::CreateTable {
                 mut table,

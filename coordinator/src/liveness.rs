@@ -1,0 +1,141 @@
+//! Storage-node failure detection: one coordinator (the metadata leader, or the only
+//! coordinator) asks every storage node for its data versions every `interval_ms`; a node
+//! silent for `suspect_after_ms` becomes *suspect*, for `dead_after_ms` *dead*, and answering
+//! again makes it *alive*. Each change is a catalog command, so every coordinator and
+//! `tessera admin nodes` agree on it, and repair can act on it.
+
+use crate::catalog::{CatalogCommand, Liveness};
+use crate::engine::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+/// Failure-detection timing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LivenessConfig {
+    /// How often each storage node is asked. Default 500 ms.
+    pub interval_ms: u64,
+    /// Silence after which a node is suspect. Default 3000 ms.
+    pub suspect_after_ms: u64,
+    /// Silence after which a node is dead. Default 30000 ms.
+    pub dead_after_ms: u64,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        LivenessConfig {
+            interval_ms: 500,
+            suspect_after_ms: 3000,
+            dead_after_ms: 30_000,
+        }
+    }
+}
+
+impl LivenessConfig {
+    /// The state a node silent for `silence` is in.
+    pub fn judge(&self, silence: Duration) -> Liveness {
+        let ms = silence.as_millis() as u64;
+        if ms >= self.dead_after_ms {
+            Liveness::Dead
+        } else if ms >= self.suspect_after_ms {
+            Liveness::Suspect
+        } else {
+            Liveness::Alive
+        }
+    }
+}
+
+/// Whether this coordinator is the one that detects: the metadata leader, or the only one.
+fn detecting(engine: &Engine) -> bool {
+    match &engine.meta {
+        Some(m) => {
+            let metrics = crate::meta::metrics(m.raft());
+            metrics.current_leader == Some(metrics.id)
+        }
+        None => true,
+    }
+}
+
+/// Runs failure detection until the engine is dropped.
+pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // When each node last answered, as this coordinator saw it. Silence only counts
+        // from the moment this coordinator started detecting (a new leader starts fresh).
+        let mut last_ok: HashMap<u64, Instant> = HashMap::new();
+        let mut was_detecting = false;
+        loop {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let config = engine.config.liveness.clone();
+            let now_detecting = detecting(&engine);
+            if now_detecting && !was_detecting {
+                last_ok.clear();
+            }
+            was_detecting = now_detecting;
+            if now_detecting {
+                probe_all(&engine, &config, &mut last_ok).await;
+            }
+            drop(engine);
+            tokio::time::sleep(Duration::from_millis(config.interval_ms.max(10))).await;
+        }
+    })
+}
+
+async fn probe_all(engine: &Engine, config: &LivenessConfig, last_ok: &mut HashMap<u64, Instant>) {
+    let catalog = engine.catalog.snapshot();
+    let timeout = Duration::from_millis(config.suspect_after_ms.max(100));
+    let probes = catalog.nodes.values().map(|n| async move {
+        let ok = tokio::time::timeout(timeout, engine.cluster.versions(n, vec![]))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        (n, ok)
+    });
+    let results = futures::future::join_all(probes).await;
+    let now = Instant::now();
+    for (node, ok) in results {
+        let seen = last_ok.entry(node.id).or_insert(now);
+        if ok {
+            *seen = now;
+        }
+        let state = config.judge(now.duration_since(*seen));
+        if state != node.liveness {
+            match engine
+                .catalog
+                .propose(CatalogCommand::SetLiveness {
+                    name: node.name.clone(),
+                    liveness: state,
+                })
+                .await
+            {
+                Ok(_) => tracing::warn!(
+                    node = %node.name,
+                    from = node.liveness.as_str(),
+                    to = state.as_str(),
+                    "storage node liveness changed"
+                ),
+                Err(e) => tracing::debug!(node = %node.name, error = %e, "cannot record liveness"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_decides_the_state() {
+        let c = LivenessConfig {
+            interval_ms: 100,
+            suspect_after_ms: 1000,
+            dead_after_ms: 5000,
+        };
+        assert_eq!(c.judge(Duration::from_millis(999)), Liveness::Alive);
+        assert_eq!(c.judge(Duration::from_millis(1000)), Liveness::Suspect);
+        assert_eq!(c.judge(Duration::from_millis(4999)), Liveness::Suspect);
+        assert_eq!(c.judge(Duration::from_secs(5)), Liveness::Dead);
+    }
+}
