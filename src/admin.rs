@@ -39,8 +39,12 @@ pub enum AdminCommand {
     Nodes,
     /// Tables: distribution method, column, shard count, columns.
     Tables,
-    /// Shards: hash or value range, node, tables, rows and bytes (read from the nodes).
-    Shards,
+    /// Shards: hash or value range, nodes, tables, rows and bytes (read from the nodes).
+    Shards {
+        /// Compare every copy of each replicated shard (row count and content checksum).
+        #[arg(long)]
+        verify: bool,
+    },
     /// Dry-run the planner: the route and merge of a statement, without running it.
     Explain {
         /// The SQL statement.
@@ -79,7 +83,8 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
     let sql = match &a.command {
         AdminCommand::Nodes => "SHOW tessera.nodes".to_string(),
         AdminCommand::Tables => "SHOW tessera.tables".to_string(),
-        AdminCommand::Shards => "SHOW tessera.shards".to_string(),
+        AdminCommand::Shards { verify: false } => "SHOW tessera.shards".to_string(),
+        AdminCommand::Shards { verify: true } => "SHOW tessera.replica_check".to_string(),
         AdminCommand::Raft => "SHOW tessera.raft".to_string(),
         AdminCommand::Explain { sql } => format!("EXPLAIN {sql}"),
         AdminCommand::Cache {

@@ -22,6 +22,8 @@ struct TableOptions {
     bounds: Option<String>,
     reference: bool,
     cache: bool,
+    /// Copies of each shard, on distinct storage nodes (`WITH (replicas = N)`).
+    replicas: Option<u32>,
 }
 
 impl Default for TableOptions {
@@ -31,6 +33,7 @@ impl Default for TableOptions {
             bounds: None,
             reference: false,
             cache: true,
+            replicas: None,
         }
     }
 }
@@ -86,7 +89,20 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, CoordError> 
                 "bounds" => out.bounds = Some(v),
                 "distribution" if v == "reference" => out.reference = true,
                 "cache" => out.cache = cache_option(&v)?,
-                // Postgres storage parameters (fillfactor, ...) and replicas (used once replication lands) are accepted.
+                "replicas" | "replication_factor" => {
+                    let n: u32 = v.parse().map_err(|_| {
+                        CoordError::InvalidValue(format!(
+                            "replicas must be a positive integer, not {v}"
+                        ))
+                    })?;
+                    if n == 0 || n > 16 {
+                        return Err(CoordError::InvalidValue(
+                            "replicas must be between 1 and 16".into(),
+                        ));
+                    }
+                    out.replicas = Some(n);
+                }
+                // Postgres storage parameters (fillfactor, ...) are accepted.
                 _ => {}
             }
         }
@@ -368,6 +384,23 @@ pub async fn create_table(
             )
         })
         .collect();
+    if opts.replicas.unwrap_or(1) > 1 {
+        // Defaults are computed by each copy: only deterministic ones keep copies equal.
+        for cd in &ct.columns {
+            for o in &cd.options {
+                if let ColumnOption::Default(e) = &o.option {
+                    let time = matches!(e, Expr::Function(f) if matches!(function_name(&f.name).as_str(), "now" | "current_timestamp" | "localtimestamp" | "transaction_timestamp" | "statement_timestamp" | "clock_timestamp"));
+                    if let Some(f) =
+                        crate::planner::volatile_function(e).or(time.then(|| "now".to_string()))
+                    {
+                        return Err(CoordError::unsupported(format!(
+                            "DEFAULT {f}() on a replicated table: every copy would compute its own value"
+                        )));
+                    }
+                }
+            }
+        }
+    }
     let schema = shard_schema(&table);
     place_table(engine, table, opts, vec![schema]).await?;
     Ok(notices)
@@ -470,9 +503,28 @@ async fn place_table(
             (GroupKind::Range, bounds.len() as u32 + 1, Some(bounds))
         }
     };
-    // Hash tables with the same shard count share a group (co-located); one reference group.
+    let replicas = if kind == GroupKind::Reference {
+        1
+    } else {
+        opts.replicas.unwrap_or(1) as usize
+    };
+    if replicas > nodes.len() {
+        return Err(CoordError::Storage {
+            sqlstate: "22023".into(),
+            message: format!(
+                "replicas = {replicas} needs {replicas} storage nodes; the cluster has {}",
+                nodes.len()
+            ),
+        });
+    }
+    // Hash tables with the same shard count and replicas share a group (co-located); one
+    // reference group.
     let existing = catalog.groups.values().find(|g| match kind {
-        GroupKind::Hash => g.kind == GroupKind::Hash && g.shards.len() as u32 == count,
+        GroupKind::Hash => {
+            g.kind == GroupKind::Hash
+                && g.shards.len() as u32 == count
+                && g.shards.first().map(|s| s.placements.len()) == Some(replicas)
+        }
         GroupKind::Reference => g.kind == GroupKind::Reference,
         GroupKind::Range => false,
     });
@@ -485,7 +537,9 @@ async fn place_table(
                 .map(|i| Shard {
                     id: first + 1 + u64::from(i),
                     index: i,
-                    placements: vec![nodes[(i as usize) % nodes.len()]],
+                    placements: (0..replicas)
+                        .map(|r| nodes[(i as usize + r) % nodes.len()])
+                        .collect(),
                     lower: (i as usize)
                         .checked_sub(1)
                         .and_then(|j| bounds.get(j).cloned()),
@@ -507,8 +561,11 @@ async fn place_table(
         ShardKind::Sql
     };
     let mut done = Vec::new();
-    for s in &group.shards {
-        let t = target(s)?;
+    for (s, t) in group
+        .shards
+        .iter()
+        .flat_map(|s| replica_targets(s).map(move |t| (s, t)))
+    {
         let node = catalog.node(t.node)?;
         if let Err(e) = engine
             .cluster
@@ -575,9 +632,19 @@ async fn run_on_shard(
 async fn run_on_all_shards(engine: &Engine, table: &Table, sql: String) -> Result<(), CoordError> {
     let catalog = engine.catalog.snapshot();
     for s in &catalog.group_of(table)?.shards {
-        run_on_shard(engine, target(s)?, sql.clone()).await?;
+        for t in replica_targets(s) {
+            run_on_shard(engine, t, sql.clone()).await?;
+        }
     }
     Ok(())
+}
+
+/// Every copy of a shard.
+fn replica_targets(s: &Shard) -> impl Iterator<Item = crate::planner::Target> + '_ {
+    s.placements.iter().map(|node| crate::planner::Target {
+        shard: s.id,
+        node: *node,
+    })
 }
 
 /// `DROP TABLE`.
@@ -944,6 +1011,7 @@ async fn rebuild(
         new,
         TableOptions {
             shards,
+            replicas: old_group.shards.first().map(|s| s.placements.len() as u32),
             ..Default::default()
         },
         schema,

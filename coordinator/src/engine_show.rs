@@ -126,6 +126,13 @@ pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
             ("bytes", PgType::Int8),
         ]),
         "tessera.cache_stats" => cols(&[("metric", PgType::Text), ("value", PgType::Int8)]),
+        "tessera.replica_check" => cols(&[
+            ("shard", PgType::Int8),
+            ("node", PgType::Text),
+            ("rows", PgType::Int8),
+            ("checksum", PgType::Text),
+            ("agrees", PgType::Bool),
+        ]),
         "tessera.raft" => cols(&[
             ("group", PgType::Text),
             ("member", PgType::Int8),
@@ -227,6 +234,7 @@ pub async fn show(
                 .collect()
         }
         "tessera.shards" => shard_rows(engine).await?,
+        "tessera.replica_check" => replica_check(engine).await?,
         "tessera.raft" => raft_rows(engine).await,
         "tessera.cache_stats" => engine
             .cache
@@ -308,6 +316,83 @@ async fn raft_rows(engine: &Engine) -> Vec<Vec<Value>> {
         .collect()
 }
 
+/// `SHOW tessera.replica_check` (`tessera admin shards --verify`): every copy of every shard
+/// that has several, read in key order and hashed; `agrees` is whether it matches the first copy.
+async fn replica_check(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
+    use std::hash::{Hash, Hasher};
+    let catalog = engine.catalog.snapshot();
+    let mut out = Vec::new();
+    for g in catalog.groups.values() {
+        if g.kind == GroupKind::Reference {
+            continue;
+        }
+        let tables: Vec<&crate::catalog::Table> = catalog
+            .tables
+            .values()
+            .filter(|t| t.group == g.id)
+            .collect();
+        for s in g.shards.iter().filter(|s| s.placements.len() > 1) {
+            let mut first: Option<String> = None;
+            for node_id in &s.placements {
+                let node = catalog.node(*node_id)?;
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                let mut rows = 0i64;
+                let mut failed = None;
+                for t in &tables {
+                    let key = if t.primary_key.is_empty() {
+                        "rowid".to_string()
+                    } else {
+                        t.primary_key
+                            .iter()
+                            .map(|k| crate::sql::names::quote(k))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let st = tessera_shared::proto::Statement {
+                        sql: format!(
+                            "SELECT * FROM {} ORDER BY {key}",
+                            crate::sql::names::quote(&t.name)
+                        ),
+                        params: vec![],
+                        returns_rows: true,
+                    };
+                    match engine.cluster.execute(node, s.id, 0, vec![st]).await {
+                        Ok(results) => {
+                            t.name.hash(&mut hasher);
+                            for r in results {
+                                for row in r.rows {
+                                    rows += 1;
+                                    format!("{:?}", row.values).hash(&mut hasher);
+                                }
+                            }
+                        }
+                        Err(e) => failed = Some(e.to_string()),
+                    }
+                }
+                let sum = match failed {
+                    Some(e) => format!("unreadable: {e}"),
+                    None => format!("{:016x}", hasher.finish()),
+                };
+                let agrees = match &first {
+                    None => {
+                        first = Some(sum.clone());
+                        true
+                    }
+                    Some(f) => *f == sum,
+                };
+                out.push(vec![
+                    Value::Integer(s.id as i64),
+                    Value::Text(node.name.clone()),
+                    Value::Integer(rows),
+                    Value::Text(sum),
+                    Value::Integer(i64::from(agrees)),
+                ]);
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn shard_rows(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
     let catalog = engine.catalog.snapshot();
     let mut stats = std::collections::HashMap::new();
@@ -328,11 +413,13 @@ async fn shard_rows(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
             .collect();
         for s in &g.shards {
             let node = s.placements.first().copied().unwrap_or(0);
-            let node_name = catalog
-                .nodes
-                .get(&node)
-                .map(|n| n.name.clone())
-                .unwrap_or_default();
+            // Every copy, the first (the one reads prefer) first.
+            let node_name = s
+                .placements
+                .iter()
+                .filter_map(|p| catalog.nodes.get(p).map(|n| n.name.clone()))
+                .collect::<Vec<_>>()
+                .join(",");
             let range = match g.kind {
                 GroupKind::Hash => {
                     let (lo, hi) =

@@ -349,10 +349,15 @@ async fn merge_results(
     outputs: Vec<(Vec<Vec<Value>>, u64)>,
     params: &[Value],
 ) -> Result<ResultSet, CoordError> {
+    if let Merge::Replicated { primaries, inner } = merge {
+        let mut outputs = outputs;
+        outputs.truncate(*primaries);
+        return Box::pin(merge_results(inner, outputs, params)).await;
+    }
     let affected: u64 = outputs.iter().map(|o| o.1).sum();
     let mut outputs = outputs;
     Ok(match merge {
-        Merge::Single | Merge::FirstOnly => {
+        Merge::Single | Merge::FirstOnly | Merge::Replicated { .. } => {
             let (rows, affected) = if outputs.is_empty() {
                 (vec![], 0)
             } else {

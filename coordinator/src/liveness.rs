@@ -2,7 +2,8 @@
 //! coordinator) asks every storage node for its data versions every `interval_ms`; a node
 //! silent for `suspect_after_ms` becomes *suspect*, for `dead_after_ms` *dead*, and answering
 //! again makes it *alive*. Each change is a catalog command, so every coordinator and
-//! `tessera admin nodes` agree on it, and repair can act on it.
+//! `tessera admin nodes` agree on it. A dead node leaves every replicated shard that has
+//! another copy, so writes to those shards go on without it.
 
 use crate::catalog::{CatalogCommand, Liveness};
 use crate::engine::Engine;
@@ -110,13 +111,37 @@ async fn probe_all(engine: &Engine, config: &LivenessConfig, last_ok: &mut HashM
                 })
                 .await
             {
-                Ok(_) => tracing::warn!(
-                    node = %node.name,
-                    from = node.liveness.as_str(),
-                    to = state.as_str(),
-                    "storage node liveness changed"
-                ),
+                Ok(_) => {
+                    tracing::warn!(
+                        node = %node.name,
+                        from = node.liveness.as_str(),
+                        to = state.as_str(),
+                        "storage node liveness changed"
+                    );
+                }
                 Err(e) => tracing::debug!(node = %node.name, error = %e, "cannot record liveness"),
+            }
+        }
+        // A dead node leaves every replicated shard that has another copy (retried each
+        // round until it is recorded).
+        let replicated_here = catalog.groups.values().any(|g| {
+            g.kind != crate::catalog::GroupKind::Reference
+                && g.shards
+                    .iter()
+                    .any(|s| s.placements.len() > 1 && s.placements.contains(&node.id))
+        });
+        if state == Liveness::Dead && replicated_here {
+            match engine
+                .catalog
+                .propose(CatalogCommand::DropPlacements { node: node.id })
+                .await
+            {
+                Ok(_) => {
+                    tracing::warn!(node = %node.name, "dead node left its replicated shards; writes go to the other copies")
+                }
+                Err(e) => {
+                    tracing::error!(node = %node.name, error = %e, "cannot take a dead node out of its shards")
+                }
             }
         }
     }

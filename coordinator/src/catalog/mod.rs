@@ -286,6 +286,12 @@ pub enum CatalogCommand {
         /// The new state.
         liveness: Liveness,
     },
+    /// Take a dead node out of every replicated shard that has another copy, so writes go
+    /// to the remaining copies (its own copy is stale from then on and never read again).
+    DropPlacements {
+        /// Node id.
+        node: u64,
+    },
     /// Add a table; `new_group` is created first when the table starts a new group.
     CreateTable {
         /// The table (its `group` refers to an existing or the new group).
@@ -386,6 +392,18 @@ impl Catalog {
                     .find(|n| n.name == name)
                     .ok_or_else(|| CoordError::Internal(format!("no storage node {name}")))?;
                 node.liveness = liveness;
+            }
+            CatalogCommand::DropPlacements { node } => {
+                for g in self.groups.values_mut() {
+                    if g.kind == GroupKind::Reference {
+                        continue;
+                    }
+                    for s in &mut g.shards {
+                        if s.placements.len() > 1 {
+                            s.placements.retain(|n| *n != node);
+                        }
+                    }
+                }
             }
             CatalogCommand::CreateTable {
                 mut table,

@@ -106,6 +106,40 @@ fn write_plan(
     ctx: &PlanCtx<'_>,
 ) -> Result<Planned, CoordError> {
     let merge = write_merge(table, ctx, tasks.len())?;
+    // Replicated shards: the same statement on every other copy, after the first copies.
+    let group = ctx.catalog.group_of(table)?;
+    let copies: Vec<ShardTask> = tasks
+        .iter()
+        .flat_map(|t| {
+            group
+                .shards
+                .iter()
+                .filter(|s| s.id == t.target.shard)
+                .flat_map(|s| s.placements.iter().skip(1))
+                .map(|node| ShardTask {
+                    target: super::Target {
+                        shard: t.target.shard,
+                        node: *node,
+                    },
+                    sql: t.sql.clone(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (tasks, merge) = if copies.is_empty() {
+        (tasks, merge)
+    } else {
+        let primaries = tasks.len();
+        let mut all = tasks;
+        all.extend(copies);
+        (
+            all,
+            Merge::Replicated {
+                primaries,
+                inner: Box::new(merge),
+            },
+        )
+    };
     Ok(Planned {
         plan: Plan::Distributed {
             tasks,

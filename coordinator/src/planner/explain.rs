@@ -88,6 +88,10 @@ fn describe_merge(m: &Merge) -> String {
     match m {
         Merge::Single => "none (one shard answers)".into(),
         Merge::FirstOnly => "first replica's result (reference table)".into(),
+        Merge::Replicated { primaries, inner } => format!(
+            "{} (each shard written on every replica; {primaries} first copies answer)",
+            describe_merge(inner)
+        ),
         Merge::Concat { limit, offset } => format!("concatenate{}", lim(limit, offset)),
         Merge::Sort {
             keys,

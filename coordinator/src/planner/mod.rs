@@ -54,6 +54,14 @@ pub enum Merge {
     Single,
     /// Every task holds the same data (reference table writes): keep the first task's result.
     FirstOnly,
+    /// A write to replicated shards: the first `primaries` tasks are one copy of each shard,
+    /// the rest the same statements on the other copies. Only the first copies' results count.
+    Replicated {
+        /// Tasks whose results count.
+        primaries: usize,
+        /// How those results combine.
+        inner: Box<Merge>,
+    },
     /// Append results, then apply OFFSET/LIMIT.
     Concat {
         /// LIMIT.
@@ -147,8 +155,8 @@ pub struct PlanCtx<'a> {
 
 /// Plans a query or DML statement.
 pub fn plan(stmt: &Statement, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
-    match stmt {
-        Statement::Query(q) => select::plan_query(q, ctx),
+    let planned = match stmt {
+        Statement::Query(q) => return select::plan_query(q, ctx),
         Statement::Insert(i) => dml::plan_insert(i, ctx),
         Statement::Update(u) => dml::plan_update(u, ctx),
         Statement::Delete(d) => dml::plan_delete(d, ctx),
@@ -156,7 +164,39 @@ pub fn plan(stmt: &Statement, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> 
             "statement not supported: {}",
             first_words(other)
         ))),
+    }?;
+    if let Plan::Distributed {
+        merge: Merge::Replicated { .. },
+        ..
+    } = &planned.plan
+    {
+        if let Some(f) = volatile_function(stmt) {
+            return Err(CoordError::unsupported(format!(
+                "{f}() in a write to a replicated table: every copy would compute its own value; pass the value in instead"
+            )));
+        }
     }
+    Ok(planned)
+}
+
+/// A function whose value differs per call (and so per replica), if `node` calls one.
+pub fn volatile_function(node: &impl sqlparser::ast::Visit) -> Option<String> {
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(node, |e| {
+        if let sqlparser::ast::Expr::Function(f) = e {
+            let name = crate::sql::names::function_name(&f.name);
+            let name = name.rsplit('.').next().unwrap_or_default();
+            if matches!(
+                name,
+                "random" | "gen_random_uuid" | "uuid_generate_v4" | "setseed" | "randomblob"
+            ) {
+                found = Some(name.to_string());
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found
 }
 
 fn first_words(s: &Statement) -> String {
@@ -177,6 +217,24 @@ pub fn target(shard: &Shard) -> Result<Target, CoordError> {
         shard: shard.id,
         node,
     })
+}
+
+/// The copy a read uses: the first placement whose node failure detection has not flagged,
+/// else the first (a replicated shard's reads move off a suspect node at once).
+pub fn read_target(catalog: &Catalog, shard: &Shard) -> Result<Target, CoordError> {
+    let alive = shard.placements.iter().find(|n| {
+        catalog
+            .nodes
+            .get(n)
+            .is_some_and(|n| n.liveness == crate::catalog::Liveness::Alive)
+    });
+    match alive {
+        Some(node) => Ok(Target {
+            shard: shard.id,
+            node: *node,
+        }),
+        None => target(shard),
+    }
 }
 
 /// The shard a reference-table read uses.

@@ -2,7 +2,9 @@
 
 use super::aggregate::{decompose, Decomposed};
 use super::route::{const_value, names_for, prune};
-use super::{reference_read_target, target, Merge, Plan, PlanCtx, Planned, PullTable, ShardTask};
+use super::{
+    read_target, reference_read_target, target, Merge, Plan, PlanCtx, Planned, PullTable, ShardTask,
+};
 use crate::catalog::{Distribution, GroupKind, Table};
 use crate::error::CoordError;
 use crate::sql::dialect::{render, rewrite};
@@ -139,7 +141,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
     // Everything in one shard: the whole query runs there, whatever its shape.
     if group.shards.len() == 1 {
         let task = ShardTask {
-            target: target(&group.shards[0])?,
+            target: read_target(catalog, &group.shards[0])?,
             sql: render(&q),
         };
         return planned(Plan::Distributed {
@@ -186,7 +188,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
     )?;
     if shards.len() == 1 {
         let task = ShardTask {
-            target: target(shards[0])?,
+            target: read_target(catalog, shards[0])?,
             sql: render(&q),
         };
         return planned(Plan::Distributed {
@@ -202,7 +204,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
                 .iter()
                 .map(|s| {
                     Ok(ShardTask {
-                        target: target(s)?,
+                        target: read_target(catalog, s)?,
                         sql: sql.clone(),
                     })
                 })

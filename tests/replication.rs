@@ -1,0 +1,169 @@
+//! Replicated shards (`WITH (replicas = N)`): every write reaches every copy of its shard in
+//! one atomic commit, so a storage node can die without losing anything acknowledged; failure
+//! detection then takes the dead node out of its shards and writes go on without it.
+
+mod common;
+
+use common::{kill9, sqlstate, Cluster};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Inserts ids `from..from + n`, each retried until its fate is known: acknowledged, or
+/// refused as a duplicate because an earlier attempt committed after all. Returns the ids
+/// known to be committed.
+async fn writer(
+    c: tokio_postgres::Client,
+    from: i64,
+    n: i64,
+    progress: Arc<AtomicUsize>,
+) -> Vec<i64> {
+    let mut acked = Vec::new();
+    for id in from..from + n {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c
+                .execute(
+                    "INSERT INTO ledger (id, amount, note) VALUES ($1, $2, $3)",
+                    &[&id, &(id % 97), &format!("entry {id}")],
+                )
+                .await
+            {
+                Ok(1) => break acked.push(id),
+                Ok(n) => panic!("insert of {id} reported {n} rows"),
+                Err(e) if sqlstate(&e) == "23505" => break acked.push(id),
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "insert {id} kept failing: {e:?}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        progress.fetch_add(1, Ordering::Relaxed);
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start_args(
+        tmp.path(),
+        3,
+        4,
+        &["--node-suspect-ms", "300", "--node-dead-ms", "1200"],
+        &[],
+    );
+    let c = cluster.client().await;
+    c.batch_execute(
+        "CREATE TABLE ledger (id bigint PRIMARY KEY, amount bigint, note text) WITH (replicas = 3)",
+    )
+    .await
+    .expect("create");
+    let progress = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let progress = progress.clone();
+            let port = cluster.ports[0];
+            tokio::spawn(async move {
+                let (client, conn) = tokio_postgres::connect(
+                    &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+                    tokio_postgres::NoTls,
+                )
+                .await
+                .expect("connect");
+                tokio::spawn(conn);
+                writer(client, w * 1_000_000, 200, progress).await
+            })
+        })
+        .collect();
+    while progress.load(Ordering::Relaxed) < 120 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    kill9(cluster.pid_of("storage-2"));
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    acked.sort();
+    assert_eq!(acked.len(), 400, "every insert's fate became known");
+    let rows: Vec<i64> = c
+        .query("SELECT id FROM ledger ORDER BY id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, acked, "exactly the acknowledged rows, each once");
+    // The dead node left the shards; the remaining copies agree row for row.
+    let check = c
+        .query("SHOW tessera.replica_check", &[])
+        .await
+        .expect("replica check");
+    assert!(!check.is_empty());
+    let mut per_node_rows = 0i64;
+    for r in &check {
+        let node: String = r.get(1);
+        let agrees: bool = r.get(4);
+        assert_ne!(node, "storage-2", "a dead node keeps no placement");
+        assert!(agrees, "copies differ: {:?}", check);
+        per_node_rows += r.get::<_, i64>(2);
+    }
+    assert_eq!(per_node_rows, 2 * 400, "two copies of every row");
+    let nodes: Vec<(String, String)> = c
+        .query("SHOW tessera.nodes", &[])
+        .await
+        .expect("nodes")
+        .iter()
+        .map(|r| (r.get(1), r.get(4)))
+        .collect();
+    assert!(
+        nodes.contains(&("storage-2".into(), "dead".into())),
+        "{nodes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_tables_refuse_what_copies_would_compute_differently() {
+    let cluster = Cluster::start(2, 2);
+    let c = cluster.client().await;
+    let e = c
+        .batch_execute("CREATE TABLE r3 (id int PRIMARY KEY) WITH (replicas = 3)")
+        .await
+        .expect_err("3 copies on 2 nodes");
+    assert_eq!(sqlstate(&e), "22023", "{e:?}");
+    let e = c
+        .batch_execute(
+            "CREATE TABLE rd (id int PRIMARY KEY, at timestamptz DEFAULT now()) WITH (replicas = 2)",
+        )
+        .await
+        .expect_err("per-copy default");
+    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+    c.batch_execute("CREATE TABLE r2 (id int PRIMARY KEY, x float8) WITH (replicas = 2)")
+        .await
+        .expect("two copies");
+    let e = c
+        .batch_execute("INSERT INTO r2 VALUES (1, random())")
+        .await
+        .expect_err("random per copy");
+    assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+    c.batch_execute(
+        "INSERT INTO r2 VALUES (1, 0.5), (2, 1.5); UPDATE r2 SET x = x * 2 WHERE id = 2; DELETE FROM r2 WHERE id = 1",
+    )
+    .await
+    .expect("deterministic writes");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM r2", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 1);
+    let affected = c.execute("UPDATE r2 SET x = 0", &[]).await.expect("update");
+    assert_eq!(affected, 1, "each row counted once, not once per copy");
+    for r in c
+        .query("SHOW tessera.replica_check", &[])
+        .await
+        .expect("check")
+    {
+        assert!(r.get::<_, bool>(4));
+    }
+}
