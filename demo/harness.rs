@@ -12,6 +12,9 @@ pub struct Local {
     _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
     /// The (first) coordinator's Postgres port.
     pub port: u16,
+    /// Process ids by node name, from the start-up banner (for benchmarks that kill one).
+    #[allow(dead_code)]
+    pub pids: Vec<(String, u32)>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,8 +41,12 @@ pub fn start_local(args: &[&str]) -> Local {
         .spawn()
         .expect("start tessera local");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut pids = Vec::new();
     let port = loop {
         let line = lines.next().expect("tessera local exited").expect("read");
+        if let [name, _addr, "pid", pid] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            pids.push((name.to_string(), pid.parse().unwrap_or(0)));
+        }
         if let Some(rest) = line.strip_prefix("TESSERA_READY local ") {
             break rest
                 .split(',')
@@ -53,6 +60,7 @@ pub fn start_local(args: &[&str]) -> Local {
         child,
         _stdout: lines,
         port,
+        pids,
         _dir: dir,
     }
 }

@@ -39,6 +39,10 @@ pub struct LocalArgs {
     /// Raft group.
     #[arg(long, default_value_t = 1)]
     pub coordinators: usize,
+    /// Copies of each shard of a new table on distinct storage nodes, unless the table says
+    /// otherwise (`WITH (replicas = N)`). Default 1.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
     /// Silence (ms) after which a storage node is suspect (default 3000).
     #[arg(long)]
     pub node_suspect_ms: Option<u64>,
@@ -286,6 +290,8 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         ];
         args.push("--auth".into());
         args.push(a.auth.clone());
+        args.push("--default-replicas".into());
+        args.push(a.replicas.to_string());
         if let Some(ms) = a.node_suspect_ms {
             args.push("--node-suspect-ms".into());
             args.push(ms.to_string());
@@ -377,6 +383,7 @@ async fn run_embedded(a: LocalArgs, dir: PathBuf) -> anyhow::Result<()> {
         listen: format!("127.0.0.1:{}", a.port),
         data_dir: dir.join("coordinator"),
         default_shards: a.shards.max(1),
+        default_replicas: a.replicas.max(1),
         auth: a.auth.clone(),
         tls_cert: a.tls_cert.clone(),
         tls_key: a.tls_key.clone(),

@@ -55,6 +55,9 @@ pub struct CoordinatorArgs {
     /// Shards of a hash table without WITH (shards = N) (default 8).
     #[arg(long)]
     pub default_shards: Option<u32>,
+    /// Copies of each shard of a table without WITH (replicas = N) (default 1).
+    #[arg(long)]
+    pub default_replicas: Option<u32>,
     /// Storage-node failure detection: silence (ms) after which a node is suspect.
     #[arg(long)]
     pub node_suspect_ms: Option<u64>,
@@ -104,6 +107,9 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = a.default_shards {
         config.default_shards = n.max(1);
+    }
+    if let Some(n) = a.default_replicas {
+        config.default_replicas = n.max(1);
     }
     if let Some(d) = a.catalog_dir {
         config.catalog_dir = Some(d);

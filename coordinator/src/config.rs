@@ -28,6 +28,9 @@ pub struct CoordinatorConfig {
     pub catalog_dir: Option<PathBuf>,
     /// Shards of a hash-distributed table without `WITH (shards = N)`. Default 8.
     pub default_shards: u32,
+    /// Copies of each shard of a table without `WITH (replicas = N)`, on distinct storage
+    /// nodes. Default 1.
+    pub default_replicas: u32,
     /// Storage nodes to register at start-up (added to the catalog, addresses updated).
     pub storage_nodes: Vec<NodeConfig>,
     /// Authentication: `trust` (no password asked; stated loudly at start-up) or
@@ -74,6 +77,7 @@ impl Default for CoordinatorConfig {
             data_dir: PathBuf::from("data/coordinator"),
             catalog_dir: None,
             default_shards: 8,
+            default_replicas: 1,
             storage_nodes: Vec::new(),
             auth: "trust".into(),
             password: None,

@@ -384,7 +384,7 @@ pub async fn create_table(
             )
         })
         .collect();
-    if opts.replicas.unwrap_or(1) > 1 {
+    if opts.replicas.unwrap_or(engine.config.default_replicas) > 1 {
         // Defaults are computed by each copy: only deterministic ones keep copies equal.
         for cd in &ct.columns {
             for o in &cd.options {
@@ -506,7 +506,8 @@ async fn place_table(
     let replicas = if kind == GroupKind::Reference {
         1
     } else {
-        opts.replicas.unwrap_or(1) as usize
+        opts.replicas
+            .unwrap_or(engine.config.default_replicas.max(1)) as usize
     };
     if replicas > nodes.len() {
         return Err(CoordError::Storage {
