@@ -106,6 +106,7 @@ pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
             ("liveness", PgType::Text),
             ("pid", PgType::Int8),
             ("shards", PgType::Int8),
+            ("first_copies", PgType::Int8),
         ]),
         "tessera.tables" => cols(&[
             ("name", PgType::Text),
@@ -184,6 +185,13 @@ pub async fn show(
                     .flat_map(|g| &g.shards)
                     .filter(|s| s.placements.contains(&n.id))
                     .count();
+                // Shards whose first copy (the one reads prefer) is here.
+                let first_copies = catalog
+                    .groups
+                    .values()
+                    .flat_map(|g| &g.shards)
+                    .filter(|s| s.placements.first() == Some(&n.id))
+                    .count();
                 let (status, pid) = match engine.cluster.stats(n).await {
                     Ok(s) => ("up", Value::Integer(i64::from(s.pid))),
                     Err(_) => ("down", Value::Null),
@@ -196,6 +204,7 @@ pub async fn show(
                     text(n.liveness.as_str()),
                     pid,
                     Value::Integer(shards as i64),
+                    Value::Integer(first_copies as i64),
                 ]);
             }
             rows

@@ -470,6 +470,56 @@ mod tests {
         }
     }
 
+    /// A write to a replicated shard: the first copies' tasks, then the other copies' with
+    /// the same SQL, and only the first copies answer; random() is refused there.
+    #[test]
+    fn replicated_writes_reach_every_copy_once() {
+        let mut c = crate::planner::testing::catalog();
+        for g in c.groups.values_mut().filter(|g| g.id == 10) {
+            for s in &mut g.shards {
+                let first = s.placements[0];
+                s.placements = vec![first, 1 + first % 3];
+            }
+        }
+        let r = crate::sql::dialect::RewriteCtx::new("u", "d");
+        let plan = |sql: &str| {
+            let s = sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                sql,
+            )
+            .expect("parse");
+            crate::planner::plan(
+                &s[0],
+                &crate::planner::PlanCtx {
+                    catalog: &c,
+                    params: &[],
+                    rewrite: &r,
+                },
+            )
+        };
+        let p = plan("INSERT INTO users (id, name) VALUES (1, 'a')").expect("plan");
+        let Plan::Distributed { tasks, merge, .. } = &p.plan else {
+            panic!()
+        };
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[0].target.shard, tasks[1].target.shard);
+        assert_ne!(tasks[0].target.node, tasks[1].target.node);
+        assert_eq!(tasks[0].sql, tasks[1].sql);
+        assert!(
+            matches!(merge, Merge::Replicated { primaries: 1, inner } if **inner == Merge::Single),
+            "{merge:?}"
+        );
+        let e =
+            plan("INSERT INTO users (id, name) VALUES (1, random()::text)").expect_err("random");
+        assert_eq!(e.sqlstate(), "0A000");
+        // Reads still use one copy.
+        let p = plan("SELECT * FROM users WHERE id = 1").expect("read");
+        let Plan::Distributed { tasks, .. } = &p.plan else {
+            panic!()
+        };
+        assert_eq!(tasks.len(), 1);
+    }
+
     #[test]
     fn insert_with_params_routes_by_parameter() {
         let a = try_plan(

@@ -25,15 +25,24 @@ pub fn explain(p: &Planned, catalog: &Catalog) -> Vec<String> {
             write,
         } => {
             let kind = if *write { "Write" } else { "Read" };
-            let route = if tasks.len() == 1 {
-                "single shard".to_string()
+            let shards = match merge {
+                Merge::Replicated { primaries, .. } => *primaries,
+                _ => tasks.len(),
+            };
+            let copies = if shards > 0 && shards < tasks.len() {
+                format!(", {} copies each", tasks.len() / shards)
             } else {
-                format!("{} shards", tasks.len())
+                String::new()
+            };
+            let route = if shards == 1 {
+                format!("single shard{copies}")
+            } else {
+                format!("{shards} shards{copies}")
             };
             out.push(format!("{kind}: {route}"));
             if *write && tasks.len() > 1 {
                 out.push(
-                    "  Atomicity: one transaction per shard, committed together after all succeed"
+                    "  Atomicity: one transaction per shard copy, committed together after all succeed"
                         .into(),
                 );
             }
