@@ -1,6 +1,7 @@
 //! Replicated shards (`WITH (replicas = N)`): every write reaches every copy of its shard in
 //! one atomic commit, so a storage node can die without losing anything acknowledged; failure
-//! detection then takes the dead node out of its shards and writes go on without it.
+//! detection then takes the dead node out of its shards, writes go on without it, and repair
+//! copies its shards to another live node.
 
 mod common;
 
@@ -48,7 +49,7 @@ async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start_args(
         tmp.path(),
-        3,
+        4,
         4,
         &["--node-suspect-ms", "300", "--node-dead-ms", "1200"],
         &[],
@@ -72,7 +73,7 @@ async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
                 .await
                 .expect("connect");
                 tokio::spawn(conn);
-                writer(client, w * 1_000_000, 200, progress).await
+                writer(client, w * 1_000_000, 700, progress).await
             })
         })
         .collect();
@@ -85,7 +86,7 @@ async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
         acked.extend(w.await.expect("writer"));
     }
     acked.sort();
-    assert_eq!(acked.len(), 400, "every insert's fate became known");
+    assert_eq!(acked.len(), 1400, "every insert's fate became known");
     let rows: Vec<i64> = c
         .query("SELECT id FROM ledger ORDER BY id", &[])
         .await
@@ -94,21 +95,41 @@ async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(rows, acked, "exactly the acknowledged rows, each once");
-    // The dead node left the shards; the remaining copies agree row for row.
-    let check = c
+    // The dead node left the shards and repair copied them to the fourth node: three copies
+    // of every shard again, agreeing row for row.
+    let repaired = common::wait_until(30, || async {
+        let check = c
+            .query("SHOW tessera.replica_check", &[])
+            .await
+            .expect("replica check");
+        let rows: i64 = check.iter().map(|r| r.get::<_, i64>(2)).sum();
+        rows == 3 * 1400
+            && check.iter().all(|r| r.get::<_, bool>(4))
+            && check.iter().all(|r| r.get::<_, String>(1) != "storage-2")
+    })
+    .await;
+    let check: Vec<(i64, String, i64, bool)> = c
         .query("SHOW tessera.replica_check", &[])
         .await
-        .expect("replica check");
-    assert!(!check.is_empty());
-    let mut per_node_rows = 0i64;
-    for r in &check {
-        let node: String = r.get(1);
-        let agrees: bool = r.get(4);
-        assert_ne!(node, "storage-2", "a dead node keeps no placement");
-        assert!(agrees, "copies differ: {:?}", check);
-        per_node_rows += r.get::<_, i64>(2);
+        .expect("replica check")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(4)))
+        .collect();
+    assert!(
+        repaired,
+        "three agreeing copies of every shard, none on the dead node: {check:?}"
+    );
+    // Writes after the repair reach the new copies too.
+    c.batch_execute("UPDATE ledger SET amount = amount + 1")
+        .await
+        .expect("update after repair");
+    for r in c
+        .query("SHOW tessera.replica_check", &[])
+        .await
+        .expect("check")
+    {
+        assert!(r.get::<_, bool>(4), "copies differ after a write");
     }
-    assert_eq!(per_node_rows, 2 * 400, "two copies of every row");
     let nodes: Vec<(String, String)> = c
         .query("SHOW tessera.nodes", &[])
         .await

@@ -551,6 +551,7 @@ async fn place_table(
                 id: first,
                 kind: kind.clone(),
                 shards,
+                replicas: replicas as u32,
             };
             (g.clone(), Some(g))
         }

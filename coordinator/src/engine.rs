@@ -334,6 +334,7 @@ impl Engine {
                         touched: Default::default(),
                         failed: false,
                         savepoints: Vec::new(),
+                        written: Default::default(),
                     });
                 }
                 return Ok(QueryResult {
@@ -355,6 +356,13 @@ impl Engine {
                         completion: Completion::End("ROLLBACK"),
                         ..QueryResult::command("ROLLBACK", None)
                     });
+                }
+                let written: Vec<Target> = txn.written.iter().copied().collect();
+                if let Err(e) =
+                    crate::executor::copies_unchanged(&self.catalog.snapshot(), &written)
+                {
+                    let _ = finish_all(self, &targets, txn.id, false).await;
+                    return Err(e);
                 }
                 finish_all(self, &targets, txn.id, true).await?;
                 return Ok(QueryResult {

@@ -167,6 +167,44 @@ async fn ordered_tasks(
     results.into_iter().flatten().collect()
 }
 
+/// Refuses to commit writes planned before a copy was added to one of their shards (repair):
+/// the new copy would miss them. The copy is added while the repair holds the shard's write
+/// lock, so any such write commits after it is visible here. 40001: the client retries, and
+/// the retry writes every copy.
+/// Whether a shard belongs to a table declared with several copies.
+fn replicated_shard(catalog: &Catalog, shard: u64) -> bool {
+    catalog
+        .groups
+        .values()
+        .any(|g| g.replicas > 1 && g.shards.iter().any(|s| s.id == shard))
+}
+
+pub fn copies_unchanged(catalog: &Catalog, written: &[Target]) -> Result<(), CoordError> {
+    let mut by_shard: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for t in written {
+        by_shard.entry(t.shard).or_default().push(t.node);
+    }
+    for g in catalog.groups.values() {
+        if g.kind == crate::catalog::GroupKind::Reference {
+            continue;
+        }
+        for s in &g.shards {
+            if let Some(nodes) = by_shard.get(&s.id) {
+                if let Some(missing) = s.placements.iter().find(|p| !nodes.contains(p)) {
+                    return Err(CoordError::Storage {
+                        sqlstate: "40001".into(),
+                        message: format!(
+                            "could not serialize access: shard {} gained a copy on node {missing} during this write; retry",
+                            s.id
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn finish_all(
     engine: &Engine,
     targets: &[Target],
@@ -291,9 +329,21 @@ pub async fn execute_observed(
             let (txn_id, implicit) = match &mut session.txn {
                 Some(txn) => {
                     txn.touched.extend(targets.iter().copied());
+                    if *write {
+                        txn.written.extend(targets.iter().copied());
+                    }
                     (txn.id, false)
                 }
-                None if *write && tasks.len() > 1 => (new_txn_id(), true),
+                // Several parts, or one part of a replicated table (a copy may be added while
+                // it waits for the lock: the commit check must see it).
+                None if *write
+                    && (tasks.len() > 1
+                        || tasks
+                            .iter()
+                            .any(|t| replicated_shard(&catalog, t.target.shard))) =>
+                {
+                    (new_txn_id(), true)
+                }
                 None => (0, false),
             };
             let primaries = match merge {
@@ -334,6 +384,10 @@ pub async fn execute_observed(
                     if let Err(rb) = finish_all(engine, &targets, txn_id, false).await {
                         tracing::warn!(error = %rb, "rollback after a failed multi-shard write failed; shards roll back on their idle timeout");
                     }
+                    return Err(e);
+                }
+                if let Err(e) = copies_unchanged(&engine.catalog.snapshot(), &targets) {
+                    let _ = finish_all(engine, &targets, txn_id, false).await;
                     return Err(e);
                 }
                 finish_all(engine, &targets, txn_id, true).await?;

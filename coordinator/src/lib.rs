@@ -21,6 +21,7 @@
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
 //! - [`pgcatalog`]: `pg_catalog` and `information_schema` emulated from Tessera's catalog.
+//! - [`repair`]: re-creates a dead node's shard copies on live nodes.
 //! - [`server`]: the listener and shutdown.
 //! - [`txnlog`]: the durable log of multi-shard commit decisions.
 
@@ -47,6 +48,7 @@ pub mod meta;
 pub mod pg;
 pub mod pgcatalog;
 pub mod planner;
+pub mod repair;
 pub mod scratch;
 pub mod server;
 pub mod session;

@@ -78,6 +78,11 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
             was_detecting = now_detecting;
             if now_detecting {
                 probe_all(&engine, &config, &mut last_ok).await;
+                match crate::repair::repair_once(&engine).await {
+                    Ok(Some(done)) => tracing::warn!(%done, "replica repaired"),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "replica repair failed; retrying"),
+                }
             }
             drop(engine);
             tokio::time::sleep(Duration::from_millis(config.interval_ms.max(10))).await;

@@ -95,6 +95,8 @@ pub struct OpenTxn {
     pub failed: bool,
     /// Open savepoints, oldest first: each name with the shards touched when it was set.
     pub savepoints: Vec<(String, BTreeSet<Target>)>,
+    /// Shard copies written: COMMIT checks that no copy was added to those shards meanwhile.
+    pub written: BTreeSet<Target>,
 }
 
 /// Settings a client can SET and SHOW, with Postgres' defaults.
@@ -156,6 +158,7 @@ impl Session {
             touched: Default::default(),
             failed: false,
             savepoints: Vec::new(),
+            written: BTreeSet::new(),
         });
         true
     }

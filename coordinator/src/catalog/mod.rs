@@ -241,6 +241,10 @@ pub struct Group {
     pub kind: GroupKind,
     /// Shards in index order.
     pub shards: Vec<Shard>,
+    /// Copies each shard should have (`WITH (replicas = N)`); repair restores it after a
+    /// node's death. 0 in catalogs from before replication (treated as 1).
+    #[serde(default)]
+    pub replicas: u32,
 }
 
 /// The whole catalog.
@@ -285,6 +289,13 @@ pub enum CatalogCommand {
         name: String,
         /// The new state.
         liveness: Liveness,
+    },
+    /// Add a copy of a shard on a node (repair, after the copy was made).
+    AddPlacement {
+        /// Shard id.
+        shard: u64,
+        /// Node id.
+        node: u64,
     },
     /// Take a dead node out of every replicated shard that has another copy, so writes go
     /// to the remaining copies (its own copy is stale from then on and never read again).
@@ -392,6 +403,17 @@ impl Catalog {
                     .find(|n| n.name == name)
                     .ok_or_else(|| CoordError::Internal(format!("no storage node {name}")))?;
                 node.liveness = liveness;
+            }
+            CatalogCommand::AddPlacement { shard, node } => {
+                let s = self
+                    .groups
+                    .values_mut()
+                    .flat_map(|g| g.shards.iter_mut())
+                    .find(|s| s.id == shard)
+                    .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
+                if !s.placements.contains(&node) {
+                    s.placements.push(node);
+                }
             }
             CatalogCommand::DropPlacements { node } => {
                 for g in self.groups.values_mut() {
@@ -591,6 +613,7 @@ mod tests {
                 new_group: Some(Group {
                     id: 5,
                     kind: GroupKind::Hash,
+                    replicas: 1,
                     shards: vec![Shard {
                         id: 6,
                         index: 0,

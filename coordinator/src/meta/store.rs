@@ -439,6 +439,7 @@ mod tests {
             let new_group = (i == 0).then(|| crate::catalog::Group {
                 id: group,
                 kind: crate::catalog::GroupKind::Hash,
+                replicas: 1,
                 shards: vec![],
             });
             via.propose(CatalogCommand::CreateTable {

@@ -297,6 +297,7 @@ pub(crate) mod testing {
         let hash = Group {
             id: 10,
             kind: GroupKind::Hash,
+            replicas: 1,
             shards: (0..4)
                 .map(|i| Shard {
                     id: 100 + i as u64,
@@ -310,6 +311,7 @@ pub(crate) mod testing {
         let reference = Group {
             id: 20,
             kind: GroupKind::Reference,
+            replicas: 1,
             shards: (0..3)
                 .map(|i| Shard {
                     id: 200 + i as u64,
@@ -323,6 +325,7 @@ pub(crate) mod testing {
         let range = Group {
             id: 30,
             kind: GroupKind::Range,
+            replicas: 1,
             shards: vec![
                 Shard {
                     id: 300,
