@@ -133,6 +133,21 @@ async fn set_options(
     Ok(())
 }
 
+/// A recorded index as the shards create it.
+pub fn index_sql(table: &str, i: &Index) -> String {
+    format!(
+        "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+        if i.unique { "UNIQUE " } else { "" },
+        quote(&i.name),
+        quote(table),
+        i.columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// The shard-side `CREATE TABLE` for a table.
 pub fn shard_schema(t: &Table) -> String {
     let mut parts: Vec<String> = t
@@ -981,19 +996,7 @@ async fn rebuild(
         }
     }
     let mut schema = vec![shard_schema(&new)];
-    schema.extend(old.indexes.iter().map(|i| {
-        format!(
-            "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
-            if i.unique { "UNIQUE " } else { "" },
-            quote(&i.name),
-            quote(&new.name),
-            i.columns
-                .iter()
-                .map(|c| quote(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }));
+    schema.extend(old.indexes.iter().map(|i| index_sql(&new.name, i)));
     engine
         .catalog
         .propose(CatalogCommand::DropTable {

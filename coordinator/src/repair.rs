@@ -29,19 +29,7 @@ fn group_schema(catalog: &Catalog, group: &Group) -> Vec<String> {
     let mut out = Vec::new();
     for t in catalog.tables.values().filter(|t| t.group == group.id) {
         out.push(crate::ddl::shard_schema(t));
-        for i in &t.indexes {
-            out.push(format!(
-                "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
-                if i.unique { "UNIQUE " } else { "" },
-                quote(&i.name),
-                quote(&t.name),
-                i.columns
-                    .iter()
-                    .map(|c| quote(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
+        out.extend(t.indexes.iter().map(|i| crate::ddl::index_sql(&t.name, i)));
     }
     out
 }
