@@ -50,12 +50,28 @@ pub enum AdminCommand {
         /// The SQL statement.
         sql: String,
     },
+    /// A storage node: `decommission NAME` takes it out of service (its copies are re-created
+    /// elsewhere).
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// The metadata Raft group: each member's state, leader, term, log and applied index, lag.
     Raft,
     /// The coordinator's query-result cache.
     Cache {
         #[command(subcommand)]
         action: CacheAction,
+    },
+}
+
+/// What to do with a storage node.
+#[derive(Subcommand, Debug)]
+pub enum NodeAction {
+    /// Take the node out of service: it leaves every shard, repair copies them elsewhere.
+    Decommission {
+        /// Node name (`storage-2`).
+        name: String,
     },
 }
 
@@ -86,6 +102,12 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Shards { verify: false } => "SHOW tessera.shards".to_string(),
         AdminCommand::Shards { verify: true } => "SHOW tessera.replica_check".to_string(),
         AdminCommand::Raft => "SHOW tessera.raft".to_string(),
+        AdminCommand::Node {
+            action: NodeAction::Decommission { name },
+        } => format!(
+            "SELECT tessera_decommission('{}')",
+            name.replace('\'', "''")
+        ),
         AdminCommand::Explain { sql } => format!("EXPLAIN {sql}"),
         AdminCommand::Cache {
             action: CacheAction::Stats,

@@ -188,3 +188,72 @@ async fn replicated_tables_refuse_what_copies_would_compute_differently() {
         assert!(r.get::<_, bool>(4));
     }
 }
+
+/// `tessera admin node decommission`: refused while the node holds a shard's only copy; then
+/// the node leaves every shard and repair re-creates its copies on the other nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_node_hands_its_copies_to_the_others() {
+    let cluster = Cluster::start(4, 4);
+    let c = cluster.client().await;
+    c.batch_execute(
+        "CREATE TABLE single (id int PRIMARY KEY);
+         CREATE TABLE kept (id bigint PRIMARY KEY, v text) WITH (replicas = 3);
+         INSERT INTO kept SELECT 1, 'a';
+         INSERT INTO kept VALUES (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f');",
+    )
+    .await
+    .expect("schema");
+    let admin = |args: &[&str]| {
+        std::process::Command::new(common::tessera())
+            .args(["admin", "--port", &cluster.port.to_string()])
+            .args(args)
+            .output()
+            .expect("tessera admin")
+    };
+    let out = admin(&["node", "decommission", "storage-1"]);
+    assert!(
+        !out.status.success(),
+        "refused while storage-1 holds single copies"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only copy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.batch_execute("DROP TABLE single").await.expect("drop");
+    let out = admin(&["node", "decommission", "storage-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved = common::wait_until(30, || async {
+        let check = c
+            .query("SHOW tessera.replica_check", &[])
+            .await
+            .expect("check");
+        let rows: i64 = check.iter().map(|r| r.get::<_, i64>(2)).sum();
+        rows == 3 * 6
+            && check.iter().all(|r| r.get::<_, bool>(4))
+            && check.iter().all(|r| r.get::<_, String>(1) != "storage-1")
+    })
+    .await;
+    assert!(moved, "three copies of every shard, none on storage-1");
+    let nodes: Vec<(String, String)> = c
+        .query("SHOW tessera.nodes", &[])
+        .await
+        .expect("nodes")
+        .iter()
+        .map(|r| (r.get(1), r.get(4)))
+        .collect();
+    assert!(
+        nodes.contains(&("storage-1".into(), "decommissioned".into())),
+        "{nodes:?}"
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM kept", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 6);
+}

@@ -498,7 +498,18 @@ async fn place_table(
     schema: Vec<String>,
 ) -> Result<(), CoordError> {
     let catalog = engine.catalog.snapshot();
-    let nodes: Vec<u64> = catalog.nodes.keys().copied().collect();
+    // New copies go to nodes in service (not declared dead, not decommissioned).
+    let nodes: Vec<u64> = catalog
+        .nodes
+        .values()
+        .filter(|n| {
+            !matches!(
+                n.liveness,
+                crate::catalog::Liveness::Dead | crate::catalog::Liveness::Decommissioned
+            )
+        })
+        .map(|n| n.id)
+        .collect();
     if nodes.is_empty() {
         return Err(CoordError::Internal(
             "no storage nodes are registered".into(),
@@ -540,6 +551,12 @@ async fn place_table(
             g.kind == GroupKind::Hash
                 && g.shards.len() as u32 == count
                 && g.shards.first().map(|s| s.placements.len()) == Some(replicas)
+                // Not on a node taken out of service.
+                && g.shards.iter().flat_map(|s| &s.placements).all(|n| {
+                    catalog.nodes.get(n).is_none_or(|n| {
+                        n.liveness != crate::catalog::Liveness::Decommissioned
+                    })
+                })
         }
         GroupKind::Reference => g.kind == GroupKind::Reference,
         GroupKind::Range => false,

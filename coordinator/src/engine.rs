@@ -138,7 +138,10 @@ fn utility_call(q: &Query) -> Option<(String, Vec<String>)> {
     let name = function_name(&f.name);
     if !matches!(
         name.as_str(),
-        "create_distributed_table" | "create_reference_table" | "tessera_cache_clear"
+        "create_distributed_table"
+            | "create_reference_table"
+            | "tessera_cache_clear"
+            | "tessera_decommission"
     ) {
         return None;
     }
@@ -553,6 +556,21 @@ impl Engine {
             }
             Statement::Query(q) if utility_call(q).is_some() => {
                 let (name, args) = utility_call(q).unwrap_or_default();
+                if name == "tessera_decommission" {
+                    let node = args.first().cloned().ok_or_else(|| {
+                        CoordError::Syntax("tessera_decommission needs a node name".into())
+                    })?;
+                    let done = crate::repair::decommission(self, &node).await?;
+                    return Ok(QueryResult {
+                        columns: vec![OutputColumn {
+                            name,
+                            ty: PgType::Text,
+                        }],
+                        rows: vec![vec![Value::Text(done)]],
+                        returns_rows: true,
+                        completion: Completion::Select,
+                    });
+                }
                 if name == "tessera_cache_clear" {
                     self.cache.clear();
                     return Ok(QueryResult {

@@ -20,7 +20,8 @@ pub struct LivenessConfig {
     pub interval_ms: u64,
     /// Silence after which a node is suspect. Default 3000 ms.
     pub suspect_after_ms: u64,
-    /// Silence after which a node is dead. Default 30000 ms.
+    /// Silence after which a node is dead (and leaves its replicated shards, whose writes wait
+    /// for this). Default 10000 ms.
     pub dead_after_ms: u64,
 }
 
@@ -29,7 +30,7 @@ impl Default for LivenessConfig {
         LivenessConfig {
             interval_ms: 500,
             suspect_after_ms: 3000,
-            dead_after_ms: 30_000,
+            dead_after_ms: 10_000,
         }
     }
 }
@@ -103,6 +104,9 @@ async fn probe_all(engine: &Engine, config: &LivenessConfig, last_ok: &mut HashM
     let now = Instant::now();
     for (node, ok) in results {
         let seen = last_ok.entry(node.id).or_insert(now);
+        if node.liveness == Liveness::Decommissioned {
+            continue;
+        }
         if ok {
             *seen = now;
         }

@@ -34,6 +34,51 @@ fn group_schema(catalog: &Catalog, group: &Group) -> Vec<String> {
     out
 }
 
+/// Takes a storage node out of service: it leaves every shard it holds a copy of, and repair
+/// then re-creates those copies on other live nodes. Refused while the node holds the only
+/// copy of a shard (moving single-copy shards is not built).
+pub async fn decommission(engine: &Engine, name: &str) -> Result<String, CoordError> {
+    let catalog = engine.catalog.snapshot();
+    let node = catalog
+        .nodes
+        .values()
+        .find(|n| n.name == name)
+        .ok_or_else(|| CoordError::Storage {
+            sqlstate: "42704".into(),
+            message: format!("storage node \"{name}\" does not exist"),
+        })?;
+    let sole: Vec<u64> = catalog
+        .groups
+        .values()
+        .filter(|g| {
+            g.kind != crate::catalog::GroupKind::Reference
+                && catalog.tables.values().any(|t| t.group == g.id)
+        })
+        .flat_map(|g| &g.shards)
+        .filter(|s| s.placements == [node.id])
+        .map(|s| s.id)
+        .collect();
+    if !sole.is_empty() {
+        return Err(CoordError::unsupported(format!(
+            "storage node {name} holds the only copy of shards {sole:?}: moving single-copy shards is not supported yet"
+        )));
+    }
+    engine
+        .catalog
+        .propose(CatalogCommand::SetLiveness {
+            name: name.to_string(),
+            liveness: Liveness::Decommissioned,
+        })
+        .await?;
+    engine
+        .catalog
+        .propose(CatalogCommand::DropPlacements { node: node.id })
+        .await?;
+    Ok(format!(
+        "storage node {name} decommissioned; its copies are being re-created on other nodes"
+    ))
+}
+
 /// Finds one shard below its table's `replicas` and gives it a new copy. Returns what it
 /// did, or `None` when every shard has its copies (or no live node can take one).
 pub async fn repair_once(engine: &Engine) -> Result<Option<String>, CoordError> {

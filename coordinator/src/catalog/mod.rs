@@ -40,6 +40,9 @@ pub enum Liveness {
     Suspect,
     /// Silent for longer than `dead_after_ms`.
     Dead,
+    /// Taken out of service by an operator (`tessera admin node decommission`): holds no
+    /// copies and takes none, whatever it answers.
+    Decommissioned,
 }
 
 impl Liveness {
@@ -49,6 +52,7 @@ impl Liveness {
             Liveness::Alive => "alive",
             Liveness::Suspect => "suspect",
             Liveness::Dead => "dead",
+            Liveness::Decommissioned => "decommissioned",
         }
     }
 }
