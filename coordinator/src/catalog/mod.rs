@@ -176,7 +176,39 @@ fn yes() -> bool {
     true
 }
 
+impl Column {
+    /// A nullable column without a default.
+    pub fn new(name: impl Into<String>, ty: PgType) -> Column {
+        Column {
+            name: name.into(),
+            ty,
+            not_null: false,
+            default: None,
+            serial: false,
+        }
+    }
+}
+
 impl Table {
+    /// A one-shard table with these columns and nothing else declared (no key, no
+    /// constraints, cacheable); callers override what they declare.
+    pub fn new(name: impl Into<String>, columns: Vec<Column>) -> Table {
+        Table {
+            name: name.into(),
+            oid: 0,
+            columns,
+            primary_key: vec![],
+            distribution: Distribution::Single,
+            group: 0,
+            indexes: vec![],
+            uniques: vec![],
+            checks: vec![],
+            foreign_keys: vec![],
+            cache: true,
+            revision: 0,
+        }
+    }
+
     /// The column named `name`.
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
@@ -581,27 +613,17 @@ mod tests {
     use super::*;
 
     fn table(name: &str, group: u64) -> Table {
+        let id = Column {
+            not_null: true,
+            ..Column::new("id", PgType::Int8)
+        };
         Table {
-            name: name.into(),
-            oid: 0,
-            columns: vec![Column {
-                name: "id".into(),
-                ty: PgType::Int8,
-                not_null: true,
-                default: None,
-                serial: false,
-            }],
             primary_key: vec!["id".into()],
             distribution: Distribution::Hash {
                 column: "id".into(),
             },
             group,
-            indexes: vec![],
-            uniques: vec![],
-            checks: vec![],
-            foreign_keys: vec![],
-            cache: true,
-            revision: 0,
+            ..Table::new(name, vec![id])
         }
     }
 

@@ -368,7 +368,7 @@ impl CatalogStore for RaftCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Column, Distribution, Table};
+    use crate::catalog::{Column, Table};
     use tessera_shared::PgType;
 
     fn free_port() -> u16 {
@@ -379,25 +379,13 @@ mod tests {
     }
 
     fn table(name: &str) -> Table {
+        let id = Column {
+            not_null: true,
+            ..Column::new("id", PgType::Int8)
+        };
         Table {
-            name: name.into(),
-            oid: 0,
-            columns: vec![Column {
-                name: "id".into(),
-                ty: PgType::Int8,
-                not_null: true,
-                default: None,
-                serial: false,
-            }],
             primary_key: vec!["id".into()],
-            distribution: Distribution::Single,
-            group: 0,
-            indexes: vec![],
-            uniques: vec![],
-            checks: vec![],
-            foreign_keys: vec![],
-            cache: true,
-            revision: 0,
+            ..Table::new(name, vec![id])
         }
     }
 

@@ -12,7 +12,7 @@ pub mod functions;
 pub mod rewrite;
 pub mod tables;
 
-use crate::catalog::{Catalog, Column, Distribution, Table};
+use crate::catalog::{Catalog, Column, Table};
 use crate::error::CoordError;
 use crate::scratch::{self, Loaded};
 use crate::session::Session;
@@ -179,29 +179,14 @@ fn always_empty(body: &SetExpr) -> bool {
 
 /// A system relation's columns as a table, for type inference.
 fn as_table(st: &tables::SystemTable) -> Table {
+    let columns = st
+        .columns
+        .iter()
+        .map(|(n, ty)| Column::new(*n, *ty))
+        .collect();
     Table {
-        name: st.name.to_string(),
-        oid: 0,
-        columns: st
-            .columns
-            .iter()
-            .map(|(n, ty)| Column {
-                name: n.to_string(),
-                ty: *ty,
-                not_null: false,
-                default: None,
-                serial: false,
-            })
-            .collect(),
-        primary_key: vec![],
-        distribution: Distribution::Single,
-        group: 0,
-        indexes: vec![],
-        uniques: vec![],
-        checks: vec![],
-        foreign_keys: vec![],
         cache: false,
-        revision: 0,
+        ..Table::new(st.name, columns)
     }
 }
 

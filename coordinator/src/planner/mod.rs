@@ -351,18 +351,9 @@ pub(crate) mod testing {
             ],
         };
         let t = |name: &str, cols: Vec<Column>, dist: Distribution, group: u64| Table {
-            name: name.into(),
-            oid: 0,
-            columns: cols,
-            primary_key: vec![],
             distribution: dist,
             group,
-            indexes: vec![],
-            uniques: vec![],
-            checks: vec![],
-            foreign_keys: vec![],
-            cache: true,
-            revision: 0,
+            ..Table::new(name, cols)
         };
         c.apply(CatalogCommand::CreateTable {
             table: t(

@@ -28,29 +28,13 @@ type Synthetic = Vec<(String, Table)>;
 
 /// A query's result as a table (for the scope of whatever reads it).
 fn synthetic(name: String, columns: Vec<OutputColumn>) -> Table {
-    Table {
+    Table::new(
         name,
-        oid: 0,
-        columns: columns
+        columns
             .into_iter()
-            .map(|c| crate::catalog::Column {
-                name: c.name,
-                ty: c.ty,
-                not_null: false,
-                default: None,
-                serial: false,
-            })
+            .map(|c| crate::catalog::Column::new(c.name, c.ty))
             .collect(),
-        primary_key: vec![],
-        distribution: crate::catalog::Distribution::Single,
-        group: 0,
-        indexes: vec![],
-        uniques: vec![],
-        checks: vec![],
-        foreign_keys: vec![],
-        cache: true,
-        revision: 0,
-    }
+    )
 }
 
 /// The factors of a FROM list.
