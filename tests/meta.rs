@@ -68,12 +68,7 @@ async fn the_catalog_survives_the_loss_of_the_metadata_leader() {
 
     // The dead member's command line, to start it again later.
     let leader_pid = cluster.pid_of(&format!("coordinator-{leader}"));
-    let cmdline = std::fs::read(format!("/proc/{leader_pid}/cmdline")).expect("cmdline");
-    let argv: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let argv = common::command_line(leader_pid);
     kill9(leader_pid);
     let survivors: Vec<usize> = (0..3).filter(|i| *i as i64 + 1 != leader).collect();
     // DDL through a survivor: the group elects a new leader and the change goes through.
@@ -118,27 +113,7 @@ async fn the_catalog_survives_the_loss_of_the_metadata_leader() {
     );
     // The dead member comes back: it catches up before it serves, and then has the change
     // made while it was down.
-    let mut restarted = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("TESSERA_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("restart the member");
-    let stdout = restarted.stdout.take().expect("stdout");
-    let addr = {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("member exited before it was ready")
-                .expect("read");
-            if let Some(rest) = line.strip_prefix("TESSERA_READY coordinator ") {
-                std::thread::spawn(move || for _ in lines {});
-                break rest.trim().to_string();
-            }
-        }
-    };
+    let (mut restarted, addr) = common::restart(&argv, None);
     let (back, conn) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres",

@@ -49,14 +49,13 @@ async fn writer(
     acked
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
-    let tmp = tempfile::tempdir().expect("tmp");
+/// Four storage nodes with fast failure detection (`dead_ms`), and the 3-copy `ledger` table.
+async fn ledger_cluster(dir: &std::path::Path, dead_ms: &str) -> (Cluster, tokio_postgres::Client) {
     let cluster = Cluster::start_args(
-        tmp.path(),
+        dir,
         4,
         4,
-        &["--node-suspect-ms", "300", "--node-dead-ms", "1200"],
+        &["--node-suspect-ms", "300", "--node-dead-ms", dead_ms],
         &[],
     );
     let c = cluster.client().await;
@@ -65,6 +64,13 @@ async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
     )
     .await
     .expect("create");
+    (cluster, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, c) = ledger_cluster(tmp.path(), "1200").await;
     let progress = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..2)
         .map(|w| {
@@ -263,55 +269,13 @@ async fn a_decommissioned_node_hands_its_copies_to_the_others() {
     assert_eq!(n, 6);
 }
 
-/// Restarts a killed process from its command line, listening where it listened before.
-fn restart(argv: &[String], addr: &str) -> std::process::Child {
-    let mut args: Vec<String> = argv[1..].to_vec();
-    if let Some(i) = args.iter().position(|a| a == "--listen") {
-        args[i + 1] = addr.to_string();
-    }
-    let mut child = std::process::Command::new(&argv[0])
-        .args(&args)
-        .env("TESSERA_LOG", "error")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("restart");
-    let stdout = child.stdout.take().expect("stdout");
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("TESSERA_READY") => {
-                std::thread::spawn(move || for _ in lines {});
-                return child;
-            }
-            Some(Ok(_)) => {}
-            _ => {
-                let _ = child.wait();
-                panic!("{} exited before it was ready", argv[0]);
-            }
-        }
-    }
-}
-
 /// Storage nodes die one after another under load (kill -9), each comes back, and every time
 /// repair restores three agreeing copies of every shard; in the end exactly the acknowledged
 /// rows are there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kills_and_restarts_lose_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cluster = Cluster::start_args(
-        tmp.path(),
-        4,
-        4,
-        &["--node-suspect-ms", "300", "--node-dead-ms", "1000"],
-        &[],
-    );
-    let c = cluster.client().await;
-    c.batch_execute(
-        "CREATE TABLE ledger (id bigint PRIMARY KEY, amount bigint, note text) WITH (replicas = 3)",
-    )
-    .await
-    .expect("create");
+    let (cluster, c) = ledger_cluster(tmp.path(), "1000").await;
     let addrs: std::collections::HashMap<String, String> = c
         .query("SHOW tessera.nodes", &[])
         .await
@@ -347,12 +311,7 @@ async fn repeated_kills_and_restarts_lose_nothing() {
     let mut restarted = Vec::new();
     for victim in ["storage-1", "storage-2", "storage-3"] {
         let pid = cluster.pid_of(victim);
-        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .expect("cmdline")
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let argv = common::command_line(pid);
         let before = progress.load(Ordering::Relaxed);
         kill9(pid);
         let healed = common::wait_until(40, || async {
@@ -374,7 +333,7 @@ async fn repeated_kills_and_restarts_lose_nothing() {
             progress.load(Ordering::Relaxed) > before,
             "writes went on while {victim} was down"
         );
-        restarted.push(restart(&argv, &addrs[victim]));
+        restarted.push(common::restart(&argv, Some(&addrs[victim])).0);
     }
     stop.store(true, Ordering::Relaxed);
     let mut acked = writer_task.await.expect("writer");

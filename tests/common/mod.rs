@@ -235,6 +235,51 @@ pub fn kill9(pid: u32) {
     assert!(status.success());
 }
 
+/// A running process's command line (`/proc/<pid>/cmdline`), to start it again after a kill.
+pub fn command_line(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .expect("cmdline")
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Starts `argv` again (with `--listen` set to `listen` when given) and waits for its ready
+/// line; returns the process and the address it printed.
+pub fn restart(argv: &[String], listen: Option<&str>) -> (Child, String) {
+    let mut args: Vec<String> = argv[1..].to_vec();
+    if let (Some(addr), Some(i)) = (listen, args.iter().position(|a| a == "--listen")) {
+        args[i + 1] = addr.to_string();
+    }
+    let mut child = Command::new(&argv[0])
+        .args(&args)
+        .env("TESSERA_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("restart");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("TESSERA_READY") => {
+                std::thread::spawn(move || for _ in lines {});
+                let addr = line
+                    .split_whitespace()
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_string();
+                return (child, addr);
+            }
+            Some(Ok(_)) => {}
+            _ => {
+                let _ = child.wait();
+                panic!("{} exited before it was ready", argv[0]);
+            }
+        }
+    }
+}
+
 /// Waits until `f` returns true, up to `secs`.
 pub async fn wait_until<F, Fut>(secs: u64, mut f: F) -> bool
 where
