@@ -43,12 +43,8 @@ pub struct LocalArgs {
     /// otherwise (`WITH (replicas = N)`). Default 1.
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,
-    /// Silence (ms) after which a storage node is suspect (default 3000).
-    #[arg(long)]
-    pub node_suspect_ms: Option<u64>,
-    /// Silence (ms) after which a storage node is dead (default 30000).
-    #[arg(long)]
-    pub node_dead_ms: Option<u64>,
+    #[command(flatten)]
+    pub liveness: crate::roles::LivenessArgs,
     /// Authentication of the coordinators: trust (default; local use only) or scram-sha-256
     /// (the superuser postgres gets the password in TESSERA_PASSWORD on first start).
     #[arg(long, default_value = "trust")]
@@ -292,14 +288,7 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         args.push(a.auth.clone());
         args.push("--default-replicas".into());
         args.push(a.replicas.to_string());
-        if let Some(ms) = a.node_suspect_ms {
-            args.push("--node-suspect-ms".into());
-            args.push(ms.to_string());
-        }
-        if let Some(ms) = a.node_dead_ms {
-            args.push("--node-dead-ms".into());
-            args.push(ms.to_string());
-        }
+        args.extend(a.liveness.to_args());
         if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
             args.push("--tls-cert".into());
             args.push(cert.display().to_string());

@@ -58,12 +58,8 @@ pub struct CoordinatorArgs {
     /// Copies of each shard of a table without WITH (replicas = N) (default 1).
     #[arg(long)]
     pub default_replicas: Option<u32>,
-    /// Storage-node failure detection: silence (ms) after which a node is suspect.
-    #[arg(long)]
-    pub node_suspect_ms: Option<u64>,
-    /// Silence (ms) after which a storage node is dead.
-    #[arg(long)]
-    pub node_dead_ms: Option<u64>,
+    #[command(flatten)]
+    pub liveness: LivenessArgs,
     /// This coordinator's id in the metadata Raft group (with --meta-listen and --meta-members).
     #[arg(long)]
     pub meta_id: Option<u64>,
@@ -73,6 +69,42 @@ pub struct CoordinatorArgs {
     /// Every member of the metadata Raft group as id=host:port, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub meta_members: Vec<String>,
+}
+
+/// Storage-node failure detection flags, shared by `tessera coordinator` and `tessera local`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LivenessArgs {
+    /// Silence (ms) after which a storage node is suspect (default 3000).
+    #[arg(long)]
+    pub node_suspect_ms: Option<u64>,
+    /// Silence (ms) after which a storage node is dead and leaves its replicated shards
+    /// (default 10000).
+    #[arg(long)]
+    pub node_dead_ms: Option<u64>,
+}
+
+impl LivenessArgs {
+    /// Overrides the configured timing with the flags given.
+    pub fn apply(&self, config: &mut tessera_coordinator::liveness::LivenessConfig) {
+        if let Some(ms) = self.node_suspect_ms {
+            config.suspect_after_ms = ms;
+        }
+        if let Some(ms) = self.node_dead_ms {
+            config.dead_after_ms = ms;
+        }
+    }
+
+    /// The same flags, for a child `tessera coordinator`.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(ms) = self.node_suspect_ms {
+            out.extend(["--node-suspect-ms".to_string(), ms.to_string()]);
+        }
+        if let Some(ms) = self.node_dead_ms {
+            out.extend(["--node-dead-ms".to_string(), ms.to_string()]);
+        }
+        out
+    }
 }
 
 /// `tessera storage` flags (override the TOML file).
@@ -139,12 +171,7 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
             addr: addr.into(),
         });
     }
-    if let Some(ms) = a.node_suspect_ms {
-        config.liveness.suspect_after_ms = ms;
-    }
-    if let Some(ms) = a.node_dead_ms {
-        config.liveness.dead_after_ms = ms;
-    }
+    a.liveness.apply(&mut config.liveness);
     if let Some(id) = a.meta_id {
         let mut members = std::collections::BTreeMap::new();
         for m in &a.meta_members {
