@@ -130,8 +130,6 @@ async fn run_tasks_to_end(
     join_all(futs).await
 }
 
-/// Commits or rolls back `txn_id` on every target. Returns the first failure; a commit that
-/// fails after another shard committed is reported as a partial commit.
 /// A statement's own multi-shard write: its tasks one at a time in one global order (first
 /// copies by shard id, then the other copies by shard id). Every such write then takes shard
 /// locks in the same order and none waits for another in a cycle; run in parallel, 8 clients
@@ -167,44 +165,41 @@ async fn ordered_tasks(
     results.into_iter().flatten().collect()
 }
 
+/// Whether a shard belongs to a table declared with several copies.
+fn replicated_shard(catalog: &Catalog, shard: u64) -> bool {
+    catalog.shard(shard).is_some_and(|(g, _)| g.replicas > 1)
+}
+
 /// Refuses to commit writes planned before a copy was added to one of their shards (repair):
 /// the new copy would miss them. The copy is added while the repair holds the shard's write
 /// lock, so any such write commits after it is visible here. 40001: the client retries, and
 /// the retry writes every copy.
-/// Whether a shard belongs to a table declared with several copies.
-fn replicated_shard(catalog: &Catalog, shard: u64) -> bool {
-    catalog
-        .groups
-        .values()
-        .any(|g| g.replicas > 1 && g.shards.iter().any(|s| s.id == shard))
-}
-
 pub fn copies_unchanged(catalog: &Catalog, written: &[Target]) -> Result<(), CoordError> {
     let mut by_shard: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
     for t in written {
         by_shard.entry(t.shard).or_default().push(t.node);
     }
-    for g in catalog.groups.values() {
+    for (id, nodes) in &by_shard {
+        let Some((g, s)) = catalog.shard(*id) else {
+            continue;
+        };
         if g.kind == crate::catalog::GroupKind::Reference {
             continue;
         }
-        for s in &g.shards {
-            if let Some(nodes) = by_shard.get(&s.id) {
-                if let Some(missing) = s.placements.iter().find(|p| !nodes.contains(p)) {
-                    return Err(CoordError::Storage {
-                        sqlstate: "40001".into(),
-                        message: format!(
-                            "could not serialize access: shard {} gained a copy on node {missing} during this write; retry",
-                            s.id
-                        ),
-                    });
-                }
-            }
+        if let Some(missing) = s.placements.iter().find(|p| !nodes.contains(p)) {
+            return Err(CoordError::Storage {
+                sqlstate: "40001".into(),
+                message: format!(
+                    "could not serialize access: shard {id} gained a copy on node {missing} during this write; retry"
+                ),
+            });
         }
     }
     Ok(())
 }
 
+/// Commits or rolls back `txn_id` on every target. Returns the first failure; a commit that
+/// fails after another shard committed is reported as a partial commit.
 pub async fn finish_all(
     engine: &Engine,
     targets: &[Target],

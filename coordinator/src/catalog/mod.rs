@@ -591,6 +591,13 @@ impl Catalog {
             .ok_or_else(|| CoordError::Internal(format!("table {} has no group", table.name)))
     }
 
+    /// The shard with id `id` and its group.
+    pub fn shard(&self, id: u64) -> Option<(&Group, &Shard)> {
+        self.groups
+            .values()
+            .find_map(|g| g.shards.iter().find(|s| s.id == id).map(|s| (g, s)))
+    }
+
     /// The node by id.
     pub fn node(&self, id: u64) -> Result<&Node, CoordError> {
         self.nodes

@@ -1371,9 +1371,9 @@ pub fn build(name: &str, catalog: &Catalog, session: &Session) -> Option<SystemT
     })
 }
 
-/// The pg_class columns every Tessera relation has alike.
-/// `pg_class` columns from `relhasrules` on; `relhastriggers` is what makes psql's `\d`
-/// list foreign keys (PostgreSQL enforces them with triggers).
+/// The `pg_class` columns from `relhasrules` on, alike for every Tessera relation but
+/// `relhastriggers`, which is what makes psql's `\d` list foreign keys (PostgreSQL enforces
+/// them with triggers).
 fn class_flags(has_triggers: bool) -> Vec<Value> {
     vec![
         b(false),
