@@ -4,7 +4,8 @@
 //! catalog, so a table is never visible to the planner before its shards exist.
 
 use crate::catalog::{
-    Bound, CatalogCommand, Column, Distribution, ForeignKey, Group, GroupKind, Index, Shard, Table,
+    Bound, CatalogCommand, Column, Distribution, ForeignKey, Group, GroupKind, Index, IndexPath,
+    Shard, Storage, Table,
 };
 use crate::engine::Engine;
 use crate::error::CoordError;
@@ -24,6 +25,8 @@ struct TableOptions {
     cache: bool,
     /// Copies of each shard, on distinct storage nodes (`WITH (replicas = N)`).
     replicas: Option<u32>,
+    /// `WITH (storage = 'document')`: rows in the storage nodes' document store.
+    storage: Storage,
 }
 
 impl Default for TableOptions {
@@ -34,6 +37,7 @@ impl Default for TableOptions {
             reference: false,
             cache: true,
             replicas: None,
+            storage: Storage::Rows,
         }
     }
 }
@@ -102,6 +106,17 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, CoordError> 
                     }
                     out.replicas = Some(n);
                 }
+                "storage" => {
+                    out.storage = match v.to_ascii_lowercase().as_str() {
+                        "document" | "documents" => Storage::Document,
+                        "rows" | "row" | "sql" => Storage::Rows,
+                        _ => {
+                            return Err(CoordError::InvalidValue(format!(
+                                "storage must be 'rows' or 'document', not {v}"
+                            )))
+                        }
+                    }
+                }
                 // Postgres storage parameters (fillfactor, ...) are accepted.
                 _ => {}
             }
@@ -133,23 +148,101 @@ async fn set_options(
     Ok(())
 }
 
-/// A recorded index as the shards create it.
-pub fn index_sql(table: &str, i: &Index) -> String {
-    format!(
-        "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
-        if i.unique { "UNIQUE " } else { "" },
-        quote(&i.name),
-        quote(table),
-        i.columns
+/// A recorded index as the shards create it: a SQLite index on columns or an expression,
+/// or a document table's path index (built by the storage node's `tessera_doc_index`).
+pub fn index_sql(t: &Table, i: &Index) -> String {
+    if let Some(p) = &i.path {
+        let position = t
+            .columns
+            .iter()
+            .position(|c| c.name == p.column)
+            .unwrap_or(0);
+        let keys = serde_json::to_string(&p.keys).unwrap_or_else(|_| "[]".into());
+        return format!(
+            "SELECT tessera_doc_index({}, {}, {}, {position}, {})",
+            sql_string(&t.name),
+            p.slot,
+            sql_string(&i.name),
+            sql_string(&keys)
+        );
+    }
+    let on = match &i.expression {
+        Some(e) => e.clone(),
+        None => i
+            .columns
             .iter()
             .map(|c| quote(c))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+    };
+    format!(
+        "CREATE {}INDEX IF NOT EXISTS {} ON {} ({on})",
+        if i.unique { "UNIQUE " } else { "" },
+        quote(&i.name),
+        quote(&t.name),
     )
+}
+
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The shard-side declaration of a document table: a `tessera_doc` virtual table (see
+/// `tessera_storage::doctab`).
+fn document_schema(t: &Table) -> String {
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = format!("{} {}", quote(&c.name), c.ty.sqlite_type());
+            if t.primary_key.first() == Some(&c.name) {
+                s.push_str(" PRIMARY KEY");
+            } else if c.not_null {
+                s.push_str(" NOT NULL");
+            }
+            s
+        })
+        .collect();
+    format!(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS {} USING tessera_doc({})",
+        quote(&t.name),
+        cols.join(", ")
+    )
+}
+
+/// Refuses what a document table cannot keep: it is found by a one-column primary key, and
+/// its shards check neither UNIQUE, CHECK nor DEFAULT.
+fn check_document_table(t: &Table, reference: bool) -> Result<(), CoordError> {
+    let refuse = |what: &str| {
+        Err(CoordError::unsupported(format!(
+            "{what} is not supported on a document table"
+        )))
+    };
+    if t.primary_key.len() != 1 {
+        return Err(CoordError::unsupported(
+            "a document table needs a one-column PRIMARY KEY (its documents are found by it)",
+        ));
+    }
+    if reference {
+        return refuse("distribution = reference");
+    }
+    if !t.uniques.is_empty() {
+        return refuse("UNIQUE");
+    }
+    if !t.checks.is_empty() {
+        return refuse("CHECK");
+    }
+    if let Some(c) = t.columns.iter().find(|c| c.default.is_some() || c.serial) {
+        return refuse(&format!("a default value (column \"{}\")", c.name));
+    }
+    Ok(())
 }
 
 /// The shard-side `CREATE TABLE` for a table.
 pub fn shard_schema(t: &Table) -> String {
+    if t.storage == Storage::Document {
+        return document_schema(t);
+    }
     let mut parts: Vec<String> = t
         .columns
         .iter()
@@ -382,6 +475,7 @@ pub async fn create_table(
         checks,
         foreign_keys: vec![],
         cache: opts.cache,
+        storage: opts.storage,
         revision: 0,
     };
     let catalog = engine.catalog.snapshot();
@@ -415,6 +509,9 @@ pub async fn create_table(
                 }
             }
         }
+    }
+    if table.storage == Storage::Document {
+        check_document_table(&table, opts.reference)?;
     }
     let schema = shard_schema(&table);
     place_table(engine, table, opts, vec![schema]).await?;
@@ -733,23 +830,80 @@ pub async fn drop_tables(
 
 /// `CREATE INDEX`.
 pub async fn create_index(engine: &Engine, ci: &CreateIndex) -> Result<(), CoordError> {
+    use crate::planner::path_index::{expr_key, json_path};
     let tname = table_name(&ci.table_name)?;
     let table = engine.catalog.snapshot().table(&tname)?.clone();
-    let cols = index_columns(&ci.columns);
-    for c in &cols {
-        if table.column(c).is_none() {
-            return Err(CoordError::UndefinedColumn(c.clone()));
-        }
-    }
-    if ci.unique {
-        if let Some(dc) = table.distribution.column() {
-            if !cols.iter().any(|c| c == dc) {
-                return Err(CoordError::unsupported(format!("a unique index on a distributed table must include its distribution column \"{dc}\"")));
+    // One expression (not a plain column): an expression index, or a document path index.
+    let expression = match ci.columns.as_slice() {
+        [c] if !matches!(&c.column.expr, Expr::Identifier(_)) => Some(&c.column.expr),
+        _ => None,
+    };
+    let document = table.storage == Storage::Document;
+    let (cols, sqlite_expr, path) = match expression {
+        Some(e) if document => {
+            if ci.unique {
+                return Err(CoordError::unsupported(
+                    "UNIQUE path indexes are not supported on document tables",
+                ));
             }
+            let (column, keys) = json_path(e)?;
+            if !table
+                .column(&column)
+                .is_some_and(|c| matches!(c.ty, PgType::Json | PgType::Jsonb))
+            {
+                return Err(CoordError::UndefinedColumn(column));
+            }
+            let used: Vec<u32> = table
+                .indexes
+                .iter()
+                .filter_map(|i| i.path.as_ref().map(|p| p.slot))
+                .collect();
+            let slot = (0..tessera_storage::docstore::INDEX_SLOTS as u32)
+                .find(|s| !used.contains(s))
+                .ok_or_else(|| {
+                    CoordError::unsupported(format!(
+                        "a document table has at most {} path indexes",
+                        tessera_storage::docstore::INDEX_SLOTS
+                    ))
+                })?;
+            let path = IndexPath { column, keys, slot };
+            (vec![expr_key(e)], None, Some(path))
         }
-    }
+        Some(_) if ci.unique && table.distribution.column().is_some() => {
+            return Err(CoordError::unsupported(
+                "a unique expression index on a distributed table is not supported",
+            ))
+        }
+        Some(e) => {
+            let mut rewritten = e.clone();
+            rewrite(&mut rewritten, &RewriteCtx::new("", ""))?;
+            (vec![expr_key(e)], Some(render(&rewritten)), None)
+        }
+        None if document => {
+            return Err(CoordError::unsupported(
+                "a document table's indexes are path indexes, such as CREATE INDEX ON t ((doc->>'key'))",
+            ))
+        }
+        None => {
+            let cols = index_columns(&ci.columns);
+            for c in &cols {
+                if table.column(c).is_none() {
+                    return Err(CoordError::UndefinedColumn(c.clone()));
+                }
+            }
+            if ci.unique {
+                if let Some(dc) = table.distribution.column() {
+                    if !cols.iter().any(|c| c == dc) {
+                        return Err(CoordError::unsupported(format!("a unique index on a distributed table must include its distribution column \"{dc}\"")));
+                    }
+                }
+            }
+            (cols, None, None)
+        }
+    };
     let name = match &ci.name {
         Some(n) => table_name(n)?,
+        None if expression.is_some() => format!("{tname}_expr_idx"),
         None => format!("{}_{}_idx", tname, cols.join("_")),
     };
     if table.indexes.iter().any(|i| i.name == name) {
@@ -759,23 +913,19 @@ pub async fn create_index(engine: &Engine, ci: &CreateIndex) -> Result<(), Coord
             Err(CoordError::DuplicateTable(name))
         };
     }
-    let sql = format!(
-        "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
-        if ci.unique { "UNIQUE " } else { "" },
-        quote(&name),
-        quote(&tname),
-        cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
-    );
-    run_on_all_shards(engine, &table, sql).await?;
+    let index = Index {
+        name,
+        columns: cols,
+        unique: ci.unique,
+        expression: sqlite_expr,
+        path,
+    };
+    run_on_all_shards(engine, &table, index_sql(&table, &index)).await?;
     engine
         .catalog
         .propose(CatalogCommand::CreateIndex {
             table: tname,
-            index: Index {
-                name,
-                columns: cols,
-                unique: ci.unique,
-            },
+            index,
         })
         .await?;
     Ok(())
@@ -790,6 +940,15 @@ pub async fn alter_table(
 ) -> Result<(), CoordError> {
     let tname = table_name(name)?;
     let table = engine.catalog.snapshot().table(&tname)?.clone();
+    if table.storage == Storage::Document
+        && ops
+            .iter()
+            .any(|op| !matches!(op, AlterTableOperation::SetOptionsParens { .. }))
+    {
+        return Err(CoordError::unsupported(
+            "ALTER TABLE on a document table is not supported yet (its shards declare a fixed column list)",
+        ));
+    }
     for op in ops {
         if let AlterTableOperation::AddConstraint {
             constraint: TableConstraint::PrimaryKey(pk),
@@ -1013,7 +1172,7 @@ async fn rebuild(
         }
     }
     let mut schema = vec![shard_schema(&new)];
-    schema.extend(old.indexes.iter().map(|i| index_sql(&new.name, i)));
+    schema.extend(old.indexes.iter().map(|i| index_sql(&new, i)));
     engine
         .catalog
         .propose(CatalogCommand::DropTable {

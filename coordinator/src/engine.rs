@@ -548,7 +548,18 @@ impl Engine {
                     ));
                 }
                 let planned = self.plan(statement, params, &rctx)?;
-                let mut lines = explain(&planned, &self.catalog.snapshot());
+                let catalog = self.catalog.snapshot();
+                let mut lines = explain(&planned, &catalog);
+                let mut names = Vec::new();
+                let _ = sqlparser::ast::visit_relations(statement.as_ref(), |r| {
+                    if let Ok(n) = table_name(r) {
+                        names.push(n);
+                    }
+                    std::ops::ControlFlow::<()>::Continue(())
+                });
+                lines.extend(crate::planner::explain::explain_storage(
+                    &planned, &catalog, &names,
+                ));
                 if matches!(statement.as_ref(), Statement::Query(_)) {
                     lines.push(self.explain_cache(session, statement, params).await);
                 }

@@ -29,7 +29,7 @@ fn group_schema(catalog: &Catalog, group: &Group) -> Vec<String> {
     let mut out = Vec::new();
     for t in catalog.tables.values().filter(|t| t.group == group.id) {
         out.push(crate::ddl::shard_schema(t));
-        out.extend(t.indexes.iter().map(|i| crate::ddl::index_sql(&t.name, i)));
+        out.extend(t.indexes.iter().map(|i| crate::ddl::index_sql(t, i)));
     }
     out
 }

@@ -49,6 +49,8 @@ fn sql_err(e: rusqlite::Error) -> CoordError {
         "42601"
     } else if msg.starts_with("no such column") {
         "42703"
+    } else if msg.starts_with("invalid input syntax") || msg.starts_with("malformed array") {
+        "22P02"
     } else if msg.starts_with("no such function") {
         "42883"
     } else if msg.starts_with("no such table") {
@@ -66,6 +68,7 @@ fn open() -> Result<Connection, CoordError> {
     let conn = Connection::open_in_memory().map_err(sql_err)?;
     conn.execute_batch("PRAGMA case_sensitive_like = ON;")
         .map_err(sql_err)?;
+    tessera_storage::jsonfn::register(&conn).map_err(sql_err)?;
     Ok(conn)
 }
 

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`fsutil`]: atomic, fsynced writes of small metadata files.
 //! - [`hash`]: the shard hash function, defined here once with test vectors.
+//! - [`jsonb`]: PostgreSQL `jsonb` semantics (canonical form, containment, paths, `jsonb_set`).
 //! - [`value`]: a typed SQL value as it travels between nodes.
 //! - [`pgtype`]: PostgreSQL types Tessera declares, with their OIDs and SQLite storage.
 //! - [`proto`]: the generated gRPC protocol of storage nodes (`proto/storage.proto`).
@@ -10,6 +11,7 @@
 
 pub mod fsutil;
 pub mod hash;
+pub mod jsonb;
 pub mod pgtype;
 pub mod value;
 

@@ -34,6 +34,9 @@ pub enum StorageError {
     /// The RPC server failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// The document store (fjall) failed, or holds a row this build cannot read.
+    #[error("document store: {0}")]
+    Documents(String),
 }
 
 impl StorageError {
@@ -44,7 +47,7 @@ impl StorageError {
             StorageError::NoSuchShard(_) => "58030",
             StorageError::NoSuchTxn(_) => "25P02",
             StorageError::WorkerGone | StorageError::Transport(_) => "58000",
-            StorageError::Io(_) | StorageError::Manifest(_) => "58030",
+            StorageError::Io(_) | StorageError::Manifest(_) | StorageError::Documents(_) => "58030",
         }
     }
 }
@@ -103,6 +106,9 @@ fn classify_message(msg: &str) -> &'static str {
         "42601"
     } else if msg.contains("already exists") {
         "42P07"
+    } else if msg.starts_with("invalid input syntax") || msg.starts_with("malformed array literal")
+    {
+        "22P02"
     } else if msg.contains("integer overflow") {
         "22003"
     } else if msg.contains("ambiguous column") {

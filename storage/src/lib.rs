@@ -4,6 +4,9 @@
 //! - [`config`]: the node's documented settings.
 //! - [`manifest`]: the versioned list of shards a node hosts, kept on disk.
 //! - [`worker`]: a dedicated OS thread owning one SQLite connection (blocking work never runs on tokio's threads).
+//! - [`docstore`]: rows of document tables and their path indexes, in fjall (versioned formats).
+//! - [`doctab`]: the `tessera_doc` SQLite virtual table through which shards query and write documents.
+//! - [`jsonfn`]: SQLite functions giving JSON PostgreSQL's `jsonb` meaning.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
 //! - [`versions`]: per-table data versions that change after every committed write (result-cache coherence).
@@ -11,8 +14,11 @@
 //! - [`error`]: typed errors and their SQLSTATE, carried to the coordinator in gRPC metadata.
 
 pub mod config;
+pub mod docstore;
+pub mod doctab;
 pub mod error;
 pub mod exec;
+pub mod jsonfn;
 pub mod manifest;
 pub mod service;
 pub mod shards;

@@ -43,6 +43,8 @@ pub struct ShardRegistry {
     /// Which open transaction holds each database's write lock (shard id, or
     /// [`REFERENCE_SCOPE`] for the node's reference database), for wait-die.
     holders: Arc<LockHolders>,
+    /// Rows of document tables (all shards of this node).
+    docs: Arc<crate::docstore::DocStore>,
 }
 
 /// Database → the transaction holding its write lock, as far as this node knows.
@@ -95,9 +97,15 @@ impl ShardRegistry {
             &config,
             &config.data_dir.join(REFERENCE_DB),
             ShardKindOnDisk::Reference,
+            None,
         )?);
         let manifest = Manifest::load(&config.data_dir)?;
+        let docs = Arc::new(crate::docstore::DocStore::open(
+            &config.data_dir.join("documents"),
+            &config.synchronous,
+        )?);
         let reg = ShardRegistry {
+            docs,
             config,
             manifest: Mutex::new(manifest.clone()),
             shards: DashMap::new(),
@@ -121,7 +129,7 @@ impl ShardRegistry {
 
     fn open_shard(&self, id: u64, kind: ShardKindOnDisk) -> Result<Shard, StorageError> {
         let path = self.shard_path(id, kind);
-        let mut conn = open_connection(&self.config, &path, kind)?;
+        let mut conn = open_connection(&self.config, &path, kind, self.doc_module(id))?;
         let tracker = self.tracker(&mut conn, id, kind)?;
         let worker = Worker::spawn(
             format!("shard-{id}"),
@@ -138,6 +146,11 @@ impl ShardRegistry {
         };
         self.shards.insert(id, shard.clone());
         Ok(shard)
+    }
+
+    /// What a connection to shard `id` needs to serve its document tables.
+    fn doc_module(&self, id: u64) -> Option<(Arc<crate::docstore::DocStore>, u64)> {
+        Some((self.docs.clone(), id))
     }
 
     /// Hooks `conn` so its committed writes change the data versions.
@@ -219,6 +232,7 @@ impl ShardRegistry {
         }
         drop(shard.worker);
         if shard.kind == ShardKindOnDisk::Sql {
+            self.docs.drop_shard(id)?;
             for suffix in ["", "-wal", "-shm"] {
                 let p = PathBuf::from(format!("{}{suffix}", shard.path.display()));
                 match std::fs::remove_file(&p) {
@@ -279,7 +293,12 @@ impl ShardRegistry {
             return Ok(w.clone());
         }
         let shard = self.shard(shard_id)?;
-        let mut conn = open_connection(&self.config, &shard.path, shard.kind)?;
+        let mut conn = open_connection(
+            &self.config,
+            &shard.path,
+            shard.kind,
+            self.doc_module(shard_id),
+        )?;
         let tracker = self.tracker(&mut conn, shard_id, shard.kind)?;
         let holders = self.holders.clone();
         let main_db = self.lock_key(shard_id);
@@ -350,12 +369,13 @@ impl ShardRegistry {
         let mut out = Vec::with_capacity(shards.len());
         for (id, shard) in shards {
             let bytes = file_size(&shard.path)
-                + file_size(&PathBuf::from(format!("{}-wal", shard.path.display())));
+                + file_size(&PathBuf::from(format!("{}-wal", shard.path.display())))
+                + self.docs.shard_bytes(id);
             let rows = shard
                 .worker
                 .run(|c| {
                     let names: Vec<String> = c
-                        .prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?
+                        .prepare("SELECT name FROM main.sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '\\_\\_tessera%' ESCAPE '\\'")?
                         .query_map([], |r| r.get(0))?
                         .collect::<Result<_, _>>()?;
                     let mut rows = std::collections::HashMap::new();
@@ -429,6 +449,7 @@ fn open_connection(
     config: &StorageConfig,
     path: &Path,
     kind: ShardKindOnDisk,
+    docs: Option<(Arc<crate::docstore::DocStore>, u64)>,
 ) -> Result<Connection, StorageError> {
     let mut conn = Connection::open(path)?;
     let sync = match config.synchronous.as_str() {
@@ -445,6 +466,10 @@ fn open_connection(
     );
     conn.busy_handler(Some(wait_for_lock))?;
     conn.set_prepared_statement_cache_capacity(256);
+    crate::jsonfn::register(&conn)?;
+    if let (ShardKindOnDisk::Sql, Some((store, shard))) = (kind, docs) {
+        crate::doctab::register(&conn, store, shard)?;
+    }
     if kind == ShardKindOnDisk::Sql {
         let reference = config.data_dir.join(REFERENCE_DB);
         conn.execute("ATTACH DATABASE ?1 AS ref", [reference.to_string_lossy()])?;

@@ -109,10 +109,49 @@ impl Distribution {
 pub struct Index {
     /// Index name.
     pub name: String,
-    /// Indexed columns or expressions, as SQL.
+    /// Indexed columns, or one expression as PostgreSQL SQL (`doc ->> 'user_id'`).
     pub columns: Vec<String>,
     /// `UNIQUE`.
     pub unique: bool,
+    /// An expression index on a row table: the expression as the shards' SQLite runs it.
+    #[serde(default)]
+    pub expression: Option<String>,
+    /// A path index on a document table.
+    #[serde(default)]
+    pub path: Option<IndexPath>,
+}
+
+/// What a document table's path index holds: the text at `keys` inside JSON column `column`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexPath {
+    /// The JSON column.
+    pub column: String,
+    /// Keys from the column's top level down.
+    pub keys: Vec<String>,
+    /// The shard-side index slot (hidden column `__ix<slot>`).
+    pub slot: u32,
+}
+
+/// Where a table's rows live on its shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// SQLite tables (`WITH (storage = 'rows')`, the default).
+    #[default]
+    Rows,
+    /// Documents in the storage nodes' fjall store, queried through SQLite
+    /// (`WITH (storage = 'document')`).
+    Document,
+}
+
+impl Storage {
+    /// As `tessera admin tables` and EXPLAIN show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Storage::Rows => "rows",
+            Storage::Document => "document",
+        }
+    }
 }
 
 /// A declared foreign key. It is recorded and shown to tools (`pg_constraint`, psql's `\d`,
@@ -166,6 +205,9 @@ pub struct Table {
     /// (`WITH (cache = off)`, `ALTER TABLE ... SET (cache = off)`).
     #[serde(default = "yes")]
     pub cache: bool,
+    /// Where its rows live (SQLite tables or the document store).
+    #[serde(default)]
+    pub storage: Storage,
     /// The catalog revision of the table's last definition change (set by [`Catalog::apply`]):
     /// a cached result built under another revision is never served.
     #[serde(default)]
@@ -205,6 +247,7 @@ impl Table {
             checks: vec![],
             foreign_keys: vec![],
             cache: true,
+            storage: Storage::Rows,
             revision: 0,
         }
     }

@@ -21,7 +21,6 @@ pub fn wire_type(ty: PgType, format: FieldFormat) -> Type {
             | PgType::Timestamp
             | PgType::Timestamptz
             | PgType::Json
-            | PgType::Jsonb
             | PgType::Uuid
             | PgType::Bpchar,
         ) => PgType::Text,
@@ -89,6 +88,10 @@ pub fn text(v: &Value, ty: PgType) -> Option<String> {
                 })
                 .collect();
             crate::pgcatalog::functions::array_text(&items)
+        }
+        // Rows written before canonicalisation, or computed, print as `jsonb` does.
+        (Value::Text(s), PgType::Jsonb) => {
+            tessera_shared::jsonb::canonical(s).unwrap_or_else(|_| s.clone())
         }
         (Value::Integer(i), _) => i.to_string(),
         (Value::Real(f), _) => float_text(*f),
@@ -158,6 +161,17 @@ pub fn encode_row(
                     .map(|x| x != 0)
                     .or_else(|| text(v, PgType::Bool).map(|t| t == "t")),
             )?,
+            // jsonb's binary form: a version byte (1), then the text.
+            Type::JSONB => {
+                let mut bytes = vec![1u8];
+                bytes.extend(text(v, ty).unwrap_or_default().into_bytes());
+                enc.encode_field_with_type_and_format(
+                    &Some(bytes),
+                    &Type::BYTEA,
+                    FieldFormat::Binary,
+                    f.format_options(),
+                )?
+            }
             Type::BYTEA => enc.encode_field(&match v {
                 Value::Blob(b) => Some(b.clone()),
                 other => text(other, ty).map(String::into_bytes),
@@ -202,6 +216,12 @@ pub fn decode_param(raw: Option<&[u8]>, binary: bool, ty: PgType) -> Result<Valu
         Type::FLOAT8 => Value::Real(f64::from_be_bytes(raw.try_into().map_err(|_| bad())?)),
         Type::BOOL => Value::Integer(i64::from(*raw.first().ok_or_else(bad)? != 0)),
         Type::BYTEA => Value::Blob(raw.to_vec()),
+        Type::JSONB => match raw.split_first() {
+            Some((1, rest)) => {
+                from_text(std::str::from_utf8(rest).map_err(|_| bad())?, PgType::Jsonb)?
+            }
+            _ => return Err(bad()),
+        },
         _ => Value::Text(String::from_utf8(raw.to_vec()).map_err(|_| bad())?),
     })
 }

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Postgres reads a quoted literal as the target column's type; SQLite stores it as text.
 /// Convert the literals SQLite would refuse or misread: booleans, bytea, and dates/timestamps
-/// (stored in Postgres' canonical text so that they compare and print right).
+/// and `jsonb` (stored in Postgres' canonical text so that they compare and print right; JSON
+/// is checked, 22P02 when it is not JSON).
 fn coerce_literal(e: &mut Expr, ty: tessera_shared::PgType) -> Result<(), CoordError> {
     use tessera_shared::PgType;
     let Expr::Value(v) = e else { return Ok(()) };
@@ -51,6 +52,11 @@ fn coerce_literal(e: &mut Expr, ty: tessera_shared::PgType) -> Result<(), CoordE
             *e = Expr::value(sqlparser::ast::Value::SingleQuotedString(
                 crate::sql::datetime::canonical(s, ty)?,
             ));
+        }
+        PgType::Json | PgType::Jsonb => {
+            if let tessera_shared::Value::Text(t) = crate::sql::params::from_text(s, ty)? {
+                *e = Expr::value(sqlparser::ast::Value::SingleQuotedString(t));
+            }
         }
         _ => {}
     }
@@ -390,6 +396,9 @@ pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
             }
         }
     }
+    if let Some(w) = u.selection.as_mut() {
+        crate::planner::path_index::use_path_indexes(w, table);
+    }
     rewrite(&mut u, ctx.rewrite)?;
     let selection = u.selection.clone();
     fan_out_write(
@@ -417,6 +426,9 @@ pub fn plan_delete(d: &Delete, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
     let table = ctx.catalog.table(&name)?;
     let columns = returning_columns(&d.returning, table, ctx);
     let mut d = d.clone();
+    if let Some(w) = d.selection.as_mut() {
+        crate::planner::path_index::use_path_indexes(w, table);
+    }
     rewrite(&mut d, ctx.rewrite)?;
     let selection = d.selection.clone();
     fan_out_write(

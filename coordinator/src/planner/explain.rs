@@ -1,7 +1,7 @@
 //! EXPLAIN output: the route (shards and nodes) and the merge, one line each.
 
 use super::{Merge, Plan, Planned};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Storage};
 
 fn node_name(catalog: &Catalog, id: u64) -> String {
     catalog
@@ -78,6 +78,39 @@ pub fn explain(p: &Planned, catalog: &Catalog) -> Vec<String> {
                 }
             }
             out.push(format!("  Coordinator SQL: {sql}"));
+        }
+    }
+    out
+}
+
+/// What EXPLAIN adds for the tables a statement names: where a document table's rows live,
+/// and which of its path indexes the shards' SQL uses.
+pub fn explain_storage(p: &Planned, catalog: &Catalog, tables: &[String]) -> Vec<String> {
+    let sqls: Vec<&str> = match &p.plan {
+        Plan::Distributed { tasks, .. } => tasks.iter().map(|t| t.sql.as_str()).collect(),
+        Plan::Pull { tables, .. } => tables.iter().filter_map(|t| t.filter.as_deref()).collect(),
+        Plan::Local { .. } => vec![],
+    };
+    let mut out = Vec::new();
+    for t in tables.iter().filter_map(|n| catalog.tables.get(n)) {
+        if t.storage != Storage::Document {
+            continue;
+        }
+        out.push(format!(
+            "  Storage of {}: document (fjall on the storage nodes; filters and JSON paths run there)",
+            t.name
+        ));
+        for i in &t.indexes {
+            if let Some(path) = &i.path {
+                let hidden = format!("__ix{}", path.slot);
+                if sqls.iter().any(|s| s.contains(&hidden)) {
+                    out.push(format!(
+                        "  Path index {} ({}) scanned on the shards",
+                        i.name,
+                        i.columns.join(", ")
+                    ));
+                }
+            }
         }
     }
     out

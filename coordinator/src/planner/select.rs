@@ -99,6 +99,11 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         .collect::<Result<_, _>>()?;
     let columns = query_columns(q, catalog);
     let mut q = q.clone();
+    if let ([table], SetExpr::Select(s)) = (tables.as_slice(), q.body.as_mut()) {
+        if let Some(w) = s.selection.as_mut() {
+            crate::planner::path_index::use_path_indexes(w, table);
+        }
+    }
     rewrite(&mut q, ctx.rewrite)?;
     let planned = |plan| {
         Ok(Planned {

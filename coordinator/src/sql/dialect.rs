@@ -155,7 +155,11 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
                     }
                 }
             }
-            parse_expr(&format!("CAST({inner} AS {})", ty.sqlite_type()))?
+            match ty {
+                PgType::Jsonb => parse_expr(&format!("tessera_jsonb({inner})"))?,
+                PgType::Json => parse_expr(&format!("tessera_json({inner})"))?,
+                _ => parse_expr(&format!("CAST({inner} AS {})", ty.sqlite_type()))?,
+            }
         }
         // E'…' strings (their escapes are decoded by the parser) as plain SQLite strings.
         Expr::Value(v) => match &v.value {
@@ -227,22 +231,69 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
                     | BinaryOperator::PGRegexIMatch
                     | BinaryOperator::PGRegexNotMatch
                     | BinaryOperator::PGRegexNotIMatch
-                    | BinaryOperator::AtArrow
-                    | BinaryOperator::ArrowAt
-                    | BinaryOperator::Question
-                    | BinaryOperator::QuestionAnd
-                    | BinaryOperator::QuestionPipe
-                    | BinaryOperator::HashArrow
-                    | BinaryOperator::HashLongArrow
             ) =>
         {
             return Err(CoordError::unsupported(format!(
                 "operator {op} is not supported yet"
             )));
         }
+        Expr::BinaryOp { left, op, right } => match json_function(op) {
+            Some((f, swap)) => {
+                let right = json_right_operand(right);
+                let (a, b) = if swap {
+                    (right.to_string(), left.to_string())
+                } else {
+                    (left.to_string(), right.to_string())
+                };
+                parse_expr(&format!("{f}({a}, {b})"))?
+            }
+            None => return Ok(None),
+        },
         Expr::Function(f) => return rewrite_function(f, ctx),
         _ => return Ok(None),
     }))
+}
+
+/// The SQLite function (see `tessera_storage::jsonfn`) implementing a JSON operator, and
+/// whether it takes its operands swapped.
+fn json_function(op: &BinaryOperator) -> Option<(&'static str, bool)> {
+    Some(match op {
+        BinaryOperator::Arrow => ("tessera_json_get", false),
+        BinaryOperator::LongArrow => ("tessera_json_text", false),
+        BinaryOperator::HashArrow => ("tessera_json_path", false),
+        BinaryOperator::HashLongArrow => ("tessera_json_path_text", false),
+        BinaryOperator::AtArrow => ("tessera_jsonb_contains", false),
+        BinaryOperator::ArrowAt => ("tessera_jsonb_contains", true),
+        BinaryOperator::Question => ("tessera_jsonb_exists", false),
+        BinaryOperator::QuestionPipe => ("tessera_jsonb_exists_any", false),
+        BinaryOperator::QuestionAnd => ("tessera_jsonb_exists_all", false),
+        _ => return None,
+    })
+}
+
+/// `ARRAY['a', 'b']` on the right of `?|` / `?&` / `#>` travels as a JSON array of strings.
+fn json_right_operand(e: &Expr) -> Expr {
+    match e {
+        Expr::Array(a) => Expr::Function(Function {
+            name: ObjectName::from(vec![Ident::new("json_array")]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: a
+                    .elem
+                    .iter()
+                    .map(|x| FunctionArg::Unnamed(FunctionArgExpr::Expr(x.clone())))
+                    .collect(),
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        }),
+        other => other.clone(),
+    }
 }
 
 fn args_of(f: &Function) -> Vec<String> {
@@ -305,6 +356,22 @@ fn rewrite_function_named(
         "gen_random_uuid" | "uuid_generate_v4" => string_lit(&random_uuid()),
         "json_build_object" | "jsonb_build_object" => {
             parse_expr(&format!("json_object({})", args.join(", ")))?
+        }
+        "jsonb_set" | "jsonb_set_lax" if args.len() >= 3 => {
+            parse_expr(&format!("tessera_jsonb_set({})", args.join(", ")))?
+        }
+        "jsonb_typeof" | "json_typeof" => parse_expr(&format!("tessera_jsonb_typeof({})", a(0)))?,
+        "jsonb_extract_path" | "json_extract_path" if !args.is_empty() => parse_expr(&format!(
+            "tessera_json_path({}, json_array({}))",
+            a(0),
+            args[1..].join(", ")
+        ))?,
+        "jsonb_extract_path_text" | "json_extract_path_text" if !args.is_empty() => {
+            parse_expr(&format!(
+                "tessera_json_path_text({}, json_array({}))",
+                a(0),
+                args[1..].join(", ")
+            ))?
         }
         "json_build_array" | "jsonb_build_array" => {
             parse_expr(&format!("json_array({})", args.join(", ")))?

@@ -307,8 +307,19 @@ pub fn expr_type(e: &Expr, scope: &[(String, &Table)], catalog: &Catalog) -> PgT
             | BinaryOperator::PGLikeMatch
             | BinaryOperator::PGILikeMatch
             | BinaryOperator::PGNotLikeMatch
-            | BinaryOperator::PGNotILikeMatch => PgType::Bool,
-            BinaryOperator::StringConcat => PgType::Text,
+            | BinaryOperator::PGNotILikeMatch
+            | BinaryOperator::AtArrow
+            | BinaryOperator::ArrowAt
+            | BinaryOperator::Question
+            | BinaryOperator::QuestionAnd
+            | BinaryOperator::QuestionPipe => PgType::Bool,
+            BinaryOperator::Arrow | BinaryOperator::HashArrow => match ty(left) {
+                PgType::Json => PgType::Json,
+                _ => PgType::Jsonb,
+            },
+            BinaryOperator::StringConcat
+            | BinaryOperator::LongArrow
+            | BinaryOperator::HashLongArrow => PgType::Text,
             _ => numeric_result(ty(left), ty(right)),
         },
         Expr::Case {
@@ -409,6 +420,9 @@ fn function_type(f: &Function, scope: &[(String, &Table)], catalog: &Catalog) ->
         | "pg_indexes_size"
         | "pg_database_size" => PgType::Int8,
         "gen_random_uuid" => PgType::Uuid,
+        "jsonb_set" | "jsonb_set_lax" | "jsonb_build_object" | "jsonb_build_array"
+        | "jsonb_extract_path" | "to_jsonb" | "jsonb_agg" => PgType::Jsonb,
+        "json_build_object" | "json_build_array" | "json_extract_path" | "json_agg" => PgType::Json,
         _ => PgType::Text,
     }
 }

@@ -52,6 +52,14 @@ pub fn from_text(s: &str, ty: PgType) -> Result<Value, CoordError> {
         PgType::Date | PgType::Timestamp | PgType::Timestamptz => {
             Value::Text(crate::sql::datetime::canonical(s, ty)?)
         }
+        PgType::Jsonb => Value::Text(
+            tessera_shared::jsonb::canonical(s)
+                .map_err(|e| CoordError::InvalidValue(e.to_string()))?,
+        ),
+        PgType::Json => {
+            tessera_shared::jsonb::parse(s).map_err(|e| CoordError::InvalidValue(e.to_string()))?;
+            Value::Text(s.to_string())
+        }
         _ => Value::Text(s.to_string()),
     })
 }

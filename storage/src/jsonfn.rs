@@ -1,0 +1,151 @@
+//! SQLite functions giving JSON PostgreSQL's `jsonb` meaning (`->`, `->>`, `#>`, `@>`, `?`, `jsonb_set`, ...).
+//!
+//! The coordinator rewrites the operators into these calls, so they run where the data is: a
+//! filter on a JSON path is evaluated on the storage node, and only matching rows travel.
+//! All are deterministic and return NULL for a NULL argument, as PostgreSQL's strict
+//! functions do.
+
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::Connection;
+use tessera_shared::jsonb::{self, Json, JsonError, Key};
+
+/// Registers every function on `conn`.
+pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+    scalar(conn, "tessera_jsonb", 1, |a| {
+        Ok(text(a, 0)?
+            .map(|t| jsonb::canonical(&t))
+            .transpose()
+            .map_err(user_error)?
+            .into())
+    })?;
+    scalar(conn, "tessera_json", 1, |a| {
+        let t = text(a, 0)?;
+        if let Some(t) = &t {
+            jsonb::parse(t).map_err(user_error)?;
+        }
+        Ok(t.into())
+    })?;
+    scalar(conn, "tessera_json_get", 2, |a| {
+        with_doc(a, |doc| {
+            Ok(key(a, 1)?.and_then(|k| doc.get(&k).map(|v| v.to_string())))
+        })
+    })?;
+    scalar(conn, "tessera_json_text", 2, |a| {
+        with_doc(a, |doc| {
+            Ok(key(a, 1)?.and_then(|k| doc.get(&k).and_then(Json::as_text)))
+        })
+    })?;
+    scalar(conn, "tessera_json_path", 2, |a| {
+        with_doc(a, |doc| {
+            Ok(path(a, 1)?.and_then(|p| doc.get_path(&p).map(|v| v.to_string())))
+        })
+    })?;
+    scalar(conn, "tessera_json_path_text", 2, |a| {
+        with_doc(a, |doc| {
+            Ok(path(a, 1)?.and_then(|p| doc.get_path(&p).and_then(Json::as_text)))
+        })
+    })?;
+    scalar(conn, "tessera_jsonb_contains", 2, |a| {
+        let (Some(x), Some(y)) = (json(a, 0)?, json(a, 1)?) else {
+            return Ok(Value::Null);
+        };
+        Ok(Value::Integer(x.contains(&y) as i64))
+    })?;
+    scalar(conn, "tessera_jsonb_exists", 2, |a| {
+        let (Some(x), Some(k)) = (json(a, 0)?, text(a, 1)?) else {
+            return Ok(Value::Null);
+        };
+        Ok(Value::Integer(x.has_key(&k) as i64))
+    })?;
+    scalar(conn, "tessera_jsonb_exists_any", 2, |a| {
+        let (Some(x), Some(keys)) = (json(a, 0)?, path(a, 1)?) else {
+            return Ok(Value::Null);
+        };
+        Ok(Value::Integer(keys.iter().any(|k| x.has_key(k)) as i64))
+    })?;
+    scalar(conn, "tessera_jsonb_exists_all", 2, |a| {
+        let (Some(x), Some(keys)) = (json(a, 0)?, path(a, 1)?) else {
+            return Ok(Value::Null);
+        };
+        Ok(Value::Integer(keys.iter().all(|k| x.has_key(k)) as i64))
+    })?;
+    for n in [3, 4] {
+        scalar(conn, "tessera_jsonb_set", n, |a| {
+            let (Some(mut target), Some(p), Some(new)) = (json(a, 0)?, path(a, 1)?, json(a, 2)?)
+            else {
+                return Ok(Value::Null);
+            };
+            let create = a.len() < 4 || a.get::<Option<bool>>(3)?.unwrap_or(true);
+            target.set(&p, new, create);
+            Ok(Value::Text(target.to_string()))
+        })?;
+    }
+    scalar(conn, "tessera_jsonb_typeof", 1, |a| {
+        Ok(json(a, 0)?.map(|v| v.type_name().to_string()).into())
+    })?;
+    Ok(())
+}
+
+fn scalar(
+    conn: &Connection,
+    name: &str,
+    n_args: i32,
+    f: impl Fn(&Context<'_>) -> rusqlite::Result<Value> + Send + Sync + 'static,
+) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        name,
+        n_args,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        move |c: &mut Context<'_>| f(c),
+    )
+}
+
+fn user_error(e: JsonError) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(Box::new(e))
+}
+
+/// Argument `i` as text (numbers print as SQLite does), or None for NULL.
+fn text(a: &Context<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    Ok(match a.get_raw(i) {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(r) => Some(r.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    })
+}
+
+/// Argument `i` parsed as JSON; invalid JSON is 22P02.
+fn json(a: &Context<'_>, i: usize) -> rusqlite::Result<Option<Json>> {
+    text(a, i)?
+        .map(|t| jsonb::parse(&t))
+        .transpose()
+        .map_err(user_error)
+}
+
+fn with_doc(
+    a: &Context<'_>,
+    f: impl FnOnce(&Json) -> rusqlite::Result<Option<String>>,
+) -> rusqlite::Result<Value> {
+    Ok(match json(a, 0)? {
+        Some(doc) => f(&doc)?.into(),
+        None => Value::Null,
+    })
+}
+
+/// The right operand of `->`: an integer is an array position, text an object key.
+fn key(a: &Context<'_>, i: usize) -> rusqlite::Result<Option<Key>> {
+    Ok(match a.get_raw(i) {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(Key::Index(n)),
+        _ => text(a, i)?.map(Key::Name),
+    })
+}
+
+/// A `text[]` argument (`'{a,b}'`, or a JSON array of strings).
+fn path(a: &Context<'_>, i: usize) -> rusqlite::Result<Option<Vec<String>>> {
+    text(a, i)?
+        .map(|t| jsonb::text_array(&t))
+        .transpose()
+        .map_err(user_error)
+}
