@@ -75,6 +75,23 @@ impl sqllogictest::AsyncDB for Pg {
     }
 }
 
+/// Runs one golden file against the server at `conn`.
+async fn run_file(conn: String, f: &std::path::Path) -> Result<(), String> {
+    let mut runner = sqllogictest::Runner::new(move || {
+        let conn = conn.clone();
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .map_err(PgError)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(Pg { client })
+        }
+    });
+    runner.run_file_async(f).await.map_err(|e| e.to_string())
+}
+
 async fn run_all(nodes: usize, shards: u32, embedded: bool) {
     let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slt"))
         .expect("tests/slt")
@@ -91,20 +108,7 @@ async fn run_all(nodes: usize, shards: u32, embedded: bool) {
         } else {
             Cluster::start(nodes, shards)
         };
-        let conn = cluster.conn_str();
-        let mut runner = sqllogictest::Runner::new(move || {
-            let conn = conn.clone();
-            async move {
-                let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-                    .await
-                    .map_err(PgError)?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                Ok(Pg { client })
-            }
-        });
-        if let Err(e) = runner.run_file_async(f).await {
+        if let Err(e) = run_file(cluster.conn_str(), f).await {
             failures.push(format!(
                 "{} ({nodes} nodes, {shards} shards):\n{e}",
                 f.display()
@@ -127,4 +131,22 @@ async fn golden_files_on_many_shards_across_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn golden_files_on_embedded_storage_nodes() {
     run_all(3, 8, true).await;
+}
+
+/// The JSON golden file is plain PostgreSQL: run against a real PostgreSQL, it passes too, so
+/// its expected results are PostgreSQL's own, not Tessera's opinion of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_golden_file_is_postgresql_s_own_output() {
+    let Some(pg) = common::Postgres::start() else {
+        eprintln!("no PostgreSQL server binaries here: the JSON file runs against Tessera only");
+        return;
+    };
+    let conn = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        pg.port
+    );
+    let f = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slt/json.slt"));
+    if let Err(e) = run_file(conn, f).await {
+        panic!("PostgreSQL disagrees with tests/slt/json.slt:\n{e}");
+    }
 }
