@@ -115,6 +115,8 @@ pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
             ("shards", PgType::Int8),
             ("group", PgType::Int8),
             ("columns", PgType::Text),
+            ("storage", PgType::Text),
+            ("indexes", PgType::Text),
         ]),
         "tessera.shards" => cols(&[
             ("shard", PgType::Int8),
@@ -238,6 +240,14 @@ pub async fn show(
                         Value::Integer(shards as i64),
                         Value::Integer(t.group as i64),
                         text(&columns.join(", ")),
+                        text(t.storage.as_str()),
+                        text(
+                            &t.indexes
+                                .iter()
+                                .map(|i| format!("{} ({})", i.name, i.columns.join(", ")))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        ),
                     ]
                 })
                 .collect()

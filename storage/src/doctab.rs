@@ -336,6 +336,11 @@ fn display(v: &Value) -> String {
     }
 }
 
+/// Whether constraint `i`'s right operand is a text constant.
+fn text_constant(info: &IndexInfo, i: usize) -> bool {
+    matches!(info.rhs_value(i), Ok(Some(ValueRef::Text(_))))
+}
+
 /// How `xFilter` reads: chosen by `xBestIndex`, passed as idx_num.
 const PLAN_SCAN: c_int = 0;
 const PLAN_KEY: c_int = 1;
@@ -384,7 +389,13 @@ unsafe impl<'vtab> VTab<'vtab> for DocTable {
         if let Some((i, col, _)) = cons.iter().find(|(_, col, op)| {
             slot_of(*col).is_some() && *op == IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_EQ
         }) {
-            info.constraint_usage(*i).set_argv_index(1);
+            // A text constant compares with the indexed text exactly as the index orders it,
+            // so the index alone decides (and a stale entry would show). Other operands may
+            // be converted by SQLite's affinity rules: SQLite checks those rows again.
+            let exact = text_constant(info, *i);
+            let mut u = info.constraint_usage(*i);
+            u.set_argv_index(1);
+            u.set_omit(exact);
             info.set_idx_num(PLAN_INDEX_EQ);
             info.set_idx_str(&slot_of(*col).unwrap_or(0).to_string());
             info.set_estimated_cost(10.0);
@@ -417,7 +428,10 @@ unsafe impl<'vtab> VTab<'vtab> for DocTable {
         if let Some((slot, ops)) = range {
             let mut desc = slot.to_string();
             for (argv, (i, op)) in ops.iter().enumerate() {
-                info.constraint_usage(*i).set_argv_index(argv as c_int + 1);
+                let exact = text_constant(info, *i);
+                let mut u = info.constraint_usage(*i);
+                u.set_argv_index(argv as c_int + 1);
+                u.set_omit(exact);
                 desc.push(' ');
                 desc.push_str(op);
             }
@@ -547,8 +561,8 @@ impl DocCursor<'_> {
         self.table.pending.borrow().rows.clone()
     }
 
-    /// Rows found through index slot `slot` between `lo` and `hi`, plus every pending row
-    /// (SQLite checks the constraint again on each row it gets).
+    /// Rows found through index slot `slot` between `lo` and `hi` (index keys), with this
+    /// transaction's pending rows whose indexed value falls in the same bounds.
     fn index_rows(
         &self,
         slot: usize,
@@ -565,11 +579,31 @@ impl DocCursor<'_> {
             .keyspace(t.shard, &t.table, None)
             .map_err(store_error)?;
         let pending = self.pending_snapshot();
+        let (lo_bound, hi_bound) = (lo.clone(), hi.clone());
         let iter = match hi {
             Some(hi) => idx.range(lo..hi),
             None => idx.range(lo..),
         };
         let skip = pending.clone();
+        let def = t
+            .store
+            .indexes(t.shard, &t.table)
+            .get(slot)
+            .cloned()
+            .flatten();
+        let (lo_p, hi_p) = (lo_bound.clone(), hi_bound.clone());
+        let pending = pending.into_iter().filter(move |(_, row)| {
+            let Some(v) = row
+                .as_ref()
+                .zip(def.as_ref())
+                .and_then(|(r, d)| index_value(r, d))
+            else {
+                return false;
+            };
+            let k = encode_key(&v);
+            k >= lo_p && hi_p.as_ref().is_none_or(|h| k < *h)
+        });
+        let pending: BTreeMap<Vec<u8>, Option<Vec<Value>>> = pending.collect();
         let found = iter.filter_map(move |g| {
             let k = match g.key() {
                 Ok(k) => k,
@@ -713,6 +747,80 @@ mod tests {
         let (c, pk) = parse_column(r#""doc" TEXT NOT NULL"#).expect("parse");
         assert_eq!((c.affinity, c.not_null, pk), (Affinity::Text, true, false));
         assert!(parse_column("doc TEXT").is_err());
+    }
+
+    /// The plans SQLite picks: the primary key, an index for equality and for a range, a scan
+    /// otherwise; and a rolled-back transaction leaves nothing in fjall.
+    #[test]
+    fn queries_use_keys_and_path_indexes_and_rollbacks_leave_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Arc::new(DocStore::open(dir.path(), "full").expect("store"));
+        let conn = Connection::open(dir.path().join("shard.db")).expect("db");
+        register(&conn, store.clone(), 1).expect("register");
+        crate::jsonfn::register(&conn).expect("json");
+        conn.execute_batch(
+            r#"CREATE VIRTUAL TABLE t USING tessera_doc("id" INTEGER PRIMARY KEY, "doc" TEXT);
+               INSERT INTO t VALUES (1, '{"u": "a"}'), (2, '{"u": "b"}'), (3, '{"v": 1}');
+               SELECT tessera_doc_index('t', 0, 't_u', 1, '["u"]');"#,
+        )
+        .expect("setup");
+        let plan = |sql: &str| -> String {
+            let mut st = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("plan");
+            let rows: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            rows.join("; ")
+        };
+        assert!(plan("SELECT * FROM t WHERE id = 2").contains("INDEX 1:"));
+        assert!(plan("SELECT * FROM t WHERE __ix0 = 'b'").contains("INDEX 2:0"));
+        assert!(plan("SELECT * FROM t WHERE __ix0 > 'a'").contains("INDEX 3:0 >"));
+        assert!(plan("SELECT * FROM t WHERE doc LIKE '%u%'").contains("INDEX 0:"));
+        let ids = |sql: &str| -> Vec<i64> {
+            let mut st = conn.prepare(sql).expect("prepare");
+            st.query_map([], |r| r.get(0))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(ids("SELECT id FROM t WHERE __ix0 = 'b'"), [2]);
+        assert_eq!(
+            ids("SELECT id FROM t WHERE __ix0 >= 'a' ORDER BY id"),
+            [1, 2]
+        );
+        conn.execute_batch(r#"BEGIN; INSERT INTO t VALUES (4, '{"u": "b"}'); UPDATE t SET doc = '{"u": "c"}' WHERE id = 2;"#)
+            .expect("write");
+        assert_eq!(
+            ids("SELECT id FROM t WHERE __ix0 = 'b'"),
+            [4],
+            "the transaction sees its own writes"
+        );
+        conn.execute_batch("ROLLBACK").expect("rollback");
+        assert_eq!(ids("SELECT id FROM t WHERE __ix0 = 'b'"), [2]);
+        assert_eq!(
+            store
+                .keyspace(1, "t", None)
+                .expect("ks")
+                .len()
+                .expect("len"),
+            3
+        );
+        let e = conn
+            .execute(r#"INSERT INTO t VALUES (1, '{}')"#, [])
+            .expect_err("duplicate");
+        assert_eq!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation)
+        );
+        conn.execute_batch("DROP TABLE t").expect("drop");
+        assert!(store
+            .keyspace(1, "t", None)
+            .expect("ks")
+            .is_empty()
+            .expect("empty"));
     }
 
     #[test]

@@ -145,23 +145,27 @@ mod tests {
     #[test]
     fn paths_are_recognised() {
         assert_eq!(
-            json_path(&expr("(doc->>'user')")).unwrap(),
+            json_path(&expr("(doc->>'user')")).expect("test value"),
             ("doc".into(), vec!["user".into()])
         );
         assert_eq!(
-            json_path(&expr("e.doc->'geo'->>'city'")).unwrap(),
+            json_path(&expr("e.doc->'geo'->>'city'")).expect("test value"),
             ("doc".into(), vec!["geo".into(), "city".into()])
         );
         assert_eq!(
-            json_path(&expr("doc #>> '{a,b}'")).unwrap(),
+            json_path(&expr("doc #>> '{a,b}'")).expect("test value"),
             ("doc".into(), vec!["a".into(), "b".into()])
         );
         assert_eq!(
-            json_path(&expr("doc->'a'")).unwrap_err().sqlstate(),
+            json_path(&expr("doc->'a'"))
+                .expect_err("test error")
+                .sqlstate(),
             "0A000"
         );
         assert_eq!(
-            json_path(&expr("lower(doc->>'a')")).unwrap_err().sqlstate(),
+            json_path(&expr("lower(doc->>'a')"))
+                .expect_err("test error")
+                .sqlstate(),
             "0A000"
         );
     }

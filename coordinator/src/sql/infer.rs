@@ -478,6 +478,33 @@ pub fn param_types(stmt: &Statement, catalog: &Catalog, n: usize) -> Vec<PgType>
     }
     let _ = visit_expressions(stmt, |e| {
         match e {
+            // The key or path operand of a JSON operator is text, whatever the JSON's type.
+            Expr::BinaryOp {
+                op:
+                    BinaryOperator::Arrow
+                    | BinaryOperator::LongArrow
+                    | BinaryOperator::HashArrow
+                    | BinaryOperator::HashLongArrow
+                    | BinaryOperator::Question
+                    | BinaryOperator::QuestionAnd
+                    | BinaryOperator::QuestionPipe,
+                right,
+                ..
+            } => set(right, PgType::Text),
+            Expr::Function(f)
+                if matches!(
+                    function_name(&f.name).as_str(),
+                    "jsonb_set" | "jsonb_set_lax"
+                ) =>
+            {
+                if let FunctionArguments::List(l) = &f.args {
+                    for (i, a) in l.args.iter().enumerate() {
+                        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a {
+                            set(e, if i == 1 { PgType::Text } else { PgType::Jsonb });
+                        }
+                    }
+                }
+            }
             Expr::BinaryOp { left, right, .. } => {
                 let lt = expr_type(left, &tables, catalog);
                 let rt = expr_type(right, &tables, catalog);
