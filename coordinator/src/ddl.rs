@@ -17,7 +17,7 @@ use tessera_shared::proto::ShardKind;
 use tessera_shared::{PgType, Value};
 
 /// Options of `WITH (...)` Tessera reads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct TableOptions {
     shards: Option<u32>,
     bounds: Option<String>,
@@ -27,6 +27,8 @@ struct TableOptions {
     replicas: Option<u32>,
     /// `WITH (storage = 'document')`: rows in the storage nodes' document store.
     storage: Storage,
+    /// `WITH (column_groups = 'a(x, y) | b(z)')`: vertical partitioning.
+    column_groups: Option<String>,
 }
 
 impl Default for TableOptions {
@@ -38,6 +40,7 @@ impl Default for TableOptions {
             cache: true,
             replicas: None,
             storage: Storage::Rows,
+            column_groups: None,
         }
     }
 }
@@ -91,6 +94,7 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, CoordError> 
                     out.shards = Some(n);
                 }
                 "bounds" => out.bounds = Some(v),
+                "column_groups" => out.column_groups = Some(v),
                 "distribution" if v == "reference" => out.reference = true,
                 "cache" => out.cache = cache_option(&v)?,
                 "replicas" | "replication_factor" => {
@@ -476,6 +480,8 @@ pub async fn create_table(
         foreign_keys: vec![],
         cache: opts.cache,
         storage: opts.storage,
+        column_groups: vec![],
+        part_of: None,
         revision: 0,
     };
     let catalog = engine.catalog.snapshot();
@@ -513,9 +519,63 @@ pub async fn create_table(
     if table.storage == Storage::Document {
         check_document_table(&table, opts.reference)?;
     }
+    if let Some(spec) = opts.column_groups.clone() {
+        create_column_groups(engine, table, opts, &spec).await?;
+        return Ok(notices);
+    }
     let schema = shard_schema(&table);
-    place_table(engine, table, opts, vec![schema]).await?;
+    place_table(engine, table, opts, vec![schema], None).await?;
     Ok(notices)
+}
+
+/// Creates a vertically partitioned table: one table per column group (the primary key and
+/// the group's columns), each with shards of its own starting on another node, then the
+/// table itself, which only the planner sees (see `planner::vertical`).
+async fn create_column_groups(
+    engine: &Engine,
+    mut table: Table,
+    opts: TableOptions,
+    spec: &str,
+) -> Result<(), CoordError> {
+    use crate::planner::vertical::{group_table, parse_groups};
+    let refuse = |what: &str| {
+        Err(CoordError::unsupported(format!(
+            "{what} on a table with column groups is not supported yet"
+        )))
+    };
+    if table.storage == Storage::Document {
+        return refuse("storage = 'document'");
+    }
+    if opts.reference {
+        return refuse("distribution = reference");
+    }
+    if !table.uniques.is_empty() || !table.checks.is_empty() || !table.foreign_keys.is_empty() {
+        return refuse("UNIQUE, CHECK or FOREIGN KEY");
+    }
+    if table.columns.iter().any(|c| c.serial) {
+        return refuse("a serial column");
+    }
+    let groups = parse_groups(spec, &table)?;
+    let shards = opts.shards.unwrap_or(engine.config.default_shards) as usize;
+    for (i, g) in groups.iter().enumerate() {
+        if engine.catalog.snapshot().tables.contains_key(&g.table) {
+            return Err(CoordError::DuplicateTable(g.table.clone()));
+        }
+        let gt = group_table(&table, g);
+        let schema = shard_schema(&gt);
+        place_table(engine, gt, opts.clone(), vec![schema], Some(i * shards)).await?;
+    }
+    let catalog = engine.catalog.snapshot();
+    table.group = catalog.table(&groups[0].table)?.group;
+    table.column_groups = groups;
+    engine
+        .catalog
+        .propose(CatalogCommand::CreateTable {
+            table,
+            new_group: None,
+        })
+        .await?;
+    Ok(())
 }
 
 /// Resolves a declared foreign key against the table being created and the catalog,
@@ -593,6 +653,7 @@ async fn place_table(
     mut table: Table,
     opts: TableOptions,
     schema: Vec<String>,
+    own_group_from: Option<usize>,
 ) -> Result<(), CoordError> {
     let catalog = engine.catalog.snapshot();
     // New copies go to nodes in service (not declared dead, not decommissioned).
@@ -643,9 +704,13 @@ async fn place_table(
     }
     // Hash tables with the same shard count and replicas share a group (co-located); one
     // reference group.
-    let existing = catalog.groups.values().find(|g| match kind {
-        GroupKind::Hash => {
-            g.kind == GroupKind::Hash
+    // A column group gets shards of its own, placed from another node onwards.
+    let offset = own_group_from.unwrap_or(0);
+    let existing = catalog.groups.values().find(|g| {
+        own_group_from.is_none()
+            && match kind {
+                GroupKind::Hash => {
+                    g.kind == GroupKind::Hash
                 && g.shards.len() as u32 == count
                 && g.shards.first().map(|s| s.placements.len()) == Some(replicas)
                 // Not on a node taken out of service.
@@ -654,9 +719,10 @@ async fn place_table(
                         n.liveness != crate::catalog::Liveness::Decommissioned
                     })
                 })
-        }
-        GroupKind::Reference => g.kind == GroupKind::Reference,
-        GroupKind::Range => false,
+                }
+                GroupKind::Reference => g.kind == GroupKind::Reference,
+                GroupKind::Range => false,
+            }
     });
     let (group, new_group) = match existing {
         Some(g) => (g.clone(), None),
@@ -668,7 +734,7 @@ async fn place_table(
                     id: first + 1 + u64::from(i),
                     index: i,
                     placements: (0..replicas)
-                        .map(|r| nodes[(i as usize + r) % nodes.len()])
+                        .map(|r| nodes[(i as usize + r + offset) % nodes.len()])
                         .collect(),
                     lower: (i as usize)
                         .checked_sub(1)
@@ -785,8 +851,28 @@ pub async fn drop_tables(
     if_exists: bool,
     cascade: bool,
 ) -> Result<(), CoordError> {
+    // A table with column groups goes with its groups' tables.
+    let catalog = engine.catalog.snapshot();
+    let mut names: Vec<ObjectName> = names.to_vec();
+    for n in names.clone() {
+        if let Some(t) = table_name(&n).ok().and_then(|n| catalog.tables.get(&n)) {
+            names.extend(
+                t.column_groups
+                    .iter()
+                    .map(|g| ObjectName::from(vec![Ident::with_quote('"', g.table.clone())])),
+            );
+        }
+    }
     let dropping: Vec<String> = names.iter().filter_map(|n| table_name(n).ok()).collect();
-    for n in names {
+    if let Some(part) = dropping.iter().find_map(|n| {
+        let p = catalog.tables.get(n)?.part_of.clone()?;
+        (!dropping.contains(&p)).then_some(p)
+    }) {
+        return Err(CoordError::unsupported(format!(
+            "a column group's table is dropped with its table: DROP TABLE {part}"
+        )));
+    }
+    for n in &names {
         let name = table_name(n)?;
         let catalog = engine.catalog.snapshot();
         let Some(table) = catalog.tables.get(&name).cloned() else {
@@ -833,6 +919,25 @@ pub async fn create_index(engine: &Engine, ci: &CreateIndex) -> Result<(), Coord
     use crate::planner::path_index::{expr_key, json_path};
     let tname = table_name(&ci.table_name)?;
     let table = engine.catalog.snapshot().table(&tname)?.clone();
+    if !table.column_groups.is_empty() {
+        // An index on columns of one group is that group's table's index.
+        let cols = index_columns(&ci.columns);
+        let group = table
+            .column_groups
+            .iter()
+            .find(|g| {
+                cols.iter()
+                    .all(|c| g.columns.contains(c) || table.primary_key.contains(c))
+            })
+            .ok_or_else(|| {
+                CoordError::unsupported(
+                    "an index on a table with column groups must be on columns of one group",
+                )
+            })?;
+        let mut on_group = ci.clone();
+        on_group.table_name = ObjectName::from(vec![Ident::with_quote('"', group.table.clone())]);
+        return Box::pin(create_index(engine, &on_group)).await;
+    }
     // One expression (not a plain column): an expression index, or a document path index.
     let expression = match ci.columns.as_slice() {
         [c] if !matches!(&c.column.expr, Expr::Identifier(_)) => Some(&c.column.expr),
@@ -940,6 +1045,11 @@ pub async fn alter_table(
 ) -> Result<(), CoordError> {
     let tname = table_name(name)?;
     let table = engine.catalog.snapshot().table(&tname)?.clone();
+    if !table.column_groups.is_empty() || table.part_of.is_some() {
+        return Err(CoordError::unsupported(
+            "ALTER TABLE on a table with column groups is not supported yet",
+        ));
+    }
     if table.storage == Storage::Document
         && ops
             .iter()
@@ -1196,6 +1306,7 @@ async fn rebuild(
             ..Default::default()
         },
         schema,
+        None,
     )
     .await?;
     let placed = engine.catalog.snapshot().table(&name)?.clone();

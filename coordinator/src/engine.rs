@@ -105,7 +105,7 @@ pub struct Engine {
     pub cache: crate::cache::ResultCache,
 }
 
-fn dml_tag(tag: &str, n: u64) -> Completion {
+pub(crate) fn dml_tag(tag: &str, n: u64) -> Completion {
     match tag {
         "INSERT" => Completion::Command {
             name: "INSERT 0".into(),
@@ -426,7 +426,7 @@ impl Engine {
         result
     }
 
-    async fn execute_in_txn(
+    pub(crate) async fn execute_in_txn(
         &self,
         session: &mut Session,
         stmt: &Statement,
@@ -532,8 +532,19 @@ impl Engine {
             Statement::Vacuum(_) => Ok(QueryResult::command("VACUUM", None)),
             Statement::Analyze(_) => Ok(QueryResult::command("ANALYZE", None)),
             Statement::Truncate(t) => {
+                let catalog = self.catalog.snapshot();
+                let mut names = Vec::new();
                 for target in &t.table_names {
                     let name = table_name(&target.name)?;
+                    // A table with column groups is emptied through its groups' tables.
+                    match catalog.tables.get(&name) {
+                        Some(t) if !t.column_groups.is_empty() => {
+                            names.extend(t.column_groups.iter().map(|g| g.table.clone()))
+                        }
+                        _ => names.push(name),
+                    }
+                }
+                for name in names {
                     let planned = self.plan(&Statement::Delete(delete_all(&name)?), &[], &rctx)?;
                     executor::execute(self, session, &planned, &[]).await?;
                 }
@@ -547,8 +558,12 @@ impl Engine {
                         "EXPLAIN ANALYZE is not supported yet",
                     ));
                 }
-                let planned = self.plan(statement, params, &rctx)?;
                 let catalog = self.catalog.snapshot();
+                if let Some(t) = crate::planner::vertical::target(statement, &catalog) {
+                    let lines = self.explain_vertical(statement, t, params, &rctx)?;
+                    return Ok(QueryResult::text_rows("QUERY PLAN", lines));
+                }
+                let planned = self.plan(statement, params, &rctx)?;
                 let mut lines = explain(&planned, &catalog);
                 let mut names = Vec::new();
                 let _ = sqlparser::ast::visit_relations(statement.as_ref(), |r| {
@@ -626,6 +641,14 @@ impl Engine {
                     returns_rows: true,
                     completion: Completion::Select,
                 })
+            }
+            Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+                if crate::planner::vertical::target(stmt, &self.catalog.snapshot()).is_some() =>
+            {
+                Box::pin(self.execute_vertical(session, stmt, params)).await
             }
             Statement::Insert(ins)
                 if !matches!(

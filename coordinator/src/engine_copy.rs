@@ -203,6 +203,17 @@ impl Engine {
             }
         };
         let rctx = RewriteCtx::new(&session.user, &session.database);
+        let query = match &query {
+            Statement::Query(q) => {
+                match crate::planner::vertical::target(&query, &self.catalog.snapshot()) {
+                    Some(t) => {
+                        Statement::Query(Box::new(crate::planner::vertical::rewrite_query(q, t)?))
+                    }
+                    None => query.clone(),
+                }
+            }
+            other => other.clone(),
+        };
         let planned = self.plan(&query, &[], &rctx)?;
         let rows = executor::execute(self, session, &planned, &[]).await?.rows;
         let types: Vec<_> = planned.columns.iter().map(|c| c.ty).collect();

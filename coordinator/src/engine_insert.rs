@@ -258,6 +258,24 @@ impl Engine {
             q.with = None;
             part.source = Some(Box::new(q));
             let stmt = Statement::Insert(self.fill_serials(&part).await?.unwrap_or(part));
+            let catalog = self.catalog.snapshot();
+            if let (Statement::Insert(i), Some(t)) =
+                (&stmt, crate::planner::vertical::target(&stmt, &catalog))
+            {
+                // COPY or INSERT ... SELECT into a table with column groups: each group's rows,
+                // inside the caller's transaction; the count is the first group's.
+                for (k, s) in crate::planner::vertical::split_insert(i, t)?
+                    .iter()
+                    .enumerate()
+                {
+                    let p = self.plan(s, &bound, rctx)?;
+                    let r = executor::execute(self, session, &p, &bound).await?;
+                    if k == 0 {
+                        affected += r.affected;
+                    }
+                }
+                continue;
+            }
             let p = self.plan(&stmt, &bound, rctx)?;
             let r = executor::execute(self, session, &p, &bound).await?;
             affected += r.affected;

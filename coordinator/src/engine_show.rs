@@ -117,6 +117,7 @@ pub fn show_columns(variable: &[Ident]) -> Vec<OutputColumn> {
             ("columns", PgType::Text),
             ("storage", PgType::Text),
             ("indexes", PgType::Text),
+            ("column_groups", PgType::Text),
         ]),
         "tessera.shards" => cols(&[
             ("shard", PgType::Int8),
@@ -247,6 +248,15 @@ pub async fn show(
                                 .map(|i| format!("{} ({})", i.name, i.columns.join(", ")))
                                 .collect::<Vec<_>>()
                                 .join("; "),
+                        ),
+                        text(
+                            &t.column_groups
+                                .iter()
+                                .map(|g| {
+                                    format!("{}({}) in {}", g.name, g.columns.join(", "), g.table)
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" | "),
                         ),
                     ]
                 })
@@ -427,7 +437,8 @@ async fn shard_rows(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
         let tables: Vec<String> = catalog
             .tables
             .values()
-            .filter(|t| t.group == g.id)
+            // A table with column groups has no rows of its own: its groups' tables do.
+            .filter(|t| t.group == g.id && t.column_groups.is_empty())
             .map(|t| t.name.clone())
             .collect();
         for s in &g.shards {

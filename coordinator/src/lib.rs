@@ -16,7 +16,8 @@
 //! - [`session`]: per-connection state: settings and the open transaction.
 //! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views;
 //!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT; [`engine_roles`]: roles and their passwords;
-//!   [`engine_savepoint`]: savepoints across shards; [`engine_prepared`]: PREPARE/EXECUTE/DEALLOCATE.
+//!   [`engine_savepoint`]: savepoints across shards; [`engine_prepared`]: PREPARE/EXECUTE/DEALLOCATE;
+//!   [`engine_vertical`]: statements on tables with column groups, a write's groups in one transaction.
 //! - [`liveness`]: storage-node failure detection (alive, suspect, dead), recorded in the catalog.
 //! - [`merge`]: k-way merge sort and concatenation of shard results.
 //! - [`pg`]: the pgwire layer, which only translates.
@@ -40,6 +41,7 @@ pub mod engine_prepared;
 pub mod engine_roles;
 pub mod engine_savepoint;
 pub mod engine_show;
+pub mod engine_vertical;
 pub mod error;
 pub mod executor;
 pub mod liveness;

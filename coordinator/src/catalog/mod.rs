@@ -132,6 +132,18 @@ pub struct IndexPath {
     pub slot: u32,
 }
 
+/// A column group of a vertically partitioned table: some of its columns, stored (with the
+/// primary key) in a table of their own, with their own shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnGroup {
+    /// Group name (`profile`).
+    pub name: String,
+    /// Its columns outside the primary key.
+    pub columns: Vec<String>,
+    /// The table holding them (`users$profile`).
+    pub table: String,
+}
+
 /// Where a table's rows live on its shards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -208,6 +220,12 @@ pub struct Table {
     /// Where its rows live (SQLite tables or the document store).
     #[serde(default)]
     pub storage: Storage,
+    /// Vertical partitioning: its column groups, each a table of its own (empty: none).
+    #[serde(default)]
+    pub column_groups: Vec<ColumnGroup>,
+    /// For a column group's table: the table it is part of.
+    #[serde(default)]
+    pub part_of: Option<String>,
     /// The catalog revision of the table's last definition change (set by [`Catalog::apply`]):
     /// a cached result built under another revision is never served.
     #[serde(default)]
@@ -248,6 +266,8 @@ impl Table {
             foreign_keys: vec![],
             cache: true,
             storage: Storage::Rows,
+            column_groups: vec![],
+            part_of: None,
             revision: 0,
         }
     }

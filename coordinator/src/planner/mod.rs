@@ -11,6 +11,7 @@ mod fuzz;
 pub mod path_index;
 pub mod route;
 pub mod select;
+pub mod vertical;
 
 use crate::catalog::{Catalog, Column, Group, GroupKind, Shard};
 use crate::error::CoordError;
