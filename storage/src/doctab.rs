@@ -120,8 +120,77 @@ struct Col {
 /// A transaction's writes not yet in fjall (`None` deletes the key).
 #[derive(Default)]
 struct Pending {
-    rows: BTreeMap<Vec<u8>, Option<Vec<Value>>>,
+    rows: PendingRows,
     locked: bool,
+    /// Savepoints set while this table was open in the transaction, with its rows then.
+    savepoints: Vec<(String, PendingRows)>,
+}
+
+/// Row changes by primary key (`None` deletes).
+type PendingRows = BTreeMap<Vec<u8>, Option<Vec<Value>>>;
+
+thread_local! {
+    /// The document tables open on this thread's connection (each connection has a thread of
+    /// its own), by connection handle: what savepoint statements act on.
+    static OPEN: RefCell<Vec<(usize, std::rc::Weak<RefCell<Pending>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Gives savepoints their meaning for document tables, whose pending rows SQLite does not know
+/// (rusqlite's virtual tables have no savepoint hooks): call before running `sql` on `conn`.
+/// `SAVEPOINT n` remembers each open table's pending rows, `ROLLBACK TO n` restores them (a
+/// table first written after the savepoint loses all of them), `RELEASE n` forgets it.
+pub fn before_statement(conn: &Connection, sql: &str) {
+    if !matches!(sql.as_bytes().first(), Some(b'S' | b's' | b'R' | b'r')) {
+        return;
+    }
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    let (op, name) = match words.as_slice() {
+        [w, n] if w.eq_ignore_ascii_case("SAVEPOINT") => ("set", *n),
+        [w, t, n] if w.eq_ignore_ascii_case("ROLLBACK") && t.eq_ignore_ascii_case("TO") => {
+            ("rollback", *n)
+        }
+        [w, t, s, n]
+            if w.eq_ignore_ascii_case("ROLLBACK")
+                && t.eq_ignore_ascii_case("TO")
+                && s.eq_ignore_ascii_case("SAVEPOINT") =>
+        {
+            ("rollback", *n)
+        }
+        [w, n] if w.eq_ignore_ascii_case("RELEASE") => ("release", *n),
+        [w, s, n] if w.eq_ignore_ascii_case("RELEASE") && s.eq_ignore_ascii_case("SAVEPOINT") => {
+            ("release", *n)
+        }
+        _ => return,
+    };
+    let name = name.trim_matches('"').to_string();
+    // SAFETY: only compared as a number, never dereferenced.
+    let handle = unsafe { conn.handle() } as usize;
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        open.retain(|(_, w)| w.strong_count() > 0);
+        for p in open
+            .iter()
+            .filter(|(h, _)| *h == handle)
+            .filter_map(|(_, w)| w.upgrade())
+        {
+            let mut p = p.borrow_mut();
+            let at = p.savepoints.iter().rposition(|(n, _)| *n == name);
+            match (op, at) {
+                ("set", _) => {
+                    let rows = p.rows.clone();
+                    p.savepoints.push((name.clone(), rows));
+                }
+                ("rollback", Some(i)) => {
+                    p.rows = p.savepoints[i].1.clone();
+                    p.savepoints.truncate(i + 1);
+                }
+                // Opened after the savepoint: everything it holds came later.
+                ("rollback", None) => p.rows.clear(),
+                ("release", Some(i)) => p.savepoints.truncate(i),
+                _ => {}
+            }
+        }
+    });
 }
 
 /// One connection's handle on a document table.
@@ -230,6 +299,11 @@ impl DocTable {
             pk,
             pending: Rc::default(),
         };
+        let handle = table.db as usize;
+        OPEN.with(|open| {
+            open.borrow_mut()
+                .push((handle, Rc::downgrade(&table.pending)))
+        });
         let sql = CString::new(sql).map_err(|_| error(ffi::SQLITE_ERROR, "bad column name"))?;
         Ok((Cow::Owned(sql), table))
     }
@@ -800,6 +874,27 @@ mod tests {
         );
         conn.execute_batch("ROLLBACK").expect("rollback");
         assert_eq!(ids("SELECT id FROM t WHERE __ix0 = 'b'"), [2]);
+        // Savepoints, as the storage node runs them (each statement announced first).
+        let run = |sql: &str| {
+            before_statement(&conn, sql);
+            conn.execute_batch(sql).expect(sql);
+        };
+        run("BEGIN");
+        run(r#"INSERT INTO t VALUES (5, '{"u": "sp"}')"#);
+        run("SAVEPOINT \"a\"");
+        run(r#"INSERT INTO t VALUES (6, '{"u": "sp"}')"#);
+        run("SAVEPOINT \"b\"");
+        run("DELETE FROM t WHERE id = 5");
+        run("ROLLBACK TO \"b\"");
+        assert_eq!(
+            ids("SELECT id FROM t WHERE __ix0 = 'sp' ORDER BY id"),
+            [5, 6]
+        );
+        run("ROLLBACK TO \"a\"");
+        run("RELEASE \"a\"");
+        run("COMMIT");
+        assert_eq!(ids("SELECT id FROM t WHERE __ix0 = 'sp'"), [5]);
+        run("DELETE FROM t WHERE id = 5");
         assert_eq!(
             store
                 .keyspace(1, "t", None)

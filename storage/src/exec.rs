@@ -36,6 +36,7 @@ pub fn run_statement(
     st: Statement,
     tracker: &ChangeTracker,
 ) -> Result<StatementResult, StorageError> {
+    crate::doctab::before_statement(conn, &st.sql);
     let mut prepared = conn.prepare_cached(&st.sql)?;
     if !prepared.readonly() {
         tracker.will_run(conn, &st.sql)?;
