@@ -12,21 +12,21 @@ use tessera_shared::jsonb::{self, Json, JsonError, Key};
 
 /// Registers every function on `conn`.
 pub fn register(conn: &Connection) -> rusqlite::Result<()> {
-    scalar(conn, "tessera_jsonb", 1, |a| {
+    json_scalar(conn, "tessera_jsonb", 1, |a| {
         Ok(text(a, 0)?
             .map(|t| jsonb::canonical(&t))
             .transpose()
             .map_err(user_error)?
             .into())
     })?;
-    scalar(conn, "tessera_json", 1, |a| {
+    json_scalar(conn, "tessera_json", 1, |a| {
         let t = text(a, 0)?;
         if let Some(t) = &t {
             jsonb::parse(t).map_err(user_error)?;
         }
         Ok(t.into())
     })?;
-    scalar(conn, "tessera_json_get", 2, |a| {
+    json_scalar(conn, "tessera_json_get", 2, |a| {
         with_doc(a, |doc| {
             Ok(key(a, 1)?.and_then(|k| doc.get(&k).map(|v| v.to_string())))
         })
@@ -36,7 +36,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
             Ok(key(a, 1)?.and_then(|k| doc.get(&k).and_then(Json::as_text)))
         })
     })?;
-    scalar(conn, "tessera_json_path", 2, |a| {
+    json_scalar(conn, "tessera_json_path", 2, |a| {
         with_doc(a, |doc| {
             Ok(path(a, 1)?.and_then(|p| doc.get_path(&p).map(|v| v.to_string())))
         })
@@ -71,7 +71,7 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
         Ok(Value::Integer(keys.iter().all(|k| x.has_key(k)) as i64))
     })?;
     for n in [3, 4] {
-        scalar(conn, "tessera_jsonb_set", n, |a| {
+        json_scalar(conn, "tessera_jsonb_set", n, |a| {
             let (Some(mut target), Some(p), Some(new)) = (json(a, 0)?, path(a, 1)?, json(a, 2)?)
             else {
                 return Ok(Value::Null);
@@ -98,6 +98,32 @@ fn scalar(
         n_args,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         move |c: &mut Context<'_>| f(c),
+    )
+}
+
+/// SQLite's subtype for JSON text: `json_object`, `json_array` and `json_group_array` embed such a
+/// value as JSON instead of quoting it as a string.
+const JSON_SUBTYPE: std::ffi::c_uint = 74;
+
+/// A function whose (non-NULL) results are JSON, marked so that SQLite's JSON constructors embed
+/// them (`jsonb_build_object('geo', doc->'geo')` nests the object, as in PostgreSQL).
+fn json_scalar(
+    conn: &Connection,
+    name: &str,
+    n_args: i32,
+    f: impl Fn(&Context<'_>) -> rusqlite::Result<Value> + Send + Sync + 'static,
+) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        name,
+        n_args,
+        FunctionFlags::SQLITE_UTF8
+            | FunctionFlags::SQLITE_DETERMINISTIC
+            | FunctionFlags::SQLITE_RESULT_SUBTYPE,
+        move |c: &mut Context<'_>| {
+            let v = f(c)?;
+            let subtype = (v != Value::Null).then_some(JSON_SUBTYPE);
+            Ok((v, subtype))
+        },
     )
 }
 

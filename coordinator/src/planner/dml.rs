@@ -399,6 +399,7 @@ pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
     if let Some(w) = u.selection.as_mut() {
         crate::planner::path_index::use_path_indexes(w, table);
     }
+    crate::planner::json_args::mark_json_arguments(&mut u, &[table]);
     rewrite(&mut u, ctx.rewrite)?;
     let selection = u.selection.clone();
     fan_out_write(

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod dml;
 pub mod explain;
 mod fuzz;
+pub mod json_args;
 pub mod path_index;
 pub mod route;
 pub mod select;

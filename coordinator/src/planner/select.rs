@@ -104,6 +104,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
             crate::planner::path_index::use_path_indexes(w, table);
         }
     }
+    crate::planner::json_args::mark_json_arguments(&mut q, &tables);
     rewrite(&mut q, ctx.rewrite)?;
     let planned = |plan| {
         Ok(Planned {

@@ -373,6 +373,12 @@ fn rewrite_function_named(
                 args[1..].join(", ")
             ))?
         }
+        "jsonb_agg" | "json_agg" if f.over.is_none() => {
+            // Keeps DISTINCT / ORDER BY inside the call: only the name changes.
+            let mut g = f.clone();
+            g.name = ObjectName::from(vec![Ident::new("json_group_array")]);
+            Expr::Function(g)
+        }
         "json_build_array" | "jsonb_build_array" => {
             parse_expr(&format!("json_array({})", args.join(", ")))?
         }
