@@ -86,6 +86,9 @@ async fn hammer(
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
             let c = client(port).await;
+            c.batch_execute("SET tessera.cache = off")
+                .await
+                .expect("cache off");
             let st = c.prepare(sql).await.expect("prepare");
             let mut lat = Vec::new();
             let mut x = w.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -143,6 +146,10 @@ struct Report {
 
 async fn measure(port: u16, create: &str, n: u64, secs: u64) -> Report {
     let c = client(port).await;
+    // Every run really reads: no result cache (PostgreSQL takes the setting as a custom one).
+    c.batch_execute("SET tessera.cache = off")
+        .await
+        .expect("cache off");
     c.batch_execute("DROP TABLE IF EXISTS docs")
         .await
         .expect("drop");
@@ -177,6 +184,9 @@ async fn measure(port: u16, create: &str, n: u64, secs: u64) -> Report {
 /// A table with two column groups: p50 of a point read of one group against a full row.
 async fn vertical(port: u16, rows: u64) -> (Duration, Duration) {
     let c = client(port).await;
+    c.batch_execute("SET tessera.cache = off")
+        .await
+        .expect("cache off");
     c.batch_execute(
         "CREATE TABLE people (id bigint PRIMARY KEY, name text, email text, last_login text, visits int) \
          WITH (column_groups = 'profile(name, email) | activity(last_login, visits)')",

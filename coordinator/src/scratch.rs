@@ -69,6 +69,7 @@ fn open() -> Result<Connection, CoordError> {
     conn.execute_batch("PRAGMA case_sensitive_like = ON;")
         .map_err(sql_err)?;
     tessera_storage::jsonfn::register(&conn).map_err(sql_err)?;
+    tessera_storage::jsonsrf::register(&conn).map_err(sql_err)?;
     Ok(conn)
 }
 

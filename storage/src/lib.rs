@@ -6,6 +6,7 @@
 //! - [`worker`]: a dedicated OS thread owning one SQLite connection (blocking work never runs on tokio's threads).
 //! - [`docstore`]: rows of document tables and their path indexes, in fjall (versioned formats).
 //! - [`doctab`]: the `tessera_doc` SQLite virtual table through which shards query and write documents.
+//! - [`jsonsrf`]: PostgreSQL's JSON set-returning functions (`jsonb_array_elements` …) as table-valued functions.
 //! - [`jsonfn`]: SQLite functions giving JSON PostgreSQL's `jsonb` meaning.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
@@ -19,6 +20,7 @@ pub mod doctab;
 pub mod error;
 pub mod exec;
 pub mod jsonfn;
+pub mod jsonsrf;
 pub mod manifest;
 pub mod service;
 pub mod shards;

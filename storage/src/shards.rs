@@ -467,6 +467,7 @@ fn open_connection(
     conn.busy_handler(Some(wait_for_lock))?;
     conn.set_prepared_statement_cache_capacity(256);
     crate::jsonfn::register(&conn)?;
+    crate::jsonsrf::register(&conn)?;
     if let (ShardKindOnDisk::Sql, Some((store, shard))) = (kind, docs) {
         crate::doctab::register(&conn, store, shard)?;
     }

@@ -9,6 +9,7 @@ pub mod dml;
 pub mod explain;
 mod fuzz;
 pub mod json_args;
+pub mod json_srf;
 pub mod path_index;
 pub mod route;
 pub mod select;

@@ -25,6 +25,8 @@ pub fn referenced_tables(
     let _ = visit_relations(node, |r| {
         match table_name(r) {
             Ok(n) if ctes.contains(&n) => {}
+            // A JSON set-returning function in FROM is not a table.
+            Ok(n) if crate::planner::json_srf::is_function(&n) => {}
             Ok(n) => {
                 if !out.contains(&n) {
                     out.push(n)
@@ -99,6 +101,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         .collect::<Result<_, _>>()?;
     let columns = query_columns(q, catalog);
     let mut q = q.clone();
+    crate::planner::json_srf::lift(&mut q)?;
     if let ([table], SetExpr::Select(s)) = (tables.as_slice(), q.body.as_mut()) {
         if let Some(w) = s.selection.as_mut() {
             crate::planner::path_index::use_path_indexes(w, table);

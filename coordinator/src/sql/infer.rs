@@ -423,6 +423,12 @@ fn function_type(f: &Function, scope: &[(String, &Table)], catalog: &Catalog) ->
         "jsonb_set" | "jsonb_set_lax" | "jsonb_build_object" | "jsonb_build_array"
         | "jsonb_extract_path" | "to_jsonb" | "jsonb_agg" => PgType::Jsonb,
         "json_build_object" | "json_build_array" | "json_extract_path" | "json_agg" => PgType::Json,
+        "jsonb_array_elements" => PgType::Jsonb,
+        "json_array_elements" => PgType::Json,
+        "jsonb_array_elements_text"
+        | "json_array_elements_text"
+        | "jsonb_object_keys"
+        | "json_object_keys" => PgType::Text,
         _ => PgType::Text,
     }
 }
