@@ -35,6 +35,28 @@ async fn insert_until_known(c: &tokio_postgres::Client, id: i64) {
     }
 }
 
+/// A writer on its own connection inserting documents `0..n`, each until its fate is known;
+/// the counter says how many are done.
+fn load_in_background(
+    cluster: &Cluster,
+    n: i64,
+) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let conn = cluster.conn_str();
+    let done = progress.clone();
+    let writer = tokio::spawn(async move {
+        let (c, h) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(h);
+        for id in 0..n {
+            insert_until_known(&c, id).await;
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (writer, progress)
+}
+
 async fn ids(c: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
     c.query(sql, &[])
         .await
@@ -295,21 +317,7 @@ async fn acknowledged_documents_survive_kill_9_of_their_node() {
     c.batch_execute("CREATE INDEX events_user ON events ((doc->>'user'))")
         .await
         .expect("index");
-    let progress = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let conn = cluster.conn_str();
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let (c, h) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(h);
-            for id in 0..400i64 {
-                insert_until_known(&c, id).await;
-                progress.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let (writer, progress) = load_in_background(&cluster, 400);
     while progress.load(Ordering::Relaxed) < 100 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -355,21 +363,7 @@ async fn replicated_documents_survive_a_node_and_are_repaired() {
     c.batch_execute("CREATE TABLE events (id bigint PRIMARY KEY, doc jsonb NOT NULL) WITH (storage = 'document', replicas = 3)")
         .await
         .expect("create");
-    let progress = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let conn = cluster.conn_str();
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let (c, h) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-            tokio::spawn(h);
-            for id in 0..300i64 {
-                insert_until_known(&c, id).await;
-                progress.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let (writer, progress) = load_in_background(&cluster, 300);
     while progress.load(Ordering::Relaxed) < 60 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

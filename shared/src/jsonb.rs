@@ -46,6 +46,55 @@ pub fn parse(text: &str) -> Result<Json, JsonError> {
     Ok(v)
 }
 
+/// `doc -> key` without building the whole document: the value of the object field `key`
+/// (the last one, as `jsonb` keeps the last of duplicate keys), parsed; `None` when `text` is
+/// not an object or has no such field. Only the field's value is parsed in full; the rest is
+/// skipped over (checked for balance, not for every rule: text that is not JSON may give
+/// `None` here where a full parse errs).
+pub fn field(text: &str, key: &str) -> Result<Option<Json>, JsonError> {
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
+    p.ws();
+    if !p.eat("{") {
+        // Not an object: arrays and scalars have no fields (a full parse still checks them).
+        parse(text)?;
+        return Ok(None);
+    }
+    let mut found = None;
+    p.ws();
+    if p.eat("}") {
+        return Ok(None);
+    }
+    loop {
+        p.ws();
+        if p.s.get(p.i) != Some(&b'"') {
+            return Err(p.err("expected a string key"));
+        }
+        let k = p.string()?;
+        p.ws();
+        if !p.eat(":") {
+            return Err(p.err("expected \":\""));
+        }
+        p.ws();
+        if k == key {
+            found = Some(p.value()?);
+        } else {
+            p.skip_value()?;
+        }
+        p.ws();
+        if p.eat(",") {
+            continue;
+        }
+        if p.eat("}") {
+            return Ok(found);
+        }
+        return Err(p.err("expected \",\" or \"}\""));
+    }
+}
+
 /// `text::jsonb`: the canonical text of `text`, or 22P02.
 pub fn canonical(text: &str) -> Result<String, JsonError> {
     Ok(parse(text)?.to_string())
@@ -112,6 +161,62 @@ impl Parser<'_> {
         let v = f(self);
         self.depth -= 1;
         v
+    }
+
+    /// Moves past one value without building it.
+    fn skip_value(&mut self) -> Result<(), JsonError> {
+        match self.s.get(self.i) {
+            Some(b'"') => self.skip_string(),
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                while let Some(&c) = self.s.get(self.i) {
+                    match c {
+                        b'"' => {
+                            self.skip_string()?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                self.i += 1;
+                                return Ok(());
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.i += 1;
+                }
+                Err(self.err("unexpected end of input"))
+            }
+            Some(_) => {
+                while self.i < self.s.len()
+                    && !matches!(
+                        self.s[self.i],
+                        b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'
+                    )
+                {
+                    self.i += 1;
+                }
+                Ok(())
+            }
+            None => Err(self.err("unexpected end of input")),
+        }
+    }
+
+    fn skip_string(&mut self) -> Result<(), JsonError> {
+        self.i += 1;
+        while let Some(&c) = self.s.get(self.i) {
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
+            }
+        }
+        Err(self.err("unterminated string"))
     }
 
     fn object(&mut self) -> Result<Json, JsonError> {
@@ -746,6 +851,29 @@ mod tests {
         t.set(&path(&["9"]), j("3"), true);
         t.set(&path(&["-9"]), j("0"), true);
         assert_eq!(t.to_string(), "[0, 1, 2, 3]");
+    }
+
+    #[test]
+    fn field_lookup_matches_a_full_parse() {
+        let docs = [
+            r#"{"a": 1, "b": {"c": [1, "x\"}", {"d": null}]}, "e": "f", "a": 2.50}"#,
+            r#"{"user": "ada", "tags": ["x", "y"], "geo": {"city": "Paris"}}"#,
+            r#"[1, 2]"#,
+            r#""s""#,
+            r#"{}"#,
+        ];
+        for d in docs {
+            let full = parse(d).expect(d);
+            for k in ["a", "b", "e", "user", "tags", "geo", "zz"] {
+                assert_eq!(
+                    field(d, k).expect(d).as_ref(),
+                    full.get(&Key::Name(k.into())),
+                    "{d} -> {k}"
+                );
+            }
+        }
+        assert!(field("{\"a\": 1", "a").is_err());
+        assert!(field("nope", "a").is_err());
     }
 
     #[test]

@@ -27,14 +27,10 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
         Ok(t.into())
     })?;
     json_scalar(conn, "tessera_json_get", 2, |a| {
-        with_doc(a, |doc| {
-            Ok(key(a, 1)?.and_then(|k| doc.get(&k).map(|v| v.to_string())))
-        })
+        Ok(get(a)?.map(|v| v.to_string()).into())
     })?;
     scalar(conn, "tessera_json_text", 2, |a| {
-        with_doc(a, |doc| {
-            Ok(key(a, 1)?.and_then(|k| doc.get(&k).and_then(Json::as_text)))
-        })
+        Ok(get(a)?.and_then(|v| v.as_text()).into())
     })?;
     json_scalar(conn, "tessera_json_path", 2, |a| {
         with_doc(a, |doc| {
@@ -157,6 +153,18 @@ fn with_doc(
         Some(doc) => f(&doc)?.into(),
         None => Value::Null,
     })
+}
+
+/// `doc -> key`: an object field is found without parsing the rest of the document (the hot
+/// path of filters on a path), an array element with a full parse.
+fn get(a: &Context<'_>) -> rusqlite::Result<Option<Json>> {
+    let (Some(doc), Some(k)) = (text(a, 0)?, key(a, 1)?) else {
+        return Ok(None);
+    };
+    match k {
+        Key::Name(name) => jsonb::field(&doc, &name).map_err(user_error),
+        Key::Index(_) => Ok(jsonb::parse(&doc).map_err(user_error)?.get(&k).cloned()),
+    }
 }
 
 /// The right operand of `->`: an integer is an array position, text an object key.

@@ -22,6 +22,20 @@ use crate::sql::infer::OutputColumn;
 use sqlparser::ast::Statement;
 use tessera_shared::Value;
 
+/// Whether an expression is itself a subquery (scalar, `EXISTS` or `IN (SELECT …)`).
+pub fn is_subquery(e: &sqlparser::ast::Expr) -> bool {
+    use sqlparser::ast::{Expr, InTarget};
+    matches!(
+        e,
+        Expr::Subquery(_)
+            | Expr::Exists { .. }
+            | Expr::In {
+                target: InTarget::Subquery(_),
+                ..
+            }
+    )
+}
+
 /// A shard and the node that serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Target {

@@ -63,15 +63,7 @@ fn has_nested_query(q: &Query) -> bool {
     }
     let mut nested = false;
     let _ = visit_expressions(q, |e| {
-        if matches!(
-            e,
-            Expr::Subquery(_)
-                | Expr::Exists { .. }
-                | Expr::In {
-                    target: InTarget::Subquery(_),
-                    ..
-                }
-        ) {
+        if crate::planner::is_subquery(e) {
             nested = true;
         }
         ControlFlow::<()>::Continue(())

@@ -429,15 +429,7 @@ fn key_only(e: &Expr, t: &Table, alias: &str) -> bool {
             if !t.primary_key.contains(&c) {
                 ok = false;
             }
-        } else if matches!(
-            x,
-            Expr::Subquery(_)
-                | Expr::Exists { .. }
-                | Expr::In {
-                    target: InTarget::Subquery(_),
-                    ..
-                }
-        ) {
+        } else if crate::planner::is_subquery(x) {
             ok = false;
         }
         ControlFlow::<()>::Continue(())
