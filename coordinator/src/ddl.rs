@@ -563,7 +563,16 @@ async fn create_column_groups(
         }
         let gt = group_table(&table, g);
         let schema = shard_schema(&gt);
-        place_table(engine, gt, opts.clone(), vec![schema], Some(i * shards)).await?;
+        if let Err(e) = place_table(engine, gt, opts.clone(), vec![schema], Some(i * shards)).await
+        {
+            // Leave nothing behind: the groups already made go again.
+            let made: Vec<ObjectName> = groups[..i]
+                .iter()
+                .map(|g| ObjectName::from(vec![Ident::with_quote('"', g.table.clone())]))
+                .collect();
+            let _ = Box::pin(drop_tables(engine, &made, true, false)).await;
+            return Err(e);
+        }
     }
     let catalog = engine.catalog.snapshot();
     table.group = catalog.table(&groups[0].table)?.group;
@@ -864,9 +873,10 @@ pub async fn drop_tables(
         }
     }
     let dropping: Vec<String> = names.iter().filter_map(|n| table_name(n).ok()).collect();
+    // A group's table goes with its table (unless that table was never made).
     if let Some(part) = dropping.iter().find_map(|n| {
         let p = catalog.tables.get(n)?.part_of.clone()?;
-        (!dropping.contains(&p)).then_some(p)
+        (!dropping.contains(&p) && catalog.tables.contains_key(&p)).then_some(p)
     }) {
         return Err(CoordError::unsupported(format!(
             "a column group's table is dropped with its table: DROP TABLE {part}"

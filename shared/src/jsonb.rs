@@ -381,6 +381,15 @@ impl Parser<'_> {
         }
         let text =
             std::str::from_utf8(&self.s[start..self.i]).map_err(|_| self.err("invalid number"))?;
+        if exponent {
+            let e: i64 = text
+                .split_once(['e', 'E'])
+                .and_then(|(_, e)| e.parse().ok())
+                .unwrap_or(i64::MAX);
+            if e.abs() > MAX_EXPONENT {
+                return Err(self.err("number out of range"));
+            }
+        }
         Ok(Json::Number(if exponent {
             expand_exponent(text)
         } else {
@@ -388,6 +397,26 @@ impl Parser<'_> {
         }))
     }
 }
+
+/// A number's value as text, for exact comparison: no sign on zero, no leading zeros, no
+/// trailing fractional zeros (`1.50` and `1.5`, `-0` and `0` are equal, as in `numeric`).
+fn number_key(n: &str) -> String {
+    let (negative, digits) = match n.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, n),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    if int.is_empty() && frac.is_empty() {
+        return "0".into();
+    }
+    format!("{}{}.{}", if negative { "-" } else { "" }, int, frac)
+}
+
+/// Largest exponent accepted in a JSON number (PostgreSQL's `numeric` allows about 131 072
+/// digits before the point); larger ones are refused rather than expanded.
+const MAX_EXPONENT: i64 = 100_000;
 
 /// `1.5e2` as `numeric` prints it: `150`.
 fn expand_exponent(text: &str) -> String {
@@ -635,9 +664,7 @@ impl Json {
 /// Equality of scalars; numbers compare by value (`1` equals `1.0`).
 fn scalar_eq(a: &Json, b: &Json) -> bool {
     match (a, b) {
-        (Json::Number(x), Json::Number(y)) => {
-            x == y || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if p == q)
-        }
+        (Json::Number(x), Json::Number(y)) => x == y || number_key(x) == number_key(y),
         _ if std::mem::discriminant(a) != std::mem::discriminant(b) => false,
         (Json::Array(_), _) | (Json::Object(_), _) => {
             a.contains_at(b, false) && b.contains_at(a, false)
@@ -763,6 +790,11 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
+        assert!(
+            parse("1e2000000000").is_err(),
+            "a huge exponent is refused, not expanded"
+        );
+        assert!(parse("1e9223372036854775807").is_err());
         let deep = "[".repeat(10_000);
         assert!(parse(&deep).is_err());
     }
@@ -782,6 +814,7 @@ mod tests {
             (r#"["foo", "bar"]"#, r#""foo""#),
             ("[1, 2, 3]", "[3, 1]"),
             ("[1, 2, 3]", "[1, 1]"),
+            ("[-0, 1.50]", "[0, 1.5]"),
             (r#"{"a": 1}"#, r#"{"a": 1.0}"#),
         ];
         for (a, b) in yes {
@@ -793,6 +826,10 @@ mod tests {
             (r#"{"a": [1]}"#, r#"{"a": 1}"#),
             (r#""foo""#, r#"["foo"]"#),
             (r#"{"a": 1}"#, "[]"),
+            (
+                r#"{"id": 1234567890123456789}"#,
+                r#"{"id": 1234567890123456788}"#,
+            ),
         ];
         for (a, b) in no {
             assert!(!j(a).contains(&j(b)), "{a} @> {b}");

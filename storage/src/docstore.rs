@@ -16,7 +16,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rusqlite::types::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Row format version written by this build.
 pub const ROW_FORMAT: u8 = 1;
@@ -48,6 +48,9 @@ pub struct DocStore {
     persist: Option<PersistMode>,
     /// (shard, table) → index slots.
     indexes: RwLock<IndexSlots>,
+    /// (shard, table) → the lock under which its batches and index builds run, so an index
+    /// build and a commit never interleave.
+    writers: dashmap::DashMap<(u64, String), Arc<Mutex<()>>>,
 }
 
 fn fjall_err(e: impl std::fmt::Display) -> StorageError {
@@ -92,6 +95,7 @@ impl DocStore {
             meta,
             persist,
             indexes: RwLock::new(indexes),
+            writers: dashmap::DashMap::new(),
         })
     }
 
@@ -125,6 +129,18 @@ impl DocStore {
             .map_err(fjall_err)
     }
 
+    /// A consistent view of every keyspace, for reads that combine an index and the rows.
+    pub fn snapshot(&self) -> fjall::Snapshot {
+        self.db.snapshot()
+    }
+
+    fn writer_lock(&self, shard: u64, table: &str) -> Arc<Mutex<()>> {
+        self.writers
+            .entry((shard, table.to_string()))
+            .or_default()
+            .clone()
+    }
+
     /// The path indexes of a table, by slot.
     pub fn indexes(&self, shard: u64, table: &str) -> Vec<Option<PathIndex>> {
         self.indexes
@@ -144,6 +160,8 @@ impl DocStore {
         if changes.is_empty() {
             return Ok(());
         }
+        let lock = self.writer_lock(shard, table);
+        let _writing = lock.lock().map_err(|_| StorageError::WorkerGone)?;
         let rows = self.keyspace(shard, table, None)?;
         let indexes = self.indexes(shard, table);
         let index_ks: Vec<Option<(Keyspace, PathIndex)>> = indexes
@@ -181,8 +199,9 @@ impl DocStore {
         batch.commit().map_err(fjall_err)
     }
 
-    /// Defines path index `slot` and builds it from the table's rows. The caller holds the
-    /// shard's write lock, so no writer runs meanwhile; writers after it maintain the index.
+    /// Defines path index `slot` and builds it from the table's rows, under the table's writer
+    /// lock: no batch commits between the scan and the definition's publication, and every
+    /// batch after it maintains the index. Whatever the slot held before is deleted first.
     pub fn create_index(
         &self,
         shard: u64,
@@ -195,6 +214,9 @@ impl DocStore {
                 "a document table has at most {INDEX_SLOTS} path indexes"
             )));
         }
+        let lock = self.writer_lock(shard, table);
+        let _writing = lock.lock().map_err(|_| StorageError::WorkerGone)?;
+        self.drop_index(shard, table, slot)?;
         let rows = self.keyspace(shard, table, None)?;
         let ks = self.keyspace(shard, table, Some(slot))?;
         let mut batch = self.db.batch().durability(self.persist);

@@ -22,6 +22,7 @@
 
 use crate::docstore::{decode_row, encode_key, index_value, DocStore, PathIndex, INDEX_SLOTS};
 use crate::StorageError;
+use fjall::Readable;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::vtab::{
     Context, CreateVTab, Filters, IndexConstraintOp, IndexInfo, Inserts, Module, TransactionVTab,
@@ -143,26 +144,26 @@ pub fn before_statement(conn: &Connection, sql: &str) {
     if !matches!(sql.as_bytes().first(), Some(b'S' | b's' | b'R' | b'r')) {
         return;
     }
-    let words: Vec<&str> = sql.split_whitespace().collect();
-    let (op, name) = match words.as_slice() {
-        [w, n] if w.eq_ignore_ascii_case("SAVEPOINT") => ("set", *n),
-        [w, t, n] if w.eq_ignore_ascii_case("ROLLBACK") && t.eq_ignore_ascii_case("TO") => {
-            ("rollback", *n)
-        }
-        [w, t, s, n]
-            if w.eq_ignore_ascii_case("ROLLBACK")
-                && t.eq_ignore_ascii_case("TO")
-                && s.eq_ignore_ascii_case("SAVEPOINT") =>
-        {
-            ("rollback", *n)
-        }
-        [w, n] if w.eq_ignore_ascii_case("RELEASE") => ("release", *n),
-        [w, s, n] if w.eq_ignore_ascii_case("RELEASE") && s.eq_ignore_ascii_case("SAVEPOINT") => {
-            ("release", *n)
-        }
-        _ => return,
+    let upper = sql.trim().to_ascii_uppercase();
+    let (op, rest) = [
+        ("ROLLBACK TO SAVEPOINT ", "rollback"),
+        ("ROLLBACK TO ", "rollback"),
+        ("RELEASE SAVEPOINT ", "release"),
+        ("RELEASE ", "release"),
+        ("SAVEPOINT ", "set"),
+    ]
+    .iter()
+    .find(|(prefix, _)| upper.starts_with(prefix))
+    .map(|(prefix, op)| (*op, sql.trim()[prefix.len()..].trim()))
+    .unwrap_or(("", ""));
+    if op.is_empty() {
+        return;
+    }
+    // A quoted name (as the coordinator sends it) keeps its spaces and doubled quotes.
+    let name = match rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(q) => q.replace("\"\"", "\""),
+        None => rest.to_lowercase(),
     };
-    let name = name.trim_matches('"').to_string();
     // SAFETY: only compared as a number, never dereferenced.
     let handle = unsafe { conn.handle() } as usize;
     OPEN.with(|open| {
@@ -654,9 +655,11 @@ impl DocCursor<'_> {
             .map_err(store_error)?;
         let pending = self.pending_snapshot();
         let (lo_bound, hi_bound) = (lo.clone(), hi.clone());
+        // One snapshot for the index and the rows: an entry and the row it names agree.
+        let snap = t.store.snapshot();
         let iter = match hi {
-            Some(hi) => idx.range(lo..hi),
-            None => idx.range(lo..),
+            Some(hi) => snap.range(&idx, lo..hi),
+            None => snap.range(&idx, lo..),
         };
         let skip = pending.clone();
         let def = t
@@ -687,7 +690,7 @@ impl DocCursor<'_> {
             if skip.contains_key(&pk) {
                 return None;
             }
-            match rows.get(&pk) {
+            match snap.get(&rows, &pk) {
                 Ok(Some(v)) => Some(decode_row(&v).map(|r| (pk, r)).map_err(store_error)),
                 Ok(None) => None,
                 Err(e) => Some(Err(error(ffi::SQLITE_IOERR, e.to_string()))),

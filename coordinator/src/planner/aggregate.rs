@@ -65,6 +65,14 @@ fn has_aggregate(e: &Expr) -> bool {
     found
 }
 
+/// Whether a select list calls an aggregate.
+pub fn has_aggregates(select: &Select) -> bool {
+    select.projection.iter().any(|p| match p {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_aggregate(e),
+        _ => false,
+    })
+}
+
 fn has_window(q: &Query) -> bool {
     let mut found = false;
     let _ = visit_expressions(q, |e| {

@@ -55,8 +55,14 @@ pub fn lift(q: &mut Query) -> Result<(), CoordError> {
     let Some(&i) = calls.first() else {
         return Ok(());
     };
-    if select.from.is_empty() {
-        // `SELECT jsonb_array_elements('[1,2]')`: the call becomes the FROM clause.
+    // With grouping the call would run before it instead of after: not the same query.
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
+        || select.having.is_some()
+        || crate::planner::aggregate::has_aggregates(select);
+    if grouped {
+        return Err(CoordError::unsupported(
+            "a JSON set-returning function in a select list with GROUP BY or aggregates (call it in FROM)",
+        ));
     }
     let (f, column) =
         item_call(&select.projection[i]).ok_or_else(|| CoordError::Internal("srf".into()))?;
@@ -143,5 +149,7 @@ mod tests {
         );
         assert!(lifted("SELECT jsonb_array_elements(a), jsonb_array_elements(b) FROM t").is_err());
         assert!(lifted("SELECT 1 + jsonb_array_elements(a)::int FROM t").is_err());
+        assert!(lifted("SELECT id, jsonb_array_elements(doc) FROM t GROUP BY id").is_err());
+        assert!(lifted("SELECT count(*), jsonb_array_elements(doc) FROM t").is_err());
     }
 }

@@ -60,11 +60,16 @@ pub fn json_path(e: &Expr) -> Result<(String, Vec<String>), CoordError> {
                 right,
             } => {
                 let (c, mut keys) = steps(left, literal)?;
-                keys.push(literal(right)?);
+                keys.push(key_step(right, literal)?);
                 Some((c, keys))
             }
             _ => None,
         }
+    }
+    // An index stores paths with `#>` semantics, where "0" may name an array element; `->`
+    // keeps keys and positions apart, so a step that reads as a number is not indexed.
+    fn key_step(x: &Expr, literal: &dyn Fn(&Expr) -> Option<String>) -> Option<String> {
+        literal(x).filter(|k| k.trim().parse::<i64>().is_err())
     }
     let mut e0 = e;
     while let Expr::Nested(inner) = e0 {
@@ -77,7 +82,7 @@ pub fn json_path(e: &Expr) -> Result<(String, Vec<String>), CoordError> {
             right,
         } => {
             let (c, mut keys) = steps(left, &literal).ok_or_else(bad)?;
-            keys.push(literal(right).ok_or_else(bad)?);
+            keys.push(key_step(right, &literal).ok_or_else(bad)?);
             Ok((c, keys))
         }
         Expr::BinaryOp {
@@ -108,6 +113,18 @@ pub fn use_path_indexes(selection: &mut Expr, table: &Table) {
         .filter_map(|i| Some((i.columns.first()?.clone(), i.path.as_ref()?.slot)))
         .collect();
     if paths.is_empty() {
+        return;
+    }
+    // A subquery may name the same table under another alias: its paths are not this row's.
+    let nested = visit_expressions(selection, |x| {
+        if crate::planner::is_subquery(x) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break();
+    if nested {
         return;
     }
     let _ = visit_expressions_mut(selection, |x| {
@@ -156,6 +173,8 @@ mod tests {
             json_path(&expr("doc #>> '{a,b}'")).expect("test value"),
             ("doc".into(), vec!["a".into(), "b".into()])
         );
+        assert!(json_path(&expr("doc->'a'->>'0'")).is_err());
+        assert!(json_path(&expr("doc->'a'->>0")).is_err());
         assert_eq!(
             json_path(&expr("doc->'a'"))
                 .expect_err("test error")

@@ -165,7 +165,13 @@ fn groups_read(select: &Select, order_by: Option<&OrderBy>, t: &Table, alias: &s
     };
     let _ = visit_expressions(select, &mut note);
     if let Some(o) = order_by {
-        let _ = visit_expressions(o, &mut note);
+        let outputs = output_aliases(select);
+        let _ = visit_expressions(o, |e| {
+            if matches!(e, Expr::Identifier(i) if outputs.contains(&ident(i))) {
+                return ControlFlow::Continue(());
+            }
+            note(e)
+        });
     }
     let star = select.projection.iter().any(|p| {
         matches!(p, SelectItem::Wildcard(_))
@@ -268,9 +274,16 @@ pub fn rewrite_query(q: &Query, t: &Table) -> Result<Query, CoordError> {
             }
             ControlFlow::<()>::Continue(())
         };
+        let outputs = output_aliases(sel);
         let _ = visit_expressions_mut(sel.as_mut(), qualify);
         if let Some(o) = out.order_by.as_mut() {
-            let _ = visit_expressions_mut(o, qualify);
+            // A bare name in ORDER BY is an output column first, as in PostgreSQL.
+            let _ = visit_expressions_mut(o, |e| {
+                if matches!(e, Expr::Identifier(i) if outputs.contains(&ident(i))) {
+                    return ControlFlow::Continue(());
+                }
+                qualify(e)
+            });
         }
         let SetExpr::Select(sel) = out.body.as_mut() else {
             return Err(CoordError::Internal("vertical query".into()));
@@ -341,6 +354,18 @@ pub fn rewrite_query(q: &Query, t: &Table) -> Result<Query, CoordError> {
         }
     }
     Ok(out)
+}
+
+/// The names the select list gives its outputs (`expr AS name`).
+fn output_aliases(select: &Select) -> BTreeSet<String> {
+    select
+        .projection
+        .iter()
+        .filter_map(|p| match p {
+            SelectItem::ExprWithAlias { alias, .. } => Some(ident(alias)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn conjuncts(e: &Expr) -> Vec<&Expr> {
@@ -668,6 +693,16 @@ mod tests {
         );
         assert!(
             rewrite_query(&query("SELECT * FROM users JOIN t ON users.id = t.id"), &t).is_err()
+        );
+        // An output alias in ORDER BY is the output, not the column of that name.
+        assert_eq!(
+            rewrite_query(
+                &query("SELECT name AS visits FROM users ORDER BY visits"),
+                &t
+            )
+            .expect("rw")
+            .to_string(),
+            "SELECT name AS visits FROM \"users$profile\" AS \"users\" ORDER BY visits"
         );
     }
 
