@@ -89,6 +89,10 @@ pub fn field(text: &str, key: &str) -> Result<Option<Json>, JsonError> {
             continue;
         }
         if p.eat("}") {
+            p.ws();
+            if p.i != p.s.len() {
+                return Err(p.err("unexpected trailing characters"));
+            }
             return Ok(found);
         }
         return Err(p.err("expected \",\" or \"}\""));
@@ -910,7 +914,100 @@ mod tests {
             }
         }
         assert!(field("{\"a\": 1", "a").is_err());
+        assert!(field("{\"a\": 1} x", "a").is_err());
         assert!(field("nope", "a").is_err());
+    }
+
+    /// Random JSON round-trips through the canonical form unchanged (parsing canonical text
+    /// gives the same value and the same text), `field` agrees with a full parse, and random
+    /// bytes never panic the parser.
+    #[test]
+    fn fuzzed_documents_round_trip_and_garbage_never_panics() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        fn gen(next: &mut dyn FnMut() -> u64, depth: u32) -> String {
+            let pick = next() % if depth > 3 { 5 } else { 7 };
+            match pick {
+                0 => "null".into(),
+                1 => if next() % 2 == 0 { "true" } else { "false" }.into(),
+                2 => format!(
+                    "{}{}.{}",
+                    if next() % 3 == 0 { "-" } else { "" },
+                    next() % 1000,
+                    next() % 100
+                ),
+                3 => format!("{}e{}", next() % 50, next() % 5),
+                4 => {
+                    let chars = [
+                        "a",
+                        "\\\"",
+                        "\\n",
+                        "é",
+                        "\\u00e9",
+                        "\\ud83d\\ude00",
+                        " ",
+                        "\\\\",
+                    ];
+                    let n = next() % 4;
+                    let body: String = (0..n)
+                        .map(|_| chars[(next() % chars.len() as u64) as usize])
+                        .collect();
+                    format!("\"{body}\"")
+                }
+                5 => {
+                    let n = next() % 4;
+                    let items: Vec<String> = (0..n).map(|_| gen(next, depth + 1)).collect();
+                    format!("[{}]", items.join(" , "))
+                }
+                _ => {
+                    let n = next() % 4;
+                    let fields: Vec<String> = (0..n)
+                        .map(|_| format!("\"k{}\" :{}", next() % 5, gen(next, depth + 1)))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }
+            }
+        }
+        for _ in 0..2000 {
+            let text = gen(&mut next, 0);
+            let v = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let canon = v.to_string();
+            let again = parse(&canon).unwrap_or_else(|e| panic!("{canon}: {e}"));
+            assert_eq!(again, v, "{text}");
+            assert_eq!(again.to_string(), canon, "{text}");
+            for k in ["k0", "k1", "k4"] {
+                assert_eq!(
+                    field(&text, k).expect("field").as_ref(),
+                    v.get(&Key::Name(k.into())),
+                    "{text}"
+                );
+            }
+            let bytes = text.as_bytes();
+            for cut in [1, bytes.len() / 2, bytes.len().saturating_sub(1)] {
+                if let Ok(s) = std::str::from_utf8(&bytes[..cut.min(bytes.len())]) {
+                    let _ = parse(s);
+                    let _ = field(s, "k0");
+                }
+            }
+        }
+        for _ in 0..2000 {
+            let n = (next() % 24) as usize;
+            let garbage: String = (0..n)
+                .map(|_| {
+                    [
+                        '{', '}', '[', ']', '"', '\\', ':', ',', '1', 'e', '-', 'u', ' ',
+                    ][(next() % 13) as usize]
+                })
+                .collect();
+            let _ = parse(&garbage);
+            let _ = field(&garbage, "a");
+            let _ = text_array(&garbage);
+        }
     }
 
     #[test]
