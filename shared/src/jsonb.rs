@@ -934,10 +934,15 @@ mod tests {
             let pick = next() % if depth > 3 { 5 } else { 7 };
             match pick {
                 0 => "null".into(),
-                1 => if next() % 2 == 0 { "true" } else { "false" }.into(),
+                1 => if next().is_multiple_of(2) {
+                    "true"
+                } else {
+                    "false"
+                }
+                .into(),
                 2 => format!(
                     "{}{}.{}",
-                    if next() % 3 == 0 { "-" } else { "" },
+                    if next().is_multiple_of(3) { "-" } else { "" },
                     next() % 1000,
                     next() % 100
                 ),
