@@ -183,3 +183,48 @@ fn path(a: &Context<'_>, i: usize) -> rusqlite::Result<Option<Vec<String>>> {
         .transpose()
         .map_err(user_error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The functions are deterministic, so a SQLite index on one (what `CREATE INDEX ON t
+    /// ((doc->>'user'))` makes on a row table) serves the filter the coordinator writes.
+    #[test]
+    fn an_expression_index_on_a_path_serves_the_filter() {
+        let conn = Connection::open_in_memory().expect("db");
+        register(&conn).expect("register");
+        conn.execute_batch(
+            r#"CREATE TABLE t (id INTEGER PRIMARY KEY, doc TEXT);
+               INSERT INTO t VALUES (1, '{"user": "a"}'), (2, '{"user": "b"}'), (3, '[1]');
+               CREATE INDEX t_user ON t (tessera_json_text("doc", 'user'));"#,
+        )
+        .expect("setup");
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM t WHERE tessera_json_text(doc, 'user') = 'b'",
+                [],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("INDEX t_user"), "{plan}");
+        let id: i64 = conn
+            .query_row(
+                "SELECT id FROM t WHERE tessera_json_text(doc, 'user') = 'b'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("row");
+        assert_eq!(id, 2);
+        let e = conn
+            .query_row("SELECT tessera_jsonb('{bad')", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .expect_err("invalid");
+        assert!(
+            e.to_string()
+                .starts_with("invalid input syntax for type json"),
+            "{e}"
+        );
+    }
+}
