@@ -302,3 +302,121 @@ async fn mixed_partitioning_routes_by_key_to_one_shard_per_group() {
         .get(0);
     assert_eq!(sum, (0..100i64).step_by(7).map(|i| i % 11).sum::<i64>());
 }
+
+/// A document table's attributes in groups: each group's shards hold only its attributes,
+/// a read of one attribute reads one group, and whole documents are rebuilt on read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_attributes_in_groups_rebuild_whole_documents() {
+    let cluster = Cluster::start(3, 4);
+    let c = cluster.client().await;
+    c.batch_execute(
+        "CREATE TABLE events (id bigint PRIMARY KEY, doc jsonb) \
+         WITH (storage = 'document', column_groups = 'meta(user, status) | body(*)', shards = 2)",
+    )
+    .await
+    .expect("create");
+    let insert = c
+        .prepare("INSERT INTO events VALUES ($1, $2)")
+        .await
+        .expect("prepare");
+    for (id, doc) in [
+        (
+            1i64,
+            serde_json::json!({"user": "ada", "status": "new", "tags": ["x"], "n": 1}),
+        ),
+        (
+            2,
+            serde_json::json!({"user": "bob", "status": "new", "geo": {"city": "Oslo"}}),
+        ),
+        (3, serde_json::json!({"user": "cy", "n": 3})),
+    ] {
+        c.execute(&insert, &[&id, &doc]).await.expect("insert");
+    }
+    let doc = |id: i64| {
+        let c = &c;
+        async move {
+            c.query_one("SELECT doc::text FROM events WHERE id = $1", &[&id])
+                .await
+                .expect("doc")
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        doc(1).await,
+        r#"{"n": 1, "tags": ["x"], "user": "ada", "status": "new"}"#
+    );
+    // Each group's table holds only its attributes.
+    let part: serde_json::Value = c
+        .query_one("SELECT doc FROM \"events$meta\" WHERE id = 2", &[])
+        .await
+        .expect("meta part")
+        .get(0);
+    assert_eq!(part, serde_json::json!({"user": "bob", "status": "new"}));
+    let part: serde_json::Value = c
+        .query_one("SELECT doc FROM \"events$body\" WHERE id = 2", &[])
+        .await
+        .expect("body part")
+        .get(0);
+    assert_eq!(part, serde_json::json!({"geo": {"city": "Oslo"}}));
+    // One attribute: one group.
+    let p = plan(&c, "SELECT doc->>'user' FROM events WHERE id = 2").await;
+    let route = p.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert!(
+        route.contains("events$meta") && !route.contains("events$body"),
+        "{p}"
+    );
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM events WHERE doc->>'status' = 'new'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 2);
+    // jsonb_set on one attribute changes its group only; a new document, every group.
+    c.batch_execute("UPDATE events SET doc = jsonb_set(doc, '{status}', '\"done\"') WHERE id = 1")
+        .await
+        .expect("set status");
+    c.batch_execute(
+        "UPDATE events SET doc = jsonb_set(doc, '{tags}', '[\"z\"]') WHERE doc->>'user' = 'ada'",
+    )
+    .await
+    .expect("set tags");
+    assert_eq!(
+        doc(1).await,
+        r#"{"n": 1, "tags": ["z"], "user": "ada", "status": "done"}"#
+    );
+    c.batch_execute(r#"UPDATE events SET doc = '{"user": "cy", "n": 5}' WHERE id = 3"#)
+        .await
+        .expect("replace");
+    assert_eq!(doc(3).await, r#"{"n": 5, "user": "cy"}"#);
+    let e = c
+        .batch_execute("INSERT INTO events VALUES (9, '[1, 2]')")
+        .await
+        .expect_err("not an object");
+    assert_eq!(sqlstate(&e), "22P02");
+    let (rows, _) = placement(&c).await;
+    assert_eq!(
+        (rows["events$meta"], rows["events$body"]),
+        (3, 3),
+        "{rows:?}"
+    );
+    c.batch_execute("DELETE FROM events WHERE doc->>'n' = '5'")
+        .await
+        .expect("delete");
+    let (rows, _) = placement(&c).await;
+    assert_eq!(
+        (rows["events$meta"], rows["events$body"]),
+        (2, 2),
+        "{rows:?}"
+    );
+    let all: Vec<i64> = c
+        .query("SELECT id FROM events ORDER BY id", &[])
+        .await
+        .expect("all")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(all, vec![1, 2]);
+}

@@ -482,6 +482,7 @@ pub async fn create_table(
         storage: opts.storage,
         column_groups: vec![],
         part_of: None,
+        attributes_of: None,
         revision: 0,
     };
     let catalog = engine.catalog.snapshot();
@@ -543,9 +544,6 @@ async fn create_column_groups(
             "{what} on a table with column groups is not supported yet"
         )))
     };
-    if table.storage == Storage::Document {
-        return refuse("storage = 'document'");
-    }
     if opts.reference {
         return refuse("distribution = reference");
     }
@@ -555,13 +553,24 @@ async fn create_column_groups(
     if table.columns.iter().any(|c| c.serial) {
         return refuse("a serial column");
     }
-    let groups = parse_groups(spec, &table)?;
+    // A document table groups its JSON column's attributes; a row table its columns.
+    let groups = match table.storage {
+        Storage::Document => {
+            let (col, groups) = crate::planner::doc_groups::parse_attribute_groups(spec, &table)?;
+            table.attributes_of = Some(col);
+            groups
+        }
+        Storage::Rows => parse_groups(spec, &table)?,
+    };
     let shards = opts.shards.unwrap_or(engine.config.default_shards) as usize;
     for (i, g) in groups.iter().enumerate() {
         if engine.catalog.snapshot().tables.contains_key(&g.table) {
             return Err(CoordError::DuplicateTable(g.table.clone()));
         }
-        let gt = group_table(&table, g);
+        let gt = match &table.attributes_of {
+            Some(_) => crate::planner::doc_groups::group_table(&table, g),
+            None => group_table(&table, g),
+        };
         let schema = shard_schema(&gt);
         if let Err(e) = place_table(engine, gt, opts.clone(), vec![schema], Some(i * shards)).await
         {

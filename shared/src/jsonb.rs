@@ -99,6 +99,11 @@ pub fn field(text: &str, key: &str) -> Result<Option<Json>, JsonError> {
     }
 }
 
+/// An object from fields in any order (`jsonb` order; the last of duplicate keys wins).
+pub fn object(fields: Vec<(String, Json)>) -> Json {
+    Json::Object(into_jsonb_object(fields))
+}
+
 /// `text::jsonb`: the canonical text of `text`, or 22P02.
 pub fn canonical(text: &str) -> Result<String, JsonError> {
     Ok(parse(text)?.to_string())

@@ -77,6 +77,32 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
             Ok(Value::Text(target.to_string()))
         })?;
     }
+    // Column groups of document tables: a group's part of a document, and the whole again.
+    json_scalar(conn, "tessera_jsonb_pick", 2, |a| part(a, true))?;
+    json_scalar(conn, "tessera_jsonb_omit", 2, |a| part(a, false))?;
+    json_scalar(conn, "tessera_jsonb_merge", -1, |a| {
+        let mut fields: Vec<(String, Json)> = Vec::new();
+        let mut any = false;
+        for i in 0..a.len() {
+            match json(a, i)? {
+                Some(Json::Object(f)) => {
+                    any = true;
+                    fields.extend(f);
+                }
+                Some(_) => {
+                    return Err(user_error(JsonError(
+                        "a document with column groups must be an object".into(),
+                    )))
+                }
+                None => {}
+            }
+        }
+        Ok(if any {
+            Value::Text(jsonb::object(fields).to_string())
+        } else {
+            Value::Null
+        })
+    })?;
     scalar(conn, "tessera_jsonb_typeof", 1, |a| {
         Ok(json(a, 0)?.map(|v| v.type_name().to_string()).into())
     })?;
@@ -121,6 +147,24 @@ fn json_scalar(
             Ok((v, subtype))
         },
     )
+}
+
+/// `tessera_jsonb_pick(doc, keys)` (`keep`) or `tessera_jsonb_omit(doc, keys)`: the object with
+/// only, or without, those top-level keys. A document that is not an object cannot be split.
+fn part(a: &Context<'_>, keep: bool) -> rusqlite::Result<Value> {
+    let (Some(doc), Some(keys)) = (json(a, 0)?, path(a, 1)?) else {
+        return Ok(Value::Null);
+    };
+    let Json::Object(fields) = doc else {
+        return Err(user_error(JsonError(
+            "a document with column groups must be an object".into(),
+        )));
+    };
+    let fields = fields
+        .into_iter()
+        .filter(|(k, _)| keys.contains(k) == keep)
+        .collect();
+    Ok(Value::Text(jsonb::object(fields).to_string()))
 }
 
 fn user_error(e: JsonError) -> rusqlite::Error {

@@ -226,6 +226,10 @@ pub struct Table {
     /// For a column group's table: the table it is part of.
     #[serde(default)]
     pub part_of: Option<String>,
+    /// A document table whose groups split the top-level attributes of this JSON column
+    /// (rather than columns).
+    #[serde(default)]
+    pub attributes_of: Option<String>,
     /// The catalog revision of the table's last definition change (set by [`Catalog::apply`]):
     /// a cached result built under another revision is never served.
     #[serde(default)]
@@ -268,6 +272,7 @@ impl Table {
             storage: Storage::Rows,
             column_groups: vec![],
             part_of: None,
+            attributes_of: None,
             revision: 0,
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod dml;
+pub mod doc_groups;
 pub mod explain;
 mod fuzz;
 pub mod json_args;

@@ -122,7 +122,7 @@ pub fn target<'a>(stmt: &Statement, catalog: &'a crate::catalog::Catalog) -> Opt
     found
 }
 
-fn unsupported(t: &Table, what: &str) -> CoordError {
+pub(crate) fn unsupported(t: &Table, what: &str) -> CoordError {
     CoordError::unsupported(format!(
         "{what} on \"{}\" (a table with column groups) is not supported yet",
         t.name
@@ -209,6 +209,9 @@ pub fn rewrite_query(q: &Query, t: &Table) -> Result<Query, CoordError> {
     let TableFactor::Table { alias, .. } = &select.from[0].relation else {
         return Err(unsupported(t, "this FROM item"));
     };
+    if let Some(col) = &t.attributes_of {
+        return crate::planner::doc_groups::rewrite_query(q, t, col);
+    }
     let a = alias
         .as_ref()
         .map(|a| ident(&a.name))
@@ -368,7 +371,7 @@ fn output_aliases(select: &Select) -> BTreeSet<String> {
         .collect()
 }
 
-fn conjuncts(e: &Expr) -> Vec<&Expr> {
+pub(crate) fn conjuncts(e: &Expr) -> Vec<&Expr> {
     match e {
         Expr::BinaryOp {
             left,
@@ -384,7 +387,7 @@ fn conjuncts(e: &Expr) -> Vec<&Expr> {
     }
 }
 
-fn has_columns(e: &Expr) -> bool {
+pub(crate) fn has_columns(e: &Expr) -> bool {
     let mut found = false;
     let _ = visit_expressions(e, |x| {
         if matches!(
@@ -403,6 +406,9 @@ fn has_columns(e: &Expr) -> bool {
 pub fn split_insert(ins: &Insert, t: &Table) -> Result<Vec<Statement>, CoordError> {
     if ins.on.is_some() || ins.returning.is_some() {
         return Err(unsupported(t, "INSERT with ON CONFLICT or RETURNING"));
+    }
+    if let Some(col) = &t.attributes_of {
+        return crate::planner::doc_groups::split_insert(ins, t, col);
     }
     let Some(SetExpr::Values(values)) = ins.source.as_ref().map(|s| s.body.as_ref()) else {
         return Err(unsupported(t, "INSERT ... SELECT"));
@@ -473,10 +479,13 @@ pub enum KeyedWrite {
 
 /// The groups an UPDATE sets columns of, with their assignments.
 fn update_groups<'a>(
-    u: &'a Update,
+    u: &Update,
     t: &'a Table,
-) -> Result<Vec<(&'a ColumnGroup, Vec<&'a Assignment>)>, CoordError> {
-    let mut out: Vec<(&ColumnGroup, Vec<&Assignment>)> = Vec::new();
+) -> Result<Vec<(&'a ColumnGroup, Vec<Assignment>)>, CoordError> {
+    if let Some(col) = &t.attributes_of {
+        return crate::planner::doc_groups::update_groups(u, t, col);
+    }
+    let mut out: Vec<(&ColumnGroup, Vec<Assignment>)> = Vec::new();
     for a in &u.assignments {
         let AssignmentTarget::ColumnName(c) = &a.target else {
             return Err(unsupported(t, "a tuple assignment"));
@@ -501,8 +510,8 @@ fn update_groups<'a>(
             return Err(unsupported(t, "an assignment reading another column group"));
         }
         match out.iter_mut().find(|(x, _)| x.name == g.name) {
-            Some((_, v)) => v.push(a),
-            None => out.push((g, vec![a])),
+            Some((_, v)) => v.push(a.clone()),
+            None => out.push((g, vec![a.clone()])),
         }
     }
     Ok(out)
@@ -596,7 +605,7 @@ fn per_group(
             .map(|(g, assignments)| {
                 let mut gu = u.clone();
                 rename(&mut gu.table.relation, g);
-                gu.assignments = assignments.into_iter().cloned().collect();
+                gu.assignments = assignments;
                 gu.selection = selection.clone();
                 Statement::Update(gu)
             })
