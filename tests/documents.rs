@@ -386,3 +386,71 @@ async fn replicated_documents_survive_a_node_and_are_repaired() {
         "three agreeing copies of every document shard again"
     );
 }
+
+/// psql against a document table: DDL, INSERT, `\copy` of documents in CSV, reads, an update
+/// of one path and a delete, as a user at a terminal would do them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_crud_and_copy_on_a_document_table() {
+    if std::process::Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no psql here: the tokio-postgres tests cover the protocol");
+        return;
+    }
+    let cluster = Cluster::start(2, 4);
+    let port = cluster.port.to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let csv = dir.path().join("docs.csv");
+    let mut data = String::new();
+    for i in 1..=40 {
+        data.push_str(&format!(
+            "{i},\"{{\"\"user\"\": \"\"u{}\"\", \"\"n\"\": {i}}}\"\n",
+            i % 4
+        ));
+    }
+    std::fs::write(&csv, data).expect("csv");
+    let run = |commands: &[&str]| -> String {
+        let mut cmd = std::process::Command::new("psql");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]);
+        for c in commands {
+            cmd.args(["-c", c]);
+        }
+        let out = cmd.output().expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {commands:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let copy = format!("\\copy docs FROM '{}' WITH (FORMAT csv)", csv.display());
+    let out = run(&[
+        "CREATE TABLE docs (id bigint PRIMARY KEY, doc jsonb NOT NULL) WITH (storage = 'document')",
+        "INSERT INTO docs VALUES (100, '{\"user\": \"psql\", \"n\": 0}')",
+        &copy,
+        "SELECT count(*), count(*) FILTER (WHERE doc->>'user' = 'u1') FROM docs",
+        "UPDATE docs SET doc = jsonb_set(doc, '{n}', '-1') WHERE doc->>'user' = 'psql'",
+        "SELECT doc FROM docs WHERE id = 100",
+        "DELETE FROM docs WHERE (doc->>'n')::int > 30",
+        "SELECT count(*) FROM docs",
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.contains(&"COPY 40"), "{out}");
+    assert!(lines.contains(&"41|10"), "{out}");
+    assert!(lines.contains(&"{\"n\": -1, \"user\": \"psql\"}"), "{out}");
+    assert_eq!(lines.last(), Some(&"31"), "{out}");
+}
