@@ -47,45 +47,14 @@ pub fn parse_attribute_groups(
             "column groups of a document table split a json or jsonb column",
         ));
     }
-    let mut groups: Vec<ColumnGroup> = Vec::new();
-    for part in spec.split('|').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, rest) = part
-            .split_once('(')
-            .ok_or_else(|| bad(format!("\"{part}\" is not name(attribute, ...)")))?;
-        let attrs = rest
-            .trim()
-            .strip_suffix(')')
-            .ok_or_else(|| bad(format!("\"{part}\" lacks its closing parenthesis")))?;
-        let name = name.trim().to_lowercase();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(bad(format!(
-                "group name \"{name}\" must be letters, digits and _"
-            )));
-        }
-        if groups.iter().any(|g| g.name == name) {
-            return Err(bad(format!("group \"{name}\" is named twice")));
-        }
-        let columns: Vec<String> = attrs
-            .split(',')
-            .map(|c| c.trim().trim_matches('"').to_string())
-            .filter(|c| !c.is_empty())
-            .collect();
-        for c in &columns {
-            if groups.iter().any(|g| g.columns.contains(c))
-                || columns.iter().filter(|x| *x == c).count() > 1
-            {
-                return Err(bad(format!("attribute \"{c}\" is in more than one group")));
-            }
-        }
-        groups.push(ColumnGroup {
+    let groups: Vec<ColumnGroup> = crate::planner::vertical::parse_spec(spec, false)?
+        .into_iter()
+        .map(|(name, columns)| ColumnGroup {
             table: crate::planner::vertical::group_table_name(&t.name, &name),
             name,
             columns,
-        });
-    }
-    if groups.len() < 2 {
-        return Err(bad("name at least two groups".into()));
-    }
+        })
+        .collect();
     if groups
         .iter()
         .filter(|g| g.columns.iter().any(|c| c == "*"))
@@ -325,45 +294,13 @@ pub fn rewrite_query(q: &Query, t: &Table, col: &str) -> Result<Query, CoordErro
     };
     sel.from = shell.from;
     // A key equality holds in every group: each group's shards apply it.
-    if let Some(w) = sel.selection.clone() {
-        let mut extra = Vec::new();
-        for c in crate::planner::vertical::conjuncts(&w) {
-            if let Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } = c
-            {
-                let is_key = |e: &Expr| matches!(e, Expr::CompoundIdentifier(p) if p.len() == 2 && ident(&p[0]) == first && ident(&p[1]) == key);
-                let v = match (is_key(left), is_key(right)) {
-                    (true, false) => right,
-                    (false, true) => left,
-                    _ => continue,
-                };
-                if crate::planner::vertical::has_columns(v) {
-                    continue;
-                }
-                for g in &used[1..] {
-                    extra.push(crate::sql::dialect::parse_expr(&format!(
-                        "{}.{} = {v}",
-                        quote(&galias(*g)),
-                        quote(&key)
-                    ))?);
-                }
-            }
-        }
-        for e in extra {
-            let w = sel
-                .selection
-                .take()
-                .ok_or_else(|| CoordError::Internal("where".into()))?;
-            sel.selection = Some(Expr::BinaryOp {
-                left: Box::new(w),
-                op: BinaryOperator::And,
-                right: Box::new(e),
-            });
-        }
-    }
+    let others: Vec<String> = used[1..].iter().map(|g| galias(*g)).collect();
+    crate::planner::vertical::copy_key_equalities(
+        sel,
+        &first,
+        std::slice::from_ref(&key),
+        &others,
+    )?;
     Ok(out)
 }
 

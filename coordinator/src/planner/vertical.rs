@@ -26,16 +26,20 @@ pub fn group_table_name(table: &str, group: &str) -> String {
     format!("{table}${group}")
 }
 
-/// Parses `WITH (column_groups = 'profile(name, email) | activity(last_login, visits)')`
-/// against the table's columns: every column outside the primary key in exactly one group.
-pub fn parse_groups(spec: &str, t: &Table) -> Result<Vec<ColumnGroup>, CoordError> {
+/// The groups a `column_groups` option names, as (group, members): `name(a, b) | other(c)`.
+/// Names are letters, digits and `_`; no group or member is named twice; at least two groups.
+/// Callers check the members (columns, or a document's attributes).
+pub fn parse_spec(
+    spec: &str,
+    lowercase_members: bool,
+) -> Result<Vec<(String, Vec<String>)>, CoordError> {
     let bad = |m: String| CoordError::InvalidValue(format!("column_groups: {m}"));
-    let mut groups: Vec<ColumnGroup> = Vec::new();
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for part in spec.split('|').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, rest) = part
             .split_once('(')
-            .ok_or_else(|| bad(format!("\"{part}\" is not name(column, ...)")))?;
-        let cols = rest
+            .ok_or_else(|| bad(format!("\"{part}\" is not name(member, ...)")))?;
+        let members = rest
             .trim()
             .strip_suffix(')')
             .ok_or_else(|| bad(format!("\"{part}\" lacks its closing parenthesis")))?;
@@ -45,14 +49,42 @@ pub fn parse_groups(spec: &str, t: &Table) -> Result<Vec<ColumnGroup>, CoordErro
                 "group name \"{name}\" must be letters, digits and _"
             )));
         }
-        if groups.iter().any(|g| g.name == name) {
+        if groups.iter().any(|(g, _)| *g == name) {
             return Err(bad(format!("group \"{name}\" is named twice")));
         }
-        let columns: Vec<String> = cols
+        let members: Vec<String> = members
             .split(',')
-            .map(|c| c.trim().trim_matches('"').to_lowercase())
+            .map(|c| c.trim().trim_matches('"'))
+            .map(|c| {
+                if lowercase_members {
+                    c.to_lowercase()
+                } else {
+                    c.to_string()
+                }
+            })
             .filter(|c| !c.is_empty())
             .collect();
+        for c in &members {
+            if groups.iter().any(|(_, m)| m.contains(c))
+                || members.iter().filter(|x| *x == c).count() > 1
+            {
+                return Err(bad(format!("\"{c}\" is in more than one group")));
+            }
+        }
+        groups.push((name, members));
+    }
+    if groups.len() < 2 {
+        return Err(bad("name at least two groups".into()));
+    }
+    Ok(groups)
+}
+
+/// Parses `WITH (column_groups = 'profile(name, email) | activity(last_login, visits)')`
+/// against the table's columns: every column outside the primary key in exactly one group.
+pub fn parse_groups(spec: &str, t: &Table) -> Result<Vec<ColumnGroup>, CoordError> {
+    let bad = |m: String| CoordError::InvalidValue(format!("column_groups: {m}"));
+    let mut groups: Vec<ColumnGroup> = Vec::new();
+    for (name, columns) in parse_spec(spec, true)? {
         for c in &columns {
             if t.column(c).is_none() {
                 return Err(CoordError::UndefinedColumn(c.clone()));
@@ -61,11 +93,6 @@ pub fn parse_groups(spec: &str, t: &Table) -> Result<Vec<ColumnGroup>, CoordErro
                 return Err(bad(format!(
                     "\"{c}\" is part of the primary key, which every group carries"
                 )));
-            }
-            if groups.iter().any(|g| g.columns.contains(c))
-                || columns.iter().filter(|x| *x == c).count() > 1
-            {
-                return Err(bad(format!("column \"{c}\" is in more than one group")));
             }
         }
         groups.push(ColumnGroup {
@@ -311,52 +338,68 @@ pub fn rewrite_query(q: &Query, t: &Table) -> Result<Query, CoordError> {
         }
         sel.projection = projection;
         // A key equality holds in every group: each group's shards apply it (and are pruned).
-        if let Some(w) = sel.selection.clone() {
-            let mut extra = Vec::new();
-            for c in conjuncts(&w) {
-                if let Expr::BinaryOp {
-                    left,
-                    op: BinaryOperator::Eq,
-                    right,
-                } = c
-                {
-                    let key = |e: &Expr| match e {
-                        Expr::CompoundIdentifier(p) if p.len() == 2 && ident(&p[0]) == a => {
-                            Some(ident(&p[1])).filter(|k| t.primary_key.contains(k))
-                        }
-                        _ => None,
-                    };
-                    let (k, v) = match (key(left), key(right)) {
-                        (Some(k), None) => (k, right),
-                        (None, Some(k)) => (k, left),
-                        _ => continue,
-                    };
-                    if has_columns(v) {
-                        continue;
-                    }
-                    for gi in &groups[1..] {
-                        extra.push(parse_expr(&format!(
-                            "{}.{} = {v}",
-                            quote(&alias_of(*gi)),
-                            quote(&k)
-                        ))?);
-                    }
-                }
-            }
-            for e in extra {
-                let w = sel
-                    .selection
-                    .take()
-                    .ok_or_else(|| CoordError::Internal("where".into()))?;
-                sel.selection = Some(Expr::BinaryOp {
-                    left: Box::new(w),
-                    op: BinaryOperator::And,
-                    right: Box::new(e),
-                });
-            }
-        }
+        let others: Vec<String> = groups[1..].iter().map(|g| alias_of(*g)).collect();
+        copy_key_equalities(sel, &a, &t.primary_key, &others)?;
     }
     Ok(out)
+}
+
+/// For each `first.k = v` conjunct of the WHERE clause (`k` a key column, `v` reading no
+/// column), adds `other.k = v` for every other group alias: the key is the same in every group,
+/// so each group's shards filter by it and are pruned.
+pub(crate) fn copy_key_equalities(
+    sel: &mut Select,
+    first: &str,
+    key: &[String],
+    others: &[String],
+) -> Result<(), CoordError> {
+    let Some(w) = sel.selection.clone() else {
+        return Ok(());
+    };
+    let mut extra = Vec::new();
+    for c in conjuncts(&w) {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        else {
+            continue;
+        };
+        let key_of = |e: &Expr| match e {
+            Expr::CompoundIdentifier(p) if p.len() == 2 && ident(&p[0]) == first => {
+                Some(ident(&p[1])).filter(|k| key.contains(k))
+            }
+            _ => None,
+        };
+        let (k, v) = match (key_of(left), key_of(right)) {
+            (Some(k), None) => (k, right),
+            (None, Some(k)) => (k, left),
+            _ => continue,
+        };
+        if has_columns(v) {
+            continue;
+        }
+        for other in others {
+            extra.push(parse_expr(&format!(
+                "{}.{} = {v}",
+                quote(other),
+                quote(&k)
+            ))?);
+        }
+    }
+    for e in extra {
+        let w = sel
+            .selection
+            .take()
+            .ok_or_else(|| CoordError::Internal("where".into()))?;
+        sel.selection = Some(Expr::BinaryOp {
+            left: Box::new(w),
+            op: BinaryOperator::And,
+            right: Box::new(e),
+        });
+    }
+    Ok(())
 }
 
 /// The names the select list gives its outputs (`expr AS name`).
