@@ -87,7 +87,28 @@ struct LocalState {
 }
 
 /// A free local port, for a listener whose address other processes must know in advance.
+///
+/// The port is free when chosen but only taken when the process starts. It is chosen below the
+/// kernel's ephemeral range (`ip_local_port_range`), where no `bind(0)` or outgoing connection
+/// of another process lands meanwhile; only when no such port is free does it fall back to an
+/// ephemeral one.
 fn free_port() -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768);
+    if low > 12_000 {
+        let span = u64::from(low - 10_000);
+        for _ in 0..64 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let port = 10_000 + (h.finish() % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
