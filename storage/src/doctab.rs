@@ -141,10 +141,12 @@ thread_local! {
 /// `SAVEPOINT n` remembers each open table's pending rows, `ROLLBACK TO n` restores them (a
 /// table first written after the savepoint loses all of them), `RELEASE n` forgets it.
 pub fn before_statement(conn: &Connection, sql: &str) {
-    if !matches!(sql.as_bytes().first(), Some(b'S' | b's' | b'R' | b'r')) {
-        return;
-    }
-    let upper = sql.trim().to_ascii_uppercase();
+    let sql = sql.trim();
+    // Compared in place: every statement passes here, and most are not savepoint commands.
+    let starts = |prefix: &str| {
+        sql.len() >= prefix.len()
+            && sql.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
     let (op, rest) = [
         ("ROLLBACK TO SAVEPOINT ", "rollback"),
         ("ROLLBACK TO ", "rollback"),
@@ -153,8 +155,8 @@ pub fn before_statement(conn: &Connection, sql: &str) {
         ("SAVEPOINT ", "set"),
     ]
     .iter()
-    .find(|(prefix, _)| upper.starts_with(prefix))
-    .map(|(prefix, op)| (*op, sql.trim()[prefix.len()..].trim()))
+    .find(|(prefix, _)| starts(prefix))
+    .map(|(prefix, op)| (*op, sql[prefix.len()..].trim()))
     .unwrap_or(("", ""));
     if op.is_empty() {
         return;

@@ -23,6 +23,24 @@ use crate::sql::infer::OutputColumn;
 use sqlparser::ast::Statement;
 use tessera_shared::Value;
 
+/// The top-level AND-ed terms of a condition (parentheses looked through).
+pub fn conjuncts(e: &sqlparser::ast::Expr) -> Vec<&sqlparser::ast::Expr> {
+    use sqlparser::ast::{BinaryOperator, Expr};
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut v = conjuncts(left);
+            v.extend(conjuncts(right));
+            v
+        }
+        Expr::Nested(inner) => conjuncts(inner),
+        other => vec![other],
+    }
+}
+
 /// Whether an expression is itself a subquery (scalar, `EXISTS` or `IN (SELECT …)`).
 pub fn is_subquery(e: &sqlparser::ast::Expr) -> bool {
     use sqlparser::ast::{Expr, InTarget};

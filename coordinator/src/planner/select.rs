@@ -243,29 +243,8 @@ fn joined_on_distribution_keys(
     scope: &[(String, String)],
     distributed: &[&Table],
 ) -> bool {
-    let mut equalities: Vec<(&Expr, &Expr)> = Vec::new();
-    fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<(&'e Expr, &'e Expr)>) {
-        match e {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => {
-                conjuncts(left, out);
-                conjuncts(right, out);
-            }
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => out.push((left, right)),
-            Expr::Nested(inner) => conjuncts(inner, out),
-            _ => {}
-        }
-    }
-    if let Some(w) = &select.selection {
-        conjuncts(w, &mut equalities);
-    }
+    // The WHERE clause and every join condition, each split into its AND-ed terms.
+    let mut conditions: Vec<&Expr> = select.selection.iter().collect();
     for twj in &select.from {
         for j in &twj.joins {
             let c = match &j.join_operator {
@@ -279,10 +258,22 @@ fn joined_on_distribution_keys(
                 _ => continue,
             };
             if let JoinConstraint::On(e) = c {
-                conjuncts(e, &mut equalities);
+                conditions.push(e);
             }
         }
     }
+    let equalities: Vec<(&Expr, &Expr)> = conditions
+        .into_iter()
+        .flat_map(crate::planner::conjuncts)
+        .filter_map(|c| match c {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => Some((left.as_ref(), right.as_ref())),
+            _ => None,
+        })
+        .collect();
     let dist_col = |q: &str, c: &str| -> Option<String> {
         let table = scope.iter().find(|(k, _)| k == q).map(|(_, t)| t.clone())?;
         let t = distributed.iter().find(|t| t.name == table)?;

@@ -357,7 +357,7 @@ pub(crate) fn copy_key_equalities(
         return Ok(());
     };
     let mut extra = Vec::new();
-    for c in conjuncts(&w) {
+    for c in crate::planner::conjuncts(&w) {
         let Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
@@ -412,22 +412,6 @@ fn output_aliases(select: &Select) -> BTreeSet<String> {
             _ => None,
         })
         .collect()
-}
-
-pub(crate) fn conjuncts(e: &Expr) -> Vec<&Expr> {
-    match e {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            let mut v = conjuncts(left);
-            v.extend(conjuncts(right));
-            v
-        }
-        Expr::Nested(inner) => conjuncts(inner),
-        other => vec![other],
-    }
 }
 
 pub(crate) fn has_columns(e: &Expr) -> bool {
