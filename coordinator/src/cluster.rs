@@ -199,7 +199,7 @@ impl Cluster {
     /// Drops a shard.
     pub async fn drop_shard(&self, node: &Node, shard_id: u64) -> Result<(), CoordError> {
         match self.target(node)? {
-            Target::Embedded(r) => r.drop_shard(shard_id).map_err(storage_error),
+            Target::Embedded(r) => r.drop_shard(shard_id).await.map_err(storage_error),
             Target::Remote(mut c) => {
                 c.drop_shard(DropShardRequest { shard_id })
                     .await

@@ -68,7 +68,7 @@ impl Storage for StorageService {
         &self,
         req: Request<DropShardRequest>,
     ) -> Result<Response<DropShardResponse>, Status> {
-        self.shards.drop_shard(req.into_inner().shard_id)?;
+        self.shards.drop_shard(req.into_inner().shard_id).await?;
         Ok(Response::new(DropShardResponse {}))
     }
 

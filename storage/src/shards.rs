@@ -221,7 +221,11 @@ impl ShardRegistry {
     }
 
     /// Drops a shard and deletes its files. The reference database is only forgotten.
-    pub fn drop_shard(&self, id: u64) -> Result<(), StorageError> {
+    ///
+    /// Every connection to the shard (its worker and open transactions, rolled back) is closed
+    /// before the files go, so a copy created again at the same path (repair) is never
+    /// touched by the old copy's connections.
+    pub async fn drop_shard(&self, id: u64) -> Result<(), StorageError> {
         let Some((_, shard)) = self.shards.remove(&id) else {
             return Ok(());
         };
@@ -230,7 +234,21 @@ impl ShardRegistry {
             m.shards.retain(|e| e.id != id);
             m.store(&self.config.data_dir)?;
         }
-        drop(shard.worker);
+        let open: Vec<(u64, u64)> = self
+            .txns
+            .iter()
+            .map(|e| *e.key())
+            .filter(|(_, shard)| *shard == id)
+            .collect();
+        for key in open {
+            if let Some((_, (worker, _))) = self.txns.remove(&key) {
+                worker.close().await;
+            }
+            if !self.txns.iter().any(|e| e.key().0 == key.0) {
+                self.holders.release(key.0);
+            }
+        }
+        shard.worker.close().await;
         if shard.kind == ShardKindOnDisk::Sql {
             self.docs.drop_shard(id)?;
             for suffix in ["", "-wal", "-shm"] {
@@ -563,6 +581,105 @@ mod tests {
             reg.holders.0.is_empty(),
             "finished transactions hold no locks"
         );
+    }
+
+    /// A shard dropped and created again (repair re-copying onto a node that held a stale copy)
+    /// must not be touched by connections of the old copy. SQLite deletes a database's WAL by
+    /// name when its last connection closes; a connection of the old copy closing after the
+    /// new copy opened deleted the new copy's WAL, and the shard then failed with "disk I/O
+    /// error" (seen in CI after a storage node restart).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recreated_shard_is_not_touched_by_the_old_copys_connections() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let reg = ShardRegistry::open(StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StorageConfig::default()
+        })
+        .expect("open");
+        let schema = || vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".to_string()];
+        reg.create_shard(1, ShardKind::Sql, schema())
+            .await
+            .expect("shard");
+        reg.execute(1, 0, write("INSERT INTO t VALUES (1, 1)"))
+            .await
+            .expect("write");
+        // A transaction of the old copy is open when the shard is dropped.
+        reg.execute(1, 77, write("INSERT INTO t VALUES (2, 2)"))
+            .await
+            .expect("txn write");
+        reg.drop_shard(1).await.expect("drop");
+        assert_eq!(
+            open_files_named(dir.path(), "shard-1.db"),
+            0,
+            "a connection of the dropped copy is still open"
+        );
+        reg.create_shard(1, ShardKind::Sql, schema())
+            .await
+            .expect("again");
+        for k in 10..20 {
+            reg.execute(1, 0, write(&format!("INSERT INTO t VALUES ({k}, 0)")))
+                .await
+                .expect("write to the new copy");
+        }
+        // The old transaction ends (its connection closes) after the new copy has a WAL.
+        let _ = reg.finish_txn(1, 77, false).await;
+        for txn in 100..105 {
+            reg.execute(1, txn, write(&format!("INSERT INTO t VALUES ({txn}, 1)")))
+                .await
+                .expect("a new connection writes");
+            reg.finish_txn(1, txn, true).await.expect("commit");
+        }
+        let rows = reg
+            .execute(
+                1,
+                0,
+                vec![Statement {
+                    sql: "SELECT count(*) FROM t".into(),
+                    params: vec![],
+                    returns_rows: true,
+                }],
+            )
+            .await
+            .expect("read");
+        assert_eq!(
+            tessera_shared::Value::from(rows[0].rows[0].values[0].clone()),
+            tessera_shared::Value::Integer(15),
+            "{rows:?}"
+        );
+        drop(reg);
+        // Reopened from disk, the new copy has every committed row and nothing of the old one.
+        let reg = ShardRegistry::open(StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StorageConfig::default()
+        })
+        .expect("reopen");
+        let rows = reg
+            .execute(
+                1,
+                0,
+                vec![Statement {
+                    sql: "SELECT count(*), sum(k = 1) FROM t".into(),
+                    params: vec![],
+                    returns_rows: true,
+                }],
+            )
+            .await
+            .expect("read after reopen");
+        assert_eq!(
+            tessera_shared::Value::from(rows[0].rows[0].values[0].clone()),
+            tessera_shared::Value::Integer(15),
+            "{rows:?}"
+        );
+    }
+
+    /// How many of this process's open files are `dir/<name>*`.
+    fn open_files_named(dir: &Path, name: &str) -> usize {
+        let prefix = dir.join(name);
+        std::fs::read_dir("/proc/self/fd")
+            .expect("fds")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|p| p.to_string_lossy().starts_with(&*prefix.to_string_lossy()))
+            .count()
     }
 
     #[test]

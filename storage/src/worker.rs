@@ -16,6 +16,8 @@ pub type AfterJob = Arc<dyn Fn() + Send + Sync>;
 pub struct Worker {
     tx: mpsc::Sender<Job>,
     after_job: Option<AfterJob>,
+    /// Set by [`Worker::close`]: later jobs fail with [`StorageError::WorkerGone`].
+    closed: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -47,7 +49,33 @@ impl Worker {
             };
             job(&mut conn);
         })?;
-        Ok(Worker { tx, after_job })
+        Ok(Worker {
+            tx,
+            after_job,
+            closed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Closes the connection (rolling back any open transaction) and returns once it is
+    /// closed, while other handles may still exist. A database's files may only be deleted
+    /// after this: SQLite deletes a WAL and its index *by name* when the last connection
+    /// closes, so a connection closing late would delete the files of a new database created
+    /// at the same path.
+    pub async fn close(&self) {
+        let closed = self.closed.clone();
+        let done = self
+            .run(move |conn| {
+                closed.store(true, Ordering::SeqCst);
+                let old = std::mem::replace(conn, Connection::open_in_memory()?);
+                if let Err((_, e)) = old.close() {
+                    tracing::warn!(error = %e, "closing a connection failed");
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "connection already gone");
+        }
     }
 
     /// Runs `f` on the connection thread and waits for its result without blocking the executor.
@@ -63,8 +91,13 @@ impl Worker {
         let cancelled = Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
         let after_job = self.after_job.clone();
+        let closed = self.closed.clone();
         let job: Job = Box::new(move |conn| {
             if flag.load(Ordering::Relaxed) {
+                return;
+            }
+            if closed.load(Ordering::SeqCst) {
+                let _ = done.send(Err(StorageError::WorkerGone));
                 return;
             }
             let watch = flag.clone();
