@@ -50,11 +50,16 @@ pub enum AdminCommand {
         /// The SQL statement.
         sql: String,
     },
-    /// A storage node: `decommission NAME` takes it out of service (its copies are re-created
-    /// elsewhere).
+    /// A storage node: `drain NAME` moves its copies elsewhere, `decommission NAME` also takes
+    /// it out of service.
     Node {
         #[command(subcommand)]
         action: NodeAction,
+    },
+    /// A shard: `move ID --to NODE` moves a copy to another node, online.
+    Shard {
+        #[command(subcommand)]
+        action: ShardAction,
     },
     /// The metadata Raft group: each member's state, leader, term, log and applied index, lag.
     Raft,
@@ -68,10 +73,34 @@ pub enum AdminCommand {
 /// What to do with a storage node.
 #[derive(Subcommand, Debug)]
 pub enum NodeAction {
-    /// Take the node out of service: it leaves every shard, repair copies them elsewhere.
+    /// Take the node out of service: no new copy lands on it, and every copy it holds moves
+    /// to another live node while writes go on (single copies included).
     Decommission {
         /// Node name (`storage-2`).
         name: String,
+    },
+    /// Move every copy the node holds to other live nodes while writes go on; the node stays
+    /// in service (before maintenance, or to rebalance).
+    Drain {
+        /// Node name (`storage-2`).
+        name: String,
+    },
+}
+
+/// What to do with a shard.
+#[derive(Subcommand, Debug)]
+pub enum ShardAction {
+    /// Move a copy of the shard to another node, online (the copy is filled in throttled
+    /// batches while writes go on, then swapped in).
+    Move {
+        /// Shard id (`tessera admin shards`).
+        id: u64,
+        /// The node to move it to.
+        #[arg(long)]
+        to: String,
+        /// The node whose copy moves (default: the shard's first copy).
+        #[arg(long)]
+        from: Option<String>,
     },
 }
 
@@ -104,10 +133,20 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Raft => "SHOW tessera.raft".to_string(),
         AdminCommand::Node {
             action: NodeAction::Decommission { name },
-        } => format!(
-            "SELECT tessera_decommission('{}')",
-            name.replace('\'', "''")
-        ),
+        } => format!("SELECT tessera_decommission({})", literal(name)),
+        AdminCommand::Node {
+            action: NodeAction::Drain { name },
+        } => format!("SELECT tessera_drain({})", literal(name)),
+        AdminCommand::Shard {
+            action: ShardAction::Move { id, to, from },
+        } => match from {
+            Some(f) => format!(
+                "SELECT tessera_move_shard({id}, {}, {})",
+                literal(f),
+                literal(to)
+            ),
+            None => format!("SELECT tessera_move_shard({id}, {})", literal(to)),
+        },
         AdminCommand::Explain { sql } => format!("EXPLAIN {sql}"),
         AdminCommand::Cache {
             action: CacheAction::Stats,
@@ -116,10 +155,17 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
             action: CacheAction::Clear,
         } => "SELECT tessera_cache_clear()".to_string(),
     };
-    let msgs = client
-        .simple_query(&sql)
-        .await
-        .with_context(|| format!("running {sql}"))?;
+    let draining = match &a.command {
+        AdminCommand::Node {
+            action: NodeAction::Decommission { name } | NodeAction::Drain { name },
+        } => Some(name.clone()),
+        _ => None,
+    };
+    let msgs = match draining {
+        Some(node) => with_progress(&conn_str, &node, client.simple_query(&sql)).await,
+        None => client.simple_query(&sql).await,
+    }
+    .with_context(|| format!("running {sql}"))?;
     let mut header: Vec<String> = Vec::new();
     let mut rows: Vec<Vec<Option<String>>> = Vec::new();
     for m in msgs {
@@ -164,6 +210,66 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         OutputFormat::Table => print_table(&header, &rows),
     }
     Ok(())
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The node's shard count as `SHOW tessera.nodes` reports it.
+async fn shards_on(client: &tokio_postgres::Client, node: &str) -> Option<u64> {
+    let msgs = client.simple_query("SHOW tessera.nodes").await.ok()?;
+    msgs.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) if r.get("name") == Some(node) => r.get("shards")?.parse().ok(),
+        _ => None,
+    })
+}
+
+/// Runs a drain or decommission while a progress bar (on a terminal) counts the copies
+/// moved off `node`, read through a second connection.
+async fn with_progress<T>(
+    conn_str: &str,
+    node: &str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let watcher = match tokio_postgres::connect(conn_str, NoTls).await {
+        Ok((c, conn)) => {
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Some(c)
+        }
+        Err(_) => None,
+    };
+    let total = match &watcher {
+        Some(c) => shards_on(c, node).await.unwrap_or(0),
+        None => 0,
+    };
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} shard copies ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("moving copies off {node}"));
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(300));
+    let out = loop {
+        tokio::select! {
+            out = &mut work => break out,
+            _ = tick.tick() => {
+                if let Some(c) = &watcher {
+                    if let Some(left) = shards_on(c, node).await {
+                        bar.set_position(total.saturating_sub(left));
+                    }
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    out
 }
 
 fn print_table(header: &[String], rows: &[Vec<Option<String>>]) {

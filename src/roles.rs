@@ -71,7 +71,7 @@ pub struct CoordinatorArgs {
     pub meta_members: Vec<String>,
 }
 
-/// Storage-node failure detection flags, shared by `tessera coordinator` and `tessera local`.
+/// Storage-node failure detection and repair flags, shared by `tessera coordinator` and `tessera local`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct LivenessArgs {
     /// Silence (ms) after which a storage node is suspect (default 3000).
@@ -81,6 +81,12 @@ pub struct LivenessArgs {
     /// (default 10000).
     #[arg(long)]
     pub node_dead_ms: Option<u64>,
+    /// Rows per batch when a shard copy is made (repair, move, drain; default 500).
+    #[arg(long)]
+    pub repair_batch_rows: Option<usize>,
+    /// Pause (ms) between two batches of a shard copy: the copy's throttle (default 10).
+    #[arg(long)]
+    pub repair_pause_ms: Option<u64>,
 }
 
 impl LivenessArgs {
@@ -92,6 +98,12 @@ impl LivenessArgs {
         if let Some(ms) = self.node_dead_ms {
             config.dead_after_ms = ms;
         }
+        if let Some(n) = self.repair_batch_rows {
+            config.repair_batch_rows = n;
+        }
+        if let Some(ms) = self.repair_pause_ms {
+            config.repair_pause_ms = ms;
+        }
     }
 
     /// The same flags, for a child `tessera coordinator`.
@@ -102,6 +114,12 @@ impl LivenessArgs {
         }
         if let Some(ms) = self.node_dead_ms {
             out.extend(["--node-dead-ms".to_string(), ms.to_string()]);
+        }
+        if let Some(n) = self.repair_batch_rows {
+            out.extend(["--repair-batch-rows".to_string(), n.to_string()]);
+        }
+        if let Some(ms) = self.repair_pause_ms {
+            out.extend(["--repair-pause-ms".to_string(), ms.to_string()]);
         }
         out
     }

@@ -209,6 +209,19 @@ impl Cluster {
         }
     }
 
+    /// Sets or lifts a shard's fence on `node` (see the storage `Fence` RPC).
+    pub async fn fence(&self, node: &Node, shard_id: u64, fenced: bool) -> Result<(), CoordError> {
+        match self.target(node)? {
+            Target::Embedded(r) => r.fence(shard_id, fenced).await.map_err(storage_error),
+            Target::Remote(mut c) => {
+                c.fence(FenceRequest { shard_id, fenced })
+                    .await
+                    .map_err(|s| status_error(node, s))?;
+                Ok(())
+            }
+        }
+    }
+
     /// A node's stats.
     pub async fn stats(&self, node: &Node) -> Result<StatsResponse, CoordError> {
         match self.target(node)? {

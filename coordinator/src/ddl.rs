@@ -754,6 +754,7 @@ async fn place_table(
                     placements: (0..replicas)
                         .map(|r| nodes[(i as usize + r + offset) % nodes.len()])
                         .collect(),
+                    filling: vec![],
                     lower: (i as usize)
                         .checked_sub(1)
                         .and_then(|j| bounds.get(j).cloned()),
@@ -854,12 +855,10 @@ async fn run_on_all_shards(engine: &Engine, table: &Table, sql: String) -> Resul
     Ok(())
 }
 
-/// Every copy of a shard.
+/// Every copy of a shard, those being filled included.
 fn replica_targets(s: &Shard) -> impl Iterator<Item = crate::planner::Target> + '_ {
-    s.placements.iter().map(|node| crate::planner::Target {
-        shard: s.id,
-        node: *node,
-    })
+    s.write_nodes()
+        .map(|node| crate::planner::Target { shard: s.id, node })
 }
 
 /// `DROP TABLE`.

@@ -142,6 +142,8 @@ fn utility_call(q: &Query) -> Option<(String, Vec<String>)> {
             | "create_reference_table"
             | "tessera_cache_clear"
             | "tessera_decommission"
+            | "tessera_drain"
+            | "tessera_move_shard"
     ) {
         return None;
     }
@@ -582,11 +584,11 @@ impl Engine {
             }
             Statement::Query(q) if utility_call(q).is_some() => {
                 let (name, args) = utility_call(q).unwrap_or_default();
-                if name == "tessera_decommission" {
-                    let node = args.first().cloned().ok_or_else(|| {
-                        CoordError::Syntax("tessera_decommission needs a node name".into())
-                    })?;
-                    let done = crate::repair::decommission(self, &node).await?;
+                if matches!(
+                    name.as_str(),
+                    "tessera_decommission" | "tessera_drain" | "tessera_move_shard"
+                ) {
+                    let done = crate::repair::placement_call(self, &name, &args).await?;
                     return Ok(QueryResult {
                         columns: vec![OutputColumn {
                             name,

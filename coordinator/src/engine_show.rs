@@ -348,7 +348,6 @@ async fn raft_rows(engine: &Engine) -> Vec<Vec<Value>> {
 /// `SHOW tessera.replica_check` (`tessera admin shards --verify`): every copy of every shard
 /// that has several, read in key order and hashed; `agrees` is whether it matches the first copy.
 async fn replica_check(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
-    use std::hash::{Hash, Hasher};
     let catalog = engine.catalog.snapshot();
     let mut out = Vec::new();
     for g in catalog.groups.values() {
@@ -364,43 +363,10 @@ async fn replica_check(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
             let mut first: Option<String> = None;
             for node_id in &s.placements {
                 let node = catalog.node(*node_id)?;
-                let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                let mut rows = 0i64;
-                let mut failed = None;
-                for t in &tables {
-                    let key = if t.primary_key.is_empty() {
-                        "rowid".to_string()
-                    } else {
-                        t.primary_key
-                            .iter()
-                            .map(|k| crate::sql::names::quote(k))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    let st = tessera_shared::proto::Statement {
-                        sql: format!(
-                            "SELECT * FROM {} ORDER BY {key}",
-                            crate::sql::names::quote(&t.name)
-                        ),
-                        params: vec![],
-                        returns_rows: true,
-                    };
-                    match engine.cluster.execute(node, s.id, 0, vec![st]).await {
-                        Ok(results) => {
-                            t.name.hash(&mut hasher);
-                            for r in results {
-                                for row in r.rows {
-                                    rows += 1;
-                                    format!("{:?}", row.values).hash(&mut hasher);
-                                }
-                            }
-                        }
-                        Err(e) => failed = Some(e.to_string()),
-                    }
-                }
-                let sum = match failed {
-                    Some(e) => format!("unreadable: {e}"),
-                    None => format!("{:016x}", hasher.finish()),
+                let (rows, sum) = match crate::repair::digest(engine, node, s.id, &tables, 0).await
+                {
+                    Ok(d) => d,
+                    Err(e) => (0, format!("unreadable: {e}")),
                 };
                 let agrees = match &first {
                     None => {
@@ -448,6 +414,12 @@ async fn shard_rows(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
                 .placements
                 .iter()
                 .filter_map(|p| catalog.nodes.get(p).map(|n| n.name.clone()))
+                .chain(s.filling.iter().filter_map(|p| {
+                    catalog
+                        .nodes
+                        .get(p)
+                        .map(|n| format!("{} (filling)", n.name))
+                }))
                 .collect::<Vec<_>>()
                 .join(",");
             let range = match g.kind {

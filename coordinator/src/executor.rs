@@ -165,9 +165,12 @@ async fn ordered_tasks(
     results.into_iter().flatten().collect()
 }
 
-/// Whether a shard belongs to a table declared with several copies.
+/// Whether a shard belongs to a table declared with several copies, or has a copy being
+/// filled: its writes need the commit check.
 fn replicated_shard(catalog: &Catalog, shard: u64) -> bool {
-    catalog.shard(shard).is_some_and(|(g, _)| g.replicas > 1)
+    catalog
+        .shard(shard)
+        .is_some_and(|(g, s)| g.replicas > 1 || s.write_nodes().nth(1).is_some())
 }
 
 /// Refuses to commit writes planned before a copy was added to one of their shards (repair):
@@ -186,7 +189,7 @@ pub fn copies_unchanged(catalog: &Catalog, written: &[Target]) -> Result<(), Coo
         if g.kind == crate::catalog::GroupKind::Reference {
             continue;
         }
-        if let Some(missing) = s.placements.iter().find(|p| !nodes.contains(p)) {
+        if let Some(missing) = s.write_nodes().find(|p| !nodes.contains(p)) {
             return Err(CoordError::Storage {
                 sqlstate: "40001".into(),
                 message: format!(

@@ -23,6 +23,12 @@ pub struct LivenessConfig {
     /// Silence after which a node is dead (and leaves its replicated shards, whose writes wait
     /// for this). Default 10000 ms.
     pub dead_after_ms: u64,
+    /// Rows a new shard copy (repair, move, drain) takes per batch; the source shard's writes
+    /// wait only while one batch is read. Default 500.
+    pub repair_batch_rows: usize,
+    /// Pause between two batches of a new copy: the throttle that leaves the nodes' disks and
+    /// the shard's lock to the workload. Default 10 ms.
+    pub repair_pause_ms: u64,
 }
 
 impl Default for LivenessConfig {
@@ -31,6 +37,8 @@ impl Default for LivenessConfig {
             interval_ms: 500,
             suspect_after_ms: 3000,
             dead_after_ms: 10_000,
+            repair_batch_rows: 500,
+            repair_pause_ms: 10,
         }
     }
 }
@@ -75,6 +83,9 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
             let now_detecting = detecting(&engine);
             if now_detecting && !was_detecting {
                 last_ok.clear();
+                // A fill's coordinator may have died (with the old leader, or before a
+                // restart): no fill outlives a change of detector.
+                crate::repair::abandon_fills(&engine).await;
             }
             was_detecting = now_detecting;
             if now_detecting {
@@ -166,6 +177,7 @@ mod tests {
             interval_ms: 100,
             suspect_after_ms: 1000,
             dead_after_ms: 5000,
+            ..LivenessConfig::default()
         };
         assert_eq!(c.judge(Duration::from_millis(999)), Liveness::Alive);
         assert_eq!(c.judge(Duration::from_millis(1000)), Liveness::Suspect);

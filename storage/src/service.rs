@@ -72,6 +72,12 @@ impl Storage for StorageService {
         Ok(Response::new(DropShardResponse {}))
     }
 
+    async fn fence(&self, req: Request<FenceRequest>) -> Result<Response<FenceResponse>, Status> {
+        let r = req.into_inner();
+        self.shards.fence(r.shard_id, r.fenced).await?;
+        Ok(Response::new(FenceResponse {}))
+    }
+
     async fn versions(
         &self,
         req: Request<VersionsRequest>,

@@ -28,6 +28,8 @@ struct Shard {
     worker: Worker,
     /// Records the worker connection's writes.
     tracker: Arc<ChangeTracker>,
+    /// Set while a new copy of the shard is filled elsewhere: autocommit writes are refused.
+    fenced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// All shards of this node.
@@ -143,6 +145,7 @@ impl ShardRegistry {
             path,
             worker,
             tracker,
+            fenced: Arc::default(),
         };
         self.shards.insert(id, shard.clone());
         Ok(shard)
@@ -273,9 +276,15 @@ impl ShardRegistry {
         if txn_id == 0 {
             let shard = self.shard(shard_id)?;
             let t = shard.tracker.clone();
+            let fenced = shard.fenced.clone();
             return shard
                 .worker
-                .run(move |c| run_batch(c, statements, false, &t))
+                .run(move |c| {
+                    if fenced.load(std::sync::atomic::Ordering::SeqCst) {
+                        refuse_writes_while_fenced(c, shard_id, &statements)?;
+                    }
+                    run_batch(c, statements, false, &t)
+                })
                 .await;
         }
         let (worker, t) = self.txn_worker(shard_id, txn_id)?;
@@ -296,6 +305,21 @@ impl ShardRegistry {
             }
             r => r,
         }
+    }
+
+    /// Sets or lifts a shard's fence (see the `Fence` RPC). The change runs on the shard's
+    /// worker, so autocommit writes running when it is set finish first and every later one
+    /// sees it.
+    pub async fn fence(&self, shard_id: u64, fenced: bool) -> Result<(), StorageError> {
+        let shard = self.shard(shard_id)?;
+        let flag = shard.fenced.clone();
+        shard
+            .worker
+            .run(move |_| {
+                flag.store(fenced, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+            .await
     }
 
     /// The lock-holder key of a shard's main database.
@@ -424,6 +448,31 @@ impl ShardRegistry {
         self.txns.clear();
         self.shards.clear();
     }
+}
+
+/// Refuses a batch with a writing statement on a fenced shard: 40001, for the coordinator or
+/// client to retry with a plan that writes every copy in a checked transaction.
+fn refuse_writes_while_fenced(
+    conn: &Connection,
+    shard_id: u64,
+    statements: &[Statement],
+) -> Result<(), StorageError> {
+    for st in statements {
+        // Schema changes reach every copy, the one being filled included: not refused.
+        let head = st.sql.trim_start().get(..6).unwrap_or("");
+        let ddl = ["CREATE", "DROP T", "DROP I", "ALTER "]
+            .iter()
+            .any(|p| head.eq_ignore_ascii_case(p));
+        if !ddl && !conn.prepare_cached(&st.sql)?.readonly() {
+            return Err(StorageError::Sql {
+                sqlstate: "40001",
+                message: format!(
+                    "could not serialize access: shard {shard_id} is being copied and this write was planned before the copy began; retry"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The worker hook that publishes a connection's committed writes.

@@ -316,12 +316,23 @@ pub struct Shard {
     pub id: u64,
     /// Position in the group (hash: token range index; range: range order).
     pub index: u32,
-    /// Nodes holding a replica; the first is the primary. One node until replication lands.
+    /// Nodes holding a replica; the first is the primary.
     pub placements: Vec<u64>,
+    /// Nodes a new copy is being filled on (repair, move, drain): every write reaches them,
+    /// no read does, until the fill completes and they join `placements`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filling: Vec<u64>,
     /// Range groups: inclusive lower bound (None = unbounded).
     pub lower: Option<Bound>,
     /// Range groups: exclusive upper bound (None = unbounded).
     pub upper: Option<Bound>,
+}
+
+impl Shard {
+    /// Every node a write must reach: the placements, then the copies being filled.
+    pub fn write_nodes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.placements.iter().chain(&self.filling).copied()
+    }
 }
 
 /// How a group lays out shards.
@@ -396,6 +407,29 @@ pub enum CatalogCommand {
     },
     /// Add a copy of a shard on a node (repair, after the copy was made).
     AddPlacement {
+        /// Shard id.
+        shard: u64,
+        /// Node id.
+        node: u64,
+    },
+    /// Start filling a new copy of a shard on a node: from now on every write reaches it.
+    BeginFill {
+        /// Shard id.
+        shard: u64,
+        /// Node id.
+        node: u64,
+    },
+    /// A filled copy joins the shard's placements; `leaving` (a move's source) leaves them.
+    FinishFill {
+        /// Shard id.
+        shard: u64,
+        /// Node id of the filled copy.
+        node: u64,
+        /// Node whose copy the filled one replaces.
+        leaving: Option<u64>,
+    },
+    /// Give up filling a copy (failed, or left behind by a coordinator that died).
+    AbandonFill {
         /// Shard id.
         shard: u64,
         /// Node id.
@@ -509,15 +543,41 @@ impl Catalog {
                 node.liveness = liveness;
             }
             CatalogCommand::AddPlacement { shard, node } => {
-                let s = self
-                    .groups
-                    .values_mut()
-                    .flat_map(|g| g.shards.iter_mut())
-                    .find(|s| s.id == shard)
-                    .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
+                let s = self.shard_mut(shard)?;
                 if !s.placements.contains(&node) {
                     s.placements.push(node);
                 }
+            }
+            CatalogCommand::BeginFill { shard, node } => {
+                let s = self.shard_mut(shard)?;
+                if s.placements.contains(&node) {
+                    return Err(CoordError::Internal(format!(
+                        "node {node} already holds a copy of shard {shard}"
+                    )));
+                }
+                if !s.filling.contains(&node) {
+                    s.filling.push(node);
+                }
+            }
+            CatalogCommand::FinishFill {
+                shard,
+                node,
+                leaving,
+            } => {
+                let s = self.shard_mut(shard)?;
+                if !s.filling.contains(&node) {
+                    return Err(CoordError::Internal(format!(
+                        "no copy of shard {shard} is being filled on node {node}"
+                    )));
+                }
+                s.filling.retain(|n| *n != node);
+                s.placements.push(node);
+                if let Some(l) = leaving {
+                    s.placements.retain(|n| *n != l);
+                }
+            }
+            CatalogCommand::AbandonFill { shard, node } => {
+                self.shard_mut(shard)?.filling.retain(|n| *n != node);
             }
             CatalogCommand::DropPlacements { node } => {
                 for g in self.groups.values_mut() {
@@ -528,6 +588,7 @@ impl Catalog {
                         if s.placements.len() > 1 {
                             s.placements.retain(|n| *n != node);
                         }
+                        s.filling.retain(|n| *n != node);
                     }
                 }
             }
@@ -666,6 +727,14 @@ impl Catalog {
             .find_map(|g| g.shards.iter().find(|s| s.id == id).map(|s| (g, s)))
     }
 
+    fn shard_mut(&mut self, id: u64) -> Result<&mut Shard, CoordError> {
+        self.groups
+            .values_mut()
+            .flat_map(|g| g.shards.iter_mut())
+            .find(|s| s.id == id)
+            .ok_or_else(|| CoordError::Internal(format!("no shard {id}")))
+    }
+
     /// The node by id.
     pub fn node(&self, id: u64) -> Result<&Node, CoordError> {
         self.nodes
@@ -719,6 +788,7 @@ mod tests {
                         id: 6,
                         index: 0,
                         placements: vec![1],
+                        filling: vec![],
                         lower: None,
                         upper: None,
                     }],
@@ -765,5 +835,65 @@ mod tests {
         })
         .expect("drop");
         assert_eq!(a.unused_groups(), vec![5]);
+    }
+
+    /// A fill: the new copy receives writes (write_nodes) but is no placement until it
+    /// finishes; a move's finish replaces the leaving copy; abandoning or the node's death
+    /// ends it; a finish without a fill is refused (a fill abandoned meanwhile).
+    #[test]
+    fn fills_join_placements_only_when_finished() {
+        let mut c = Catalog::default();
+        c.apply(CatalogCommand::CreateTable {
+            table: table("t", 5),
+            new_group: Some(Group {
+                id: 5,
+                kind: GroupKind::Hash,
+                replicas: 1,
+                shards: vec![Shard {
+                    id: 6,
+                    index: 0,
+                    placements: vec![1],
+                    filling: vec![],
+                    lower: None,
+                    upper: None,
+                }],
+            }),
+        })
+        .expect("create");
+        let shard = |c: &Catalog| c.shard(6).expect("shard").1.clone();
+        c.apply(CatalogCommand::BeginFill { shard: 6, node: 2 })
+            .expect("begin");
+        assert_eq!(shard(&c).placements, vec![1]);
+        assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![1, 2]);
+        assert!(
+            c.apply(CatalogCommand::BeginFill { shard: 6, node: 1 })
+                .is_err(),
+            "a node holding a copy is not filled"
+        );
+        c.apply(CatalogCommand::FinishFill {
+            shard: 6,
+            node: 2,
+            leaving: Some(1),
+        })
+        .expect("finish");
+        assert_eq!(shard(&c).placements, vec![2]);
+        assert!(shard(&c).filling.is_empty());
+        assert!(c
+            .apply(CatalogCommand::FinishFill {
+                shard: 6,
+                node: 3,
+                leaving: None,
+            })
+            .is_err());
+        c.apply(CatalogCommand::BeginFill { shard: 6, node: 3 })
+            .expect("begin");
+        c.apply(CatalogCommand::AbandonFill { shard: 6, node: 3 })
+            .expect("abandon");
+        assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![2]);
+        c.apply(CatalogCommand::BeginFill { shard: 6, node: 3 })
+            .expect("begin");
+        c.apply(CatalogCommand::DropPlacements { node: 3 })
+            .expect("dead");
+        assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![2]);
     }
 }

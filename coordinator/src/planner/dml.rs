@@ -121,11 +121,11 @@ fn write_plan(
                 .shards
                 .iter()
                 .filter(|s| s.id == t.target.shard)
-                .flat_map(|s| s.placements.iter().skip(1))
+                .flat_map(|s| s.write_nodes().skip(1))
                 .map(|node| ShardTask {
                     target: super::Target {
                         shard: t.target.shard,
-                        node: *node,
+                        node,
                     },
                     sql: t.sql.clone(),
                 })
@@ -531,6 +531,49 @@ mod tests {
             panic!()
         };
         assert_eq!(tasks.len(), 1);
+    }
+
+    /// A copy being filled gets every write to its shard, after the placed copies, and no read.
+    #[test]
+    fn a_filling_copy_gets_writes_but_no_reads() {
+        let mut c = crate::planner::testing::catalog();
+        for g in c.groups.values_mut().filter(|g| g.id == 10) {
+            for s in &mut g.shards {
+                s.filling = vec![1 + s.placements[0] % 3];
+            }
+        }
+        let r = crate::sql::dialect::RewriteCtx::new("u", "d");
+        let plan = |sql: &str| {
+            let s = sqlparser::parser::Parser::parse_sql(
+                &sqlparser::dialect::PostgreSqlDialect {},
+                sql,
+            )
+            .expect("parse");
+            crate::planner::plan(
+                &s[0],
+                &crate::planner::PlanCtx {
+                    catalog: &c,
+                    params: &[],
+                    rewrite: &r,
+                },
+            )
+            .expect("plan")
+        };
+        let p = plan("UPDATE users SET name = 'b' WHERE id = 1");
+        let Plan::Distributed { tasks, merge, .. } = &p.plan else {
+            panic!()
+        };
+        assert_eq!(tasks.len(), 2);
+        let (_, shard) = c.shard(tasks[0].target.shard).expect("shard");
+        assert_eq!(tasks[0].target.node, shard.placements[0]);
+        assert_eq!(tasks[1].target.node, shard.filling[0]);
+        assert!(matches!(merge, Merge::Replicated { primaries: 1, .. }));
+        let p = plan("SELECT * FROM users WHERE id = 1");
+        let Plan::Distributed { tasks, .. } = &p.plan else {
+            panic!()
+        };
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].target.node, shard.placements[0]);
     }
 
     #[test]
