@@ -755,6 +755,7 @@ async fn place_table(
                         .map(|r| nodes[(i as usize + r + offset) % nodes.len()])
                         .collect(),
                     filling: vec![],
+                    fill_lease_ms: 0,
                     lower: (i as usize)
                         .checked_sub(1)
                         .and_then(|j| bounds.get(j).cloned()),

@@ -38,6 +38,14 @@ impl Engine {
             return Ok(());
         };
         let targets: Vec<_> = txn.touched.iter().copied().collect();
+        if ok {
+            // As at COMMIT: a copy added to a written shard meanwhile would miss these rows.
+            let written: Vec<_> = txn.written.iter().copied().collect();
+            if let Err(e) = executor::copies_unchanged(&self.catalog.snapshot(), &written) {
+                let _ = executor::finish_all(self, &targets, txn.id, false).await;
+                return Err(e);
+            }
+        }
         let r = executor::finish_all(self, &targets, txn.id, ok).await;
         if ok {
             r

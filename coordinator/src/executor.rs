@@ -41,6 +41,7 @@ type TaskOutput = (Vec<Vec<Value>>, u64, Vec<Observed>);
 type TaskResult = Result<TaskOutput, CoordError>;
 
 /// SQL for one shard, and the data versions to read there before it runs (result cache fill).
+#[derive(Clone)]
 struct Task {
     target: Target,
     sql: String,
@@ -130,11 +131,12 @@ async fn run_tasks_to_end(
     join_all(futs).await
 }
 
-/// A statement's own multi-shard write: its tasks one at a time in one global order (first
-/// copies by shard id, then the other copies by shard id). Every such write then takes shard
-/// locks in the same order and none waits for another in a cycle; run in parallel, 8 clients
-/// of 100-row inserts spent most of their time breaking lock cycles (1 100 retries per
-/// 3 200 statements). Stops at the first failure: the caller rolls back.
+/// A statement's own multi-shard write: the shards' first copies one at a time in one global
+/// order (by shard id), then every other copy at once. Every such write then takes first-copy
+/// locks in the same order and none waits for another in a cycle (run in parallel, 8 clients
+/// of 100-row inserts spent most of their time breaking lock cycles: 1 100 retries per 3 200
+/// statements). The other copies need no order: whoever writes a copy holds its shard's first
+/// copy already. Stops at the first failure of a first copy: the caller rolls back.
 async fn ordered_tasks(
     engine: &Engine,
     catalog: &Catalog,
@@ -146,7 +148,9 @@ async fn ordered_tasks(
 ) -> Vec<TaskResult> {
     let mut order: Vec<(usize, Task)> = work.into_iter().enumerate().collect();
     order.sort_by_key(|(i, t)| (*i >= primaries, t.target.shard, t.target.node));
-    let mut results: Vec<Option<TaskResult>> = (0..order.len()).map(|_| None).collect();
+    let copies = order.split_off(order.iter().take_while(|(i, _)| *i < primaries).count());
+    let mut results: Vec<Option<TaskResult>> =
+        (0..order.len() + copies.len()).map(|_| None).collect();
     let mut failed = false;
     for (i, task) in order {
         if failed {
@@ -162,7 +166,178 @@ async fn ordered_tasks(
         failed = r.is_err();
         results[i] = Some(r);
     }
+    if failed {
+        for (i, _) in copies {
+            results[i] = Some(Err(CoordError::Internal(
+                "not run: an earlier part failed".into(),
+            )));
+        }
+    } else {
+        let (index, tasks): (Vec<usize>, Vec<Task>) = copies.into_iter().unzip();
+        let n = tasks.len();
+        let mut out = run_tasks(engine, catalog, tasks, params, txn_id, session).await;
+        // A cancel or timeout answers with one error for all.
+        if out.len() != n {
+            let e = out
+                .pop()
+                .and_then(|r| r.err())
+                .unwrap_or_else(|| CoordError::Internal("task gave no result".into()));
+            out = (0..n).map(|_| Err(e.clone())).collect();
+        }
+        for (i, r) in index.into_iter().zip(out) {
+            results[i] = Some(r);
+        }
+    }
     results.into_iter().flatten().collect()
+}
+
+/// A statement's own write transaction (outside `BEGIN`): runs its tasks (see
+/// [`ordered_tasks`]), checks the shards' copies did not change, and commits.
+///
+/// A copy whose node cannot be reached does not fail the write while a majority of its
+/// shard's copies remain: it leaves the shard ([`CatalogCommand::DropCopy`], after which no
+/// read uses it and repair replaces it), and the write runs again on the copies that remain,
+/// the next copy standing in for a lost first one. Writes to a replicated shard therefore go
+/// on at once when a node dies, instead of waiting for failure detection to declare it dead.
+async fn implicit_write(
+    engine: &Engine,
+    mut work: Vec<Task>,
+    primaries: usize,
+    params: &[Value],
+    txn_id: u64,
+    session: &Session,
+) -> Result<Vec<TaskResult>, CoordError> {
+    let mut attempts = 0;
+    loop {
+        let catalog = engine.catalog.snapshot();
+        let targets: Vec<Target> = work.iter().map(|t| t.target).collect();
+        let results = ordered_tasks(
+            engine,
+            &catalog,
+            work.clone(),
+            primaries,
+            params,
+            txn_id,
+            session,
+        )
+        .await;
+        let failure = results.iter().find_map(|r| r.as_ref().err()).cloned();
+        let Some(e) = failure else {
+            if let Err(e) = copies_unchanged(&engine.catalog.snapshot(), &targets) {
+                let _ = finish_all(engine, &targets, txn_id, false).await;
+                return Err(e);
+            }
+            let done = finish_each(engine, &targets, txn_id, true).await?;
+            // A copy lost at commit: the write stands if every other copy committed and the
+            // lost one leaves its shard (nobody reads it again).
+            let lost = lost_copies(&catalog, &targets, &done);
+            let committed_elsewhere = !lost.is_empty()
+                && targets
+                    .iter()
+                    .zip(&done)
+                    .all(|(t, r)| r.is_ok() || lost.contains(t));
+            if committed_elsewhere && drop_lost_copies(engine, &lost).await.is_ok() {
+                engine.txnlog.done(txn_id)?;
+                return Ok(results);
+            }
+            if done.iter().all(|r| r.is_ok()) && targets.len() > 1 {
+                engine.txnlog.done(txn_id)?;
+            }
+            fold_finish(&targets, done, txn_id, true)?;
+            return Ok(results);
+        };
+        if let Err(rb) = finish_all(engine, &targets, txn_id, false).await {
+            tracing::debug!(error = %rb, "rollback after a failed write failed; shards roll back on their idle timeout");
+        }
+        let lost = lost_copies(&catalog, &targets, &results);
+        attempts += 1;
+        if lost.is_empty() || attempts > 2 || drop_lost_copies(engine, &lost).await.is_err() {
+            return Err(e);
+        }
+        work = without_copies(work, primaries, &lost)?;
+    }
+}
+
+/// The targets whose node could not be reached, on shards with more than one copy.
+fn lost_copies<T>(
+    catalog: &Catalog,
+    targets: &[Target],
+    results: &[Result<T, CoordError>],
+) -> Vec<Target> {
+    let mut lost: Vec<Target> = targets
+        .iter()
+        .zip(results)
+        .filter(|(_, r)| matches!(r, Err(CoordError::NodeUnavailable { .. })))
+        .map(|(t, _)| *t)
+        .filter(|t| {
+            catalog
+                .shard(t.shard)
+                .is_some_and(|(_, s)| s.write_nodes().nth(1).is_some())
+        })
+        .collect();
+    lost.sort_by_key(|t| (t.shard, t.node));
+    lost.dedup();
+    lost
+}
+
+/// Takes lost copies out of their shards. Refused (and the write fails as it would have)
+/// when a shard would keep fewer than a majority of its declared copies: a coordinator cut
+/// off from the others' nodes cannot shrink a shard to the copies it still reaches.
+async fn drop_lost_copies(engine: &Engine, lost: &[Target]) -> Result<(), CoordError> {
+    for t in lost {
+        let catalog = engine.catalog.snapshot();
+        let Some((g, _)) = catalog.shard(t.shard) else {
+            continue;
+        };
+        let keep = g.replicas / 2 + 1;
+        engine
+            .catalog
+            .propose(crate::catalog::CatalogCommand::DropCopy {
+                shard: t.shard,
+                node: t.node,
+                keep,
+            })
+            .await?;
+        tracing::warn!(
+            shard = t.shard,
+            node = t.node,
+            "unreachable copy left its shard; writes go on with the others"
+        );
+    }
+    Ok(())
+}
+
+/// 40001 for a transaction that wrote a copy which then left its shard.
+fn copy_lost_error(lost: &[Target]) -> CoordError {
+    CoordError::Storage {
+        sqlstate: "40001".into(),
+        message: format!(
+            "could not serialize access: the copy of shard {} on node {} became unreachable and left the shard; retry the transaction",
+            lost[0].shard, lost[0].node
+        ),
+    }
+}
+
+/// The tasks without those on `lost` targets; a shard's first copy lost, the shard's next
+/// copy takes its task's place among the first copies.
+fn without_copies(
+    mut work: Vec<Task>,
+    primaries: usize,
+    lost: &[Target],
+) -> Result<Vec<Task>, CoordError> {
+    let mut copies = work.split_off(primaries.min(work.len()));
+    for p in &mut work {
+        if lost.contains(&p.target) {
+            let next = copies
+                .iter()
+                .position(|c| c.target.shard == p.target.shard && !lost.contains(&c.target))
+                .ok_or_else(|| CoordError::Internal("a shard lost every copy".into()))?;
+            *p = copies.remove(next);
+        }
+    }
+    copies.retain(|c| !lost.contains(&c.target));
+    work.extend(copies);
+    Ok(work)
 }
 
 /// Whether a shard belongs to a table declared with several copies, or has a copy being
@@ -209,9 +384,23 @@ pub async fn finish_all(
     txn_id: u64,
     commit: bool,
 ) -> Result<(), CoordError> {
+    let results = finish_each(engine, targets, txn_id, commit).await?;
+    if commit && results.iter().all(|r| r.is_ok()) && targets.len() > 1 {
+        engine.txnlog.done(txn_id)?;
+    }
+    fold_finish(targets, results, txn_id, commit)
+}
+
+/// Commits or rolls back `txn_id` on every target, after recording a commit decision when
+/// there are several; one result per target.
+async fn finish_each(
+    engine: &Engine,
+    targets: &[Target],
+    txn_id: u64,
+    commit: bool,
+) -> Result<Vec<Result<(), CoordError>>, CoordError> {
     let catalog = engine.catalog.snapshot();
-    let decided = commit && targets.len() > 1;
-    if decided {
+    if commit && targets.len() > 1 {
         engine.txnlog.decide(txn_id, targets)?;
         if std::env::var("TESSERA_FAULT").as_deref() == Ok("crash-after-commit-decision") {
             // Test hook: die between the decision and the shards' commits.
@@ -228,11 +417,17 @@ pub async fn finish_all(
                 .await
         }
     });
-    let results = join_all(futs).await;
+    Ok(join_all(futs).await)
+}
+
+/// The first failure of [`finish_each`]'s results, as the statement's error.
+fn fold_finish(
+    targets: &[Target],
+    results: Vec<Result<(), CoordError>>,
+    txn_id: u64,
+    commit: bool,
+) -> Result<(), CoordError> {
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    if decided && ok == targets.len() {
-        engine.txnlog.done(txn_id)?;
-    }
     for (t, r) in targets.iter().zip(results) {
         if let Err(e) = r {
             if commit && ok > 0 {
@@ -349,7 +544,7 @@ pub async fn execute_observed(
                 _ => work.len(),
             };
             let results = if implicit {
-                ordered_tasks(engine, &catalog, work, primaries, params, txn_id, session).await
+                implicit_write(engine, work, primaries, params, txn_id, session).await?
             } else if primaries < work.len() {
                 // Inside an explicit transaction: each shard's first copy before its others,
                 // so two writers of one shard queue on its first copy.
@@ -359,6 +554,12 @@ pub async fn execute_observed(
                 if results.iter().all(|r| r.is_ok()) {
                     results
                         .extend(run_tasks(engine, &catalog, copies, params, txn_id, session).await);
+                }
+                // A lost copy leaves its shard (when enough remain) so the retry goes on
+                // without it; this transaction has written it and fails.
+                let lost = lost_copies(&catalog, &targets, &results);
+                if !lost.is_empty() && drop_lost_copies(engine, &lost).await.is_ok() {
+                    return Err(copy_lost_error(&lost));
                 }
                 results
             } else {
@@ -377,19 +578,7 @@ pub async fn execute_observed(
                     }
                 }
             }
-            if implicit {
-                if let Some(e) = failure {
-                    if let Err(rb) = finish_all(engine, &targets, txn_id, false).await {
-                        tracing::warn!(error = %rb, "rollback after a failed multi-shard write failed; shards roll back on their idle timeout");
-                    }
-                    return Err(e);
-                }
-                if let Err(e) = copies_unchanged(&engine.catalog.snapshot(), &targets) {
-                    let _ = finish_all(engine, &targets, txn_id, false).await;
-                    return Err(e);
-                }
-                finish_all(engine, &targets, txn_id, true).await?;
-            } else if let Some(e) = failure {
+            if let Some(e) = failure {
                 return Err(e);
             }
             merge_results(merge, outputs, params).await?

@@ -9,7 +9,7 @@ use crate::catalog::{CatalogCommand, Liveness};
 use crate::engine::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// Failure-detection timing.
@@ -75,6 +75,7 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
         // from the moment this coordinator started detecting (a new leader starts fresh).
         let mut last_ok: HashMap<u64, Instant> = HashMap::new();
         let mut was_detecting = false;
+        let mut repairing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let Some(engine) = engine.upgrade() else {
                 return;
@@ -85,15 +86,26 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
                 last_ok.clear();
                 // A fill's coordinator may have died (with the old leader, or before a
                 // restart): no fill outlives a change of detector.
-                crate::repair::abandon_fills(&engine).await;
+                crate::repair::abandon_fills(&engine, true).await;
             }
             was_detecting = now_detecting;
             if now_detecting {
                 probe_all(&engine, &config, &mut last_ok).await;
-                match crate::repair::repair_once(&engine).await {
-                    Ok(Some(done)) => tracing::warn!(%done, "replica repaired"),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "replica repair failed; retrying"),
+                crate::repair::abandon_fills(&engine, false).await;
+                // Repair runs beside detection (a throttled copy can take minutes, and
+                // detection must go on meanwhile), one copy at a time.
+                if repairing.as_ref().is_none_or(|r| r.is_finished()) {
+                    let e = Arc::downgrade(&engine);
+                    repairing = Some(tokio::spawn(async move {
+                        let Some(engine) = e.upgrade() else {
+                            return;
+                        };
+                        match crate::repair::repair_once(&engine).await {
+                            Ok(Some(done)) => tracing::warn!(%done, "replica repaired"),
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(error = %e, "replica repair failed; retrying"),
+                        }
+                    }));
                 }
             }
             drop(engine);
@@ -146,9 +158,10 @@ async fn probe_all(engine: &Engine, config: &LivenessConfig, last_ok: &mut HashM
         // round until it is recorded).
         let replicated_here = catalog.groups.values().any(|g| {
             g.kind != crate::catalog::GroupKind::Reference
-                && g.shards
-                    .iter()
-                    .any(|s| s.placements.len() > 1 && s.placements.contains(&node.id))
+                && g.shards.iter().any(|s| {
+                    (s.placements.len() > 1 && s.placements.contains(&node.id))
+                        || s.filling.contains(&node.id)
+                })
         });
         if state == Liveness::Dead && replicated_here {
             match engine

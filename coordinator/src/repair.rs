@@ -233,31 +233,51 @@ pub async fn move_shard(
     Ok(format!("shard {shard} moved to {to} ({rows} rows)"))
 }
 
+/// The copy a fill reads from: the shard's first copy while its node answers. Every writer
+/// takes that copy's lock before any other, so holding it while the new copy is written
+/// cannot deadlock. Else the first live copy.
+async fn lock_head(
+    engine: &Engine,
+    catalog: &Catalog,
+    s: &crate::catalog::Shard,
+) -> Result<u64, CoordError> {
+    if let Some(first) = s.placements.first() {
+        if engine.cluster.stats(catalog.node(*first)?).await.is_ok() {
+            return Ok(*first);
+        }
+    }
+    s.placements
+        .iter()
+        .copied()
+        .find(|n| alive(catalog, *n))
+        .ok_or_else(|| CoordError::Storage {
+            sqlstate: "58000".into(),
+            message: format!("no live copy of shard {} to copy from", s.id),
+        })
+}
+
 /// Fills a copy of `shard` on `to`, then swaps it for the copy on `from`.
 async fn move_copy(engine: &Engine, shard: u64, from: u64, to: u64) -> Result<u64, CoordError> {
     let catalog = engine.catalog.snapshot();
-    // Read from the leaving copy while its node is up, else from another live copy.
     let (_, s) = catalog
         .shard(shard)
         .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
-    let source = if engine.cluster.stats(catalog.node(from)?).await.is_ok() {
-        from
-    } else {
-        s.placements
-            .iter()
-            .copied()
-            .find(|n| *n != from && alive(&catalog, *n))
-            .ok_or_else(|| CoordError::Storage {
-                sqlstate: "58000".into(),
-                message: format!("no live copy of shard {shard} to copy from"),
-            })?
-    };
+    let source = lock_head(engine, &catalog, s).await?;
     let rows = fill(engine, shard, source, to, Some(from)).await?;
     // The old copy goes once reads and commits planned before the switch are done.
     let old = catalog.node(from)?.clone();
     let cluster = engine.cluster.clone();
+    let store = engine.catalog.clone();
     tokio::spawn(async move {
         tokio::time::sleep(OLD_COPY_GRACE).await;
+        // Unless the shard came back to that node meanwhile (a move back, a repair).
+        let back = store
+            .snapshot()
+            .shard(shard)
+            .is_some_and(|(_, s)| s.write_nodes().any(|n| n == old.id));
+        if back {
+            return;
+        }
         if let Err(e) = cluster.drop_shard(&old, shard).await {
             tracing::warn!(shard, node = %old.name, error = %e, "deleting a moved shard's old copy failed");
         }
@@ -274,7 +294,7 @@ pub async fn repair_once(engine: &Engine) -> Result<Option<String>, CoordError> 
             if s.placements.len() >= g.replicas as usize || !s.filling.is_empty() {
                 continue;
             }
-            let Some(source) = s.placements.iter().copied().find(|n| alive(&catalog, *n)) else {
+            let Ok(source) = lock_head(engine, &catalog, s).await else {
                 continue;
             };
             let Some(target) = least_loaded(&catalog, s) else {
@@ -290,21 +310,120 @@ pub async fn repair_once(engine: &Engine) -> Result<Option<String>, CoordError> 
     Ok(None)
 }
 
-/// Abandons every fill in the catalog: called when this coordinator starts detecting (a new
-/// metadata leader), since a fill's coordinator may have died with it.
-pub async fn abandon_fills(engine: &Engine) {
+/// Abandons fills whose coordinator stopped renewing their lease (it died), or every fill
+/// with `all` (this coordinator just started detecting: a fill's coordinator may have died
+/// with the old leader), and lifts their shards' fences.
+pub async fn abandon_fills(engine: &Engine, all: bool) {
     let catalog = engine.catalog.snapshot();
+    let now = unix_ms();
     for s in catalog.groups.values().flat_map(|g| &g.shards) {
+        if s.filling.is_empty() || (!all && s.fill_lease_ms > now) {
+            continue;
+        }
         for node in &s.filling {
             let cmd = CatalogCommand::AbandonFill {
                 shard: s.id,
                 node: *node,
             };
-            if let Err(e) = engine.catalog.propose(cmd).await {
-                tracing::warn!(shard = s.id, error = %e, "cannot abandon a fill");
+            match engine.catalog.propose(cmd).await {
+                Ok(_) => {
+                    tracing::warn!(
+                        shard = s.id,
+                        node,
+                        "abandoned a fill whose coordinator is gone"
+                    )
+                }
+                Err(e) => tracing::warn!(shard = s.id, error = %e, "cannot abandon a fill"),
             }
         }
+        unfence(engine, &catalog, s.id, s.placements.iter().copied(), None).await;
     }
+}
+
+/// How long a fill's lease lasts, and how often its coordinator renews it.
+const FILL_LEASE: Duration = Duration::from_secs(30);
+const FILL_RENEW: Duration = Duration::from_secs(5);
+
+/// The current Unix time in milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fill's lease, renewed while the fill makes progress.
+struct Lease {
+    shard: u64,
+    renewed: std::time::Instant,
+}
+
+impl Lease {
+    fn until() -> u64 {
+        unix_ms() + FILL_LEASE.as_millis() as u64
+    }
+
+    async fn keep(&mut self, engine: &Engine) -> Result<(), CoordError> {
+        if self.renewed.elapsed() >= FILL_RENEW {
+            engine
+                .catalog
+                .propose(CatalogCommand::RenewFill {
+                    shard: self.shard,
+                    lease_until_ms: Self::until(),
+                })
+                .await?;
+            self.renewed = std::time::Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` while a transaction of its own (given to `work`) holds the write lock of the
+/// copy of `shard` on `src`; the lock is released after, whatever the outcome.
+async fn under_lock<T, Fut>(
+    engine: &Engine,
+    src: &Node,
+    shard: u64,
+    work: impl FnOnce(u64) -> Fut,
+) -> Result<T, CoordError>
+where
+    Fut: std::future::Future<Output = Result<T, CoordError>>,
+{
+    let txn = crate::session::new_txn_id();
+    let r = async {
+        engine
+            .cluster
+            .execute(src, shard, txn, vec![lock_statement()])
+            .await?;
+        work(txn).await
+    }
+    .await;
+    if let Err(e) = engine.cluster.finish_txn(src, shard, txn, false).await {
+        tracing::warn!(shard, error = %e, "releasing a copy lock failed; it ends on the idle timeout");
+    }
+    r
+}
+
+/// A copy's schema: its tables and indexes as SQLite declares them.
+async fn schema_of(
+    engine: &Engine,
+    node: &Node,
+    shard: u64,
+    txn: u64,
+) -> Result<Vec<Vec<tessera_shared::proto::Value>>, CoordError> {
+    let st = statement(
+        "SELECT type, name, sql FROM main.sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY type, name".into(),
+        vec![],
+        true,
+    );
+    Ok(engine
+        .cluster
+        .execute(node, shard, txn, vec![st])
+        .await?
+        .into_iter()
+        .flat_map(|r| r.rows)
+        .map(|r| r.values)
+        .collect())
 }
 
 /// Fills a new copy of `shard` on `target` from `source` (see the module doc); the copy then
@@ -316,52 +435,77 @@ async fn fill(
     target: u64,
     leaving: Option<u64>,
 ) -> Result<u64, CoordError> {
-    let catalog = engine.catalog.snapshot();
-    let (group, s) = catalog
-        .shard(shard)
-        .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
-    let tables = tables_of(&catalog, group.id);
-    let dst = catalog.node(target)?;
-    // A fresh copy: whatever the node kept from before is stale.
-    let _ = engine.cluster.drop_shard(dst, shard).await;
-    engine
-        .cluster
-        .create_shard(dst, shard, ShardKind::Sql, group_schema(&tables))
-        .await?;
+    // First the reservation: a second fill of the same copy is refused here.
     engine
         .catalog
         .propose(CatalogCommand::BeginFill {
             shard,
             node: target,
+            lease_until_ms: Lease::until(),
         })
         .await?;
+    let mut lease = Lease {
+        shard,
+        renewed: std::time::Instant::now(),
+    };
+    let catalog = engine.catalog.snapshot();
+    let (group, s) = catalog
+        .shard(shard)
+        .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
+    let group = group.id;
     let placements = s.placements.clone();
+    let src = catalog.node(source)?;
+    let dst = catalog.node(target)?;
     let filled = async {
+        // A fresh copy (whatever the node kept from before is stale), made while no write
+        // can reach it: every writer holds the source's lock before it writes a copy.
+        under_lock(engine, src, shard, |_| async {
+            let _ = engine.cluster.drop_shard(dst, shard).await;
+            engine
+                .cluster
+                .create_shard(
+                    dst,
+                    shard,
+                    ShardKind::Sql,
+                    group_schema(&tables_of(&catalog, group)),
+                )
+                .await
+        })
+        .await?;
         for p in &placements {
             let fenced = engine.cluster.fence(catalog.node(*p)?, shard, true).await;
             if *p == source {
                 fenced?;
             }
         }
+        let tables = tables_of(&catalog, group);
         let mut rows = 0;
         let keyed = tables.iter().all(|t| !t.primary_key.is_empty());
         if keyed {
             for t in &tables {
-                rows += copy_table_in_batches(engine, &catalog, shard, source, target, t).await?;
+                rows += copy_table_in_batches(engine, src, dst, shard, t, &mut lease).await?;
             }
         }
+        lease.keep(engine).await?;
         // Last: compare under the source's lock (copy whole if they differ), then switch.
-        let txn = crate::session::new_txn_id();
-        let src = catalog.node(source)?;
-        let done = async {
-            engine
-                .cluster
-                .execute(src, shard, txn, vec![lock_statement()])
-                .await?;
-            let (n, sum) = digest(engine, src, shard, &tables, txn).await?;
+        under_lock(engine, src, shard, |txn| async move {
+            // DDL may have run meanwhile: the tables as they are now, and the same schema on
+            // both copies (a change planned before the fill began missed the new copy).
+            let now = engine.catalog.snapshot();
+            let tables = tables_of(&now, group);
+            if schema_of(engine, src, shard, txn).await? != schema_of(engine, dst, shard, 0).await?
+            {
+                return Err(CoordError::Storage {
+                    sqlstate: "40001".into(),
+                    message: format!(
+                        "the schema of shard {shard} changed while a copy was made; it is made again"
+                    ),
+                });
+            }
+            let want = digest(engine, src, shard, &tables, txn).await?;
             let same = digest(engine, dst, shard, &tables, 0)
                 .await
-                .is_ok_and(|d| d == (n, sum.clone()));
+                .is_ok_and(|d| d == want);
             if !same {
                 if keyed {
                     tracing::warn!(
@@ -370,6 +514,11 @@ async fn fill(
                     );
                 }
                 rows = copy_whole(engine, &tables, shard, src, dst, txn).await?;
+                if digest(engine, dst, shard, &tables, 0).await? != want {
+                    return Err(CoordError::Internal(format!(
+                        "a new copy of shard {shard} differs from its source after a whole copy"
+                    )));
+                }
             }
             engine
                 .catalog
@@ -387,13 +536,9 @@ async fn fill(
                 copied_again_whole = !same,
                 "new shard copy filled"
             );
-            Ok::<u64, CoordError>(rows)
-        }
-        .await;
-        if let Err(e) = engine.cluster.finish_txn(src, shard, txn, false).await {
-            tracing::warn!(shard, error = %e, "releasing the copy lock failed; it ends on the idle timeout");
-        }
-        done
+            Ok(rows)
+        })
+        .await
     }
     .await;
     if filled.is_err() {
@@ -405,30 +550,44 @@ async fn fill(
             })
             .await;
     }
-    for p in &placements {
-        if let Ok(n) = catalog.node(*p) {
-            let _ = engine.cluster.fence(n, shard, false).await;
+    // A leaving copy stays fenced until it is deleted: a write planned before the fill and
+    // arriving only now must not land there alone.
+    let leaving = leaving.filter(|_| filled.is_ok());
+    unfence(engine, &catalog, shard, placements.iter().copied(), leaving).await;
+    filled
+}
+
+/// Lifts a shard's fence on `nodes` (but `except`).
+async fn unfence(
+    engine: &Engine,
+    catalog: &Catalog,
+    shard: u64,
+    nodes: impl Iterator<Item = u64>,
+    except: Option<u64>,
+) {
+    for p in nodes.filter(|p| Some(*p) != except) {
+        if let Ok(n) = catalog.node(p) {
+            if let Err(e) = engine.cluster.fence(n, shard, false).await {
+                tracing::debug!(shard, node = %n.name, error = %e, "cannot lift a fence");
+            }
         }
     }
-    filled
 }
 
 /// Copies one table's rows in primary-key order, one batch under the source's lock at a time
 /// (see the module doc). Returns the rows copied.
 async fn copy_table_in_batches(
     engine: &Engine,
-    catalog: &Catalog,
+    src: &Node,
+    dst: &Node,
     shard: u64,
-    source: u64,
-    target: u64,
     t: &Table,
+    lease: &mut Lease,
 ) -> Result<u64, CoordError> {
     let (batch, pause) = (
         engine.config.liveness.repair_batch_rows.max(1),
         Duration::from_millis(engine.config.liveness.repair_pause_ms),
     );
-    let src = catalog.node(source)?;
-    let dst = catalog.node(target)?;
     let key_cols: Vec<usize> = t
         .primary_key
         .iter()
@@ -459,70 +618,80 @@ async fn copy_table_in_batches(
     let insert = insert_sql(t);
     let mut after: Option<Vec<Value>> = None;
     let mut copied = 0u64;
+    let (key_cols, order, key, marks, name, insert) =
+        (&key_cols, &order, &key, &marks, &name, &insert);
     loop {
-        let txn = crate::session::new_txn_id();
-        let step = async {
-            engine
-                .cluster
-                .execute(src, shard, txn, vec![lock_statement()])
-                .await?;
-            let read = match &after {
-                None => statement(
-                    format!("SELECT * FROM {name} ORDER BY {order} LIMIT {batch}"),
-                    vec![],
-                    true,
-                ),
-                Some(k) => statement(
-                    format!(
-                        "SELECT * FROM {name} WHERE {key} > {} ORDER BY {order} LIMIT {batch}",
-                        marks(1)
+        let mut attempt = 0;
+        let step = loop {
+            let after = &after;
+            let step = under_lock(engine, src, shard, |txn| async move {
+                let read = match &after {
+                    None => statement(
+                        format!("SELECT * FROM {name} ORDER BY {order} LIMIT {batch}"),
+                        vec![],
+                        true,
                     ),
-                    k.clone(),
-                    true,
-                ),
-            };
-            let rows: Vec<Vec<Value>> = engine
-                .cluster
-                .execute(src, shard, txn, vec![read])
-                .await?
-                .into_iter()
-                .flat_map(|r| r.rows)
-                .map(|r| r.values.into_iter().map(Value::from).collect())
-                .collect();
-            let upper: Option<Vec<Value>> = (rows.len() >= batch)
-                .then(|| rows.last())
-                .flatten()
-                .map(|r| key_cols.iter().map(|i| r[*i].clone()).collect());
-            // The target's rows in this key range become exactly the source's.
-            let (range, params) = match (&after, &upper) {
-                (None, None) => (String::new(), vec![]),
-                (Some(a), None) => (format!(" WHERE {key} > {}", marks(1)), a.clone()),
-                (None, Some(u)) => (format!(" WHERE {key} <= {}", marks(1)), u.clone()),
-                (Some(a), Some(u)) => (
-                    format!(
-                        " WHERE {key} > {} AND {key} <= {}",
-                        marks(1),
-                        marks(1 + key_cols.len())
+                    Some(k) => statement(
+                        format!(
+                            "SELECT * FROM {name} WHERE {key} > {} ORDER BY {order} LIMIT {batch}",
+                            marks(1)
+                        ),
+                        k.clone(),
+                        true,
                     ),
-                    a.iter().chain(u).cloned().collect(),
-                ),
-            };
-            let mut writes = vec![statement(
-                format!("DELETE FROM {name}{range}"),
-                params,
-                false,
-            )];
-            let n = rows.len() as u64;
-            writes.extend(
-                rows.into_iter()
-                    .map(|r| statement(insert.clone(), r, false)),
-            );
-            engine.cluster.execute(dst, shard, 0, writes).await?;
-            Ok::<_, CoordError>((upper, n))
-        }
-        .await;
-        let _ = engine.cluster.finish_txn(src, shard, txn, false).await;
+                };
+                let rows: Vec<Vec<Value>> = engine
+                    .cluster
+                    .execute(src, shard, txn, vec![read])
+                    .await?
+                    .into_iter()
+                    .flat_map(|r| r.rows)
+                    .map(|r| r.values.into_iter().map(Value::from).collect())
+                    .collect();
+                let upper: Option<Vec<Value>> = (rows.len() >= batch)
+                    .then(|| rows.last())
+                    .flatten()
+                    .map(|r| key_cols.iter().map(|i| r[*i].clone()).collect());
+                // The target's rows in this key range become exactly the source's.
+                let (range, params) = match (&after, &upper) {
+                    (None, None) => (String::new(), vec![]),
+                    (Some(a), None) => (format!(" WHERE {key} > {}", marks(1)), a.clone()),
+                    (None, Some(u)) => (format!(" WHERE {key} <= {}", marks(1)), u.clone()),
+                    (Some(a), Some(u)) => (
+                        format!(
+                            " WHERE {key} > {} AND {key} <= {}",
+                            marks(1),
+                            marks(1 + key_cols.len())
+                        ),
+                        a.iter().chain(u).cloned().collect(),
+                    ),
+                };
+                let mut writes = vec![statement(
+                    format!("DELETE FROM {name}{range}"),
+                    params,
+                    false,
+                )];
+                let n = rows.len() as u64;
+                writes.extend(
+                    rows.into_iter()
+                        .map(|r| statement(insert.clone(), r, false)),
+                );
+                engine.cluster.execute(dst, shard, 0, writes).await?;
+                Ok((upper, n))
+            })
+            .await;
+            // The copy's lock transaction is the youngest: it gives way to older writers
+            // (40001) and tries again, rather than starting the whole copy over.
+            match step {
+                Err(e) if e.sqlstate() == "40001" && attempt < 20 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+                }
+                r => break r,
+            }
+        };
         let (upper, n) = step?;
+        lease.keep(engine).await?;
         copied += n;
         match upper {
             Some(u) => after = Some(u),

@@ -322,10 +322,19 @@ pub struct Shard {
     /// no read does, until the fill completes and they join `placements`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filling: Vec<u64>,
+    /// While `filling` is not empty: when (Unix ms) its fills are given up unless their
+    /// coordinator renews them ([`CatalogCommand::RenewFill`]); a fill whose coordinator died
+    /// is then abandoned by the metadata leader.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fill_lease_ms: u64,
     /// Range groups: inclusive lower bound (None = unbounded).
     pub lower: Option<Bound>,
     /// Range groups: exclusive upper bound (None = unbounded).
     pub upper: Option<Bound>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Shard {
@@ -413,11 +422,21 @@ pub enum CatalogCommand {
         node: u64,
     },
     /// Start filling a new copy of a shard on a node: from now on every write reaches it.
+    /// Refused if the node holds or is being given a copy already.
     BeginFill {
         /// Shard id.
         shard: u64,
         /// Node id.
         node: u64,
+        /// The fill's lease (Unix ms), see [`Shard::fill_lease_ms`].
+        lease_until_ms: u64,
+    },
+    /// Extends the lease of a shard's fills.
+    RenewFill {
+        /// Shard id.
+        shard: u64,
+        /// New expiry (Unix ms).
+        lease_until_ms: u64,
     },
     /// A filled copy joins the shard's placements; `leaving` (a move's source) leaves them.
     FinishFill {
@@ -434,6 +453,16 @@ pub enum CatalogCommand {
         shard: u64,
         /// Node id.
         node: u64,
+    },
+    /// Take one unreachable copy out of a shard (a write found its node gone), as long as
+    /// `keep` copies remain; a copy being filled just stops being filled.
+    DropCopy {
+        /// Shard id.
+        shard: u64,
+        /// Node id.
+        node: u64,
+        /// Copies that must remain (a majority of the declared ones).
+        keep: u32,
     },
     /// Take a dead node out of every replicated shard that has another copy, so writes go
     /// to the remaining copies (its own copy is stale from then on and never read again).
@@ -548,16 +577,31 @@ impl Catalog {
                     s.placements.push(node);
                 }
             }
-            CatalogCommand::BeginFill { shard, node } => {
+            CatalogCommand::RenewFill {
+                shard,
+                lease_until_ms,
+            } => {
                 let s = self.shard_mut(shard)?;
-                if s.placements.contains(&node) {
-                    return Err(CoordError::Internal(format!(
-                        "node {node} already holds a copy of shard {shard}"
-                    )));
+                if !s.filling.is_empty() {
+                    s.fill_lease_ms = s.fill_lease_ms.max(lease_until_ms);
                 }
-                if !s.filling.contains(&node) {
-                    s.filling.push(node);
+            }
+            CatalogCommand::BeginFill {
+                shard,
+                node,
+                lease_until_ms,
+            } => {
+                let s = self.shard_mut(shard)?;
+                if s.write_nodes().any(|n| n == node) {
+                    return Err(CoordError::Storage {
+                        sqlstate: "55006".into(),
+                        message: format!(
+                            "node {node} already holds or is being given a copy of shard {shard}"
+                        ),
+                    });
                 }
+                s.filling.push(node);
+                s.fill_lease_ms = s.fill_lease_ms.max(lease_until_ms);
             }
             CatalogCommand::FinishFill {
                 shard,
@@ -572,12 +616,34 @@ impl Catalog {
                 }
                 s.filling.retain(|n| *n != node);
                 s.placements.push(node);
+                if s.filling.is_empty() {
+                    s.fill_lease_ms = 0;
+                }
                 if let Some(l) = leaving {
                     s.placements.retain(|n| *n != l);
                 }
             }
+            CatalogCommand::DropCopy { shard, node, keep } => {
+                let s = self.shard_mut(shard)?;
+                s.filling.retain(|n| *n != node);
+                if s.placements.contains(&node) {
+                    if s.placements.len() <= keep.max(1) as usize {
+                        return Err(CoordError::Storage {
+                            sqlstate: "58000".into(),
+                            message: format!(
+                                "shard {shard} would keep fewer than {keep} copies without node {node}"
+                            ),
+                        });
+                    }
+                    s.placements.retain(|n| *n != node);
+                }
+            }
             CatalogCommand::AbandonFill { shard, node } => {
-                self.shard_mut(shard)?.filling.retain(|n| *n != node);
+                let s = self.shard_mut(shard)?;
+                s.filling.retain(|n| *n != node);
+                if s.filling.is_empty() {
+                    s.fill_lease_ms = 0;
+                }
             }
             CatalogCommand::DropPlacements { node } => {
                 for g in self.groups.values_mut() {
@@ -789,6 +855,7 @@ mod tests {
                         index: 0,
                         placements: vec![1],
                         filling: vec![],
+                        fill_lease_ms: 0,
                         lower: None,
                         upper: None,
                     }],
@@ -854,6 +921,7 @@ mod tests {
                     index: 0,
                     placements: vec![1],
                     filling: vec![],
+                    fill_lease_ms: 0,
                     lower: None,
                     upper: None,
                 }],
@@ -861,13 +929,21 @@ mod tests {
         })
         .expect("create");
         let shard = |c: &Catalog| c.shard(6).expect("shard").1.clone();
-        c.apply(CatalogCommand::BeginFill { shard: 6, node: 2 })
-            .expect("begin");
+        c.apply(CatalogCommand::BeginFill {
+            shard: 6,
+            node: 2,
+            lease_until_ms: 1,
+        })
+        .expect("begin");
         assert_eq!(shard(&c).placements, vec![1]);
         assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![1, 2]);
         assert!(
-            c.apply(CatalogCommand::BeginFill { shard: 6, node: 1 })
-                .is_err(),
+            c.apply(CatalogCommand::BeginFill {
+                shard: 6,
+                node: 1,
+                lease_until_ms: 1,
+            })
+            .is_err(),
             "a node holding a copy is not filled"
         );
         c.apply(CatalogCommand::FinishFill {
@@ -885,13 +961,21 @@ mod tests {
                 leaving: None,
             })
             .is_err());
-        c.apply(CatalogCommand::BeginFill { shard: 6, node: 3 })
-            .expect("begin");
+        c.apply(CatalogCommand::BeginFill {
+            shard: 6,
+            node: 3,
+            lease_until_ms: 1,
+        })
+        .expect("begin");
         c.apply(CatalogCommand::AbandonFill { shard: 6, node: 3 })
             .expect("abandon");
         assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![2]);
-        c.apply(CatalogCommand::BeginFill { shard: 6, node: 3 })
-            .expect("begin");
+        c.apply(CatalogCommand::BeginFill {
+            shard: 6,
+            node: 3,
+            lease_until_ms: 1,
+        })
+        .expect("begin");
         c.apply(CatalogCommand::DropPlacements { node: 3 })
             .expect("dead");
         assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![2]);
