@@ -347,3 +347,92 @@ async fn repeated_kills_and_restarts_lose_nothing() {
         let _ = p.wait();
     }
 }
+
+/// With failure detection slowed to a minute, writes to the shards of a node killed with
+/// kill -9 still go on within moments: the first write that cannot reach the dead copy takes it
+/// out of its shard (two of three copies remain, a majority) and commits on the others. Repair
+/// then restores three agreeing copies, and exactly the acknowledged rows are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_at_once_when_a_copy_dies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (cluster, c) = ledger_cluster(tmp.path(), "60000").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let port = cluster.port;
+    let writer_task = {
+        let stop = stop.clone();
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let (client, conn) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+                tokio_postgres::NoTls,
+            )
+            .await
+            .expect("connect");
+            tokio::spawn(conn);
+            let mut acked = Vec::new();
+            let mut id = 0;
+            while !stop.load(Ordering::Relaxed) {
+                insert_until_known(&client, id).await;
+                acked.push(id);
+                id += 1;
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            acked
+        })
+    };
+    while progress.load(Ordering::Relaxed) < 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    kill9(cluster.pid_of("storage-1"));
+    let killed = Instant::now();
+    let before = progress.load(Ordering::Relaxed);
+    let went_on = common::wait_until(20, || async {
+        progress.load(Ordering::Relaxed) >= before + 100
+    })
+    .await;
+    assert!(went_on, "writes stalled after storage-1 died");
+    println!(
+        "100 writes after kill -9 of a copy's node within {:?}",
+        killed.elapsed()
+    );
+    // Still not declared dead, yet out of every shard, and repaired onto the fourth node.
+    let healed = common::wait_until(30, || async {
+        let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
+            return false;
+        };
+        let mut copies: std::collections::HashMap<i64, usize> = Default::default();
+        for r in &check {
+            *copies.entry(r.get(0)).or_default() += 1;
+        }
+        copies.len() == 4
+            && copies.values().all(|n| *n == 3)
+            && check.iter().all(|r| r.get::<_, bool>(4))
+            && check.iter().all(|r| r.get::<_, String>(1) != "storage-1")
+    })
+    .await;
+    assert!(healed, "three agreeing copies again, none on storage-1");
+    let liveness: String = c
+        .query("SHOW tessera.nodes", &[])
+        .await
+        .expect("nodes")
+        .iter()
+        .find(|r| r.get::<_, String>(1) == "storage-1")
+        .map(|r| r.get(4))
+        .expect("storage-1");
+    assert_ne!(
+        liveness, "dead",
+        "failure detection was not what moved writes on"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = writer_task.await.expect("writer");
+    acked.sort();
+    let rows: Vec<i64> = c
+        .query("SELECT id FROM ledger ORDER BY id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, acked, "exactly the acknowledged rows, each once");
+}

@@ -980,4 +980,41 @@ mod tests {
             .expect("dead");
         assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![2]);
     }
+
+    /// An unreachable copy leaves its shard only while `keep` copies remain: a coordinator
+    /// cut off from some nodes cannot shrink a shard below a majority.
+    #[test]
+    fn a_lost_copy_leaves_only_while_a_majority_remains() {
+        let mut c = Catalog::default();
+        c.apply(CatalogCommand::CreateTable {
+            table: table("t", 5),
+            new_group: Some(Group {
+                id: 5,
+                kind: GroupKind::Hash,
+                replicas: 3,
+                shards: vec![Shard {
+                    id: 6,
+                    index: 0,
+                    placements: vec![1, 2, 3],
+                    filling: vec![4],
+                    fill_lease_ms: 9,
+                    lower: None,
+                    upper: None,
+                }],
+            }),
+        })
+        .expect("create");
+        let drop = |node| CatalogCommand::DropCopy {
+            shard: 6,
+            node,
+            keep: 2,
+        };
+        c.apply(drop(1)).expect("3 copies: one may go");
+        assert_eq!(c.shard(6).expect("shard").1.placements, vec![2, 3]);
+        let e = c.apply(drop(2)).expect_err("2 copies are the majority");
+        assert_eq!(e.sqlstate(), "58000");
+        c.apply(drop(4)).expect("a filling copy just stops");
+        let s = &c.shard(6).expect("shard").1;
+        assert_eq!(s.write_nodes().collect::<Vec<_>>(), vec![2, 3]);
+    }
 }
