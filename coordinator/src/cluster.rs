@@ -39,6 +39,11 @@ fn storage_error(e: StorageError) -> CoordError {
     }
 }
 
+/// How long a statement's own transaction (or the coordinator's own, such as a copy's lock)
+/// may sit idle on a storage node: if the coordinator dies mid-statement, its shard locks are
+/// released after this, not after the node's limit for client transactions.
+pub const SHORT_TXN_IDLE_MS: u32 = 10_000;
+
 impl Cluster {
     /// Hosts a storage node in this process; the catalog addresses it as `embedded:<name>`.
     pub fn add_embedded(&self, name: &str, registry: Arc<ShardRegistry>) {
@@ -85,13 +90,21 @@ impl Cluster {
         statements: Vec<Statement>,
     ) -> Result<Vec<StatementResult>, CoordError> {
         Ok(self
-            .execute_versioned(node, shard_id, txn_id, statements, vec![])
+            .execute_versioned(
+                node,
+                shard_id,
+                txn_id,
+                statements,
+                vec![],
+                SHORT_TXN_IDLE_MS,
+            )
             .await?
             .0)
     }
 
     /// Runs statements on one shard of `node`, and reports the data versions of `keys` as
-    /// they were before the statements ran (node incarnation, one version per key).
+    /// they were before the statements ran (node incarnation, one version per key). A
+    /// transaction this opens ends after `txn_idle_ms` without work (0: the node's default).
     pub async fn execute_versioned(
         &self,
         node: &Node,
@@ -99,12 +112,14 @@ impl Cluster {
         txn_id: u64,
         statements: Vec<Statement>,
         keys: Vec<VersionKey>,
+        txn_idle_ms: u32,
     ) -> Result<(Vec<StatementResult>, u64, Vec<u64>), CoordError> {
         match self.target(node)? {
             Target::Embedded(r) => {
                 let (incarnation, versions) = r.versions(&keys);
+                let idle = (txn_idle_ms > 0).then(|| Duration::from_millis(u64::from(txn_idle_ms)));
                 let results = r
-                    .execute(shard_id, txn_id, statements)
+                    .execute_idle(shard_id, txn_id, statements, idle)
                     .await
                     .map_err(storage_error)?;
                 Ok((results, incarnation, versions))
@@ -116,6 +131,7 @@ impl Cluster {
                         statements,
                         txn_id,
                         versions_of: keys,
+                        txn_idle_ms,
                     })
                     .await
                     .map_err(|s| status_error(node, s))?
@@ -162,6 +178,30 @@ impl Cluster {
                     shard_id,
                     txn_id,
                     commit,
+                    prepare: false,
+                })
+                .await
+                .map_err(|s| status_error(node, s))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Marks a transaction prepared on `node` (see the storage `FinishTxn` RPC).
+    pub async fn prepare_txn(
+        &self,
+        node: &Node,
+        shard_id: u64,
+        txn_id: u64,
+    ) -> Result<(), CoordError> {
+        match self.target(node)? {
+            Target::Embedded(r) => r.prepare_txn(shard_id, txn_id).map_err(storage_error),
+            Target::Remote(mut c) => {
+                c.finish_txn(FinishTxnRequest {
+                    shard_id,
+                    txn_id,
+                    commit: false,
+                    prepare: true,
                 })
                 .await
                 .map_err(|s| status_error(node, s))?;

@@ -74,7 +74,12 @@ async fn run_tasks(
 ) -> Vec<TaskResult> {
     let interrupt = session.interrupt.clone();
     let deadline = session.deadline;
-    let work = run_tasks_to_end(engine, catalog, tasks, params, txn_id);
+    // A client's transaction may idle as long as the node allows; a statement's own is short.
+    let idle_ms = match session.txn {
+        Some(_) => 0,
+        None => crate::cluster::SHORT_TXN_IDLE_MS,
+    };
+    let work = run_tasks_to_end(engine, catalog, tasks, params, txn_id, idle_ms);
     let timeout = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -94,6 +99,7 @@ async fn run_tasks_to_end(
     tasks: Vec<Task>,
     params: &[Value],
     txn_id: u64,
+    idle_ms: u32,
 ) -> Vec<TaskResult> {
     let proto_params: Vec<proto::Value> = params.iter().cloned().map(proto::Value::from).collect();
     let futs = tasks.into_iter().map(|task| {
@@ -108,7 +114,7 @@ async fn run_tasks_to_end(
             };
             let (mut results, incarnation, versions) = engine
                 .cluster
-                .execute_versioned(node, t.shard, txn_id, vec![st], task.watch.clone())
+                .execute_versioned(node, t.shard, txn_id, vec![st], task.watch.clone(), idle_ms)
                 .await?;
             let first = results
                 .pop()
@@ -221,7 +227,20 @@ async fn implicit_write(
             session,
         )
         .await;
-        let failure = results.iter().find_map(|r| r.as_ref().err()).cloned();
+        // The first real failure (parts not run after it say only that).
+        let mut failure = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .min_by_key(|e| matches!(e, CoordError::Internal(_)))
+            .cloned();
+        let mut lost = lost_copies(&catalog, &targets, &results);
+        if failure.is_none() && targets.len() > 1 {
+            // Opened with a short idle limit: told the decision is coming, none rolls back on
+            // that limit while a restarted coordinator could still commit it.
+            let prepared = prepare_all(engine, &catalog, &targets, txn_id).await;
+            failure = prepared.iter().find_map(|r| r.as_ref().err()).cloned();
+            lost = lost_copies(&catalog, &targets, &prepared);
+        }
         let Some(e) = failure else {
             if let Err(e) = copies_unchanged(&engine.catalog.snapshot(), &targets) {
                 let _ = finish_all(engine, &targets, txn_id, false).await;
@@ -249,13 +268,30 @@ async fn implicit_write(
         if let Err(rb) = finish_all(engine, &targets, txn_id, false).await {
             tracing::debug!(error = %rb, "rollback after a failed write failed; shards roll back on their idle timeout");
         }
-        let lost = lost_copies(&catalog, &targets, &results);
         attempts += 1;
         if lost.is_empty() || attempts > 2 || drop_lost_copies(engine, &lost).await.is_err() {
             return Err(e);
         }
         work = without_copies(work, primaries, &lost)?;
     }
+}
+
+/// Marks the transaction prepared on every target (see [`Cluster::prepare_txn`]).
+///
+/// [`Cluster::prepare_txn`]: crate::cluster::Cluster::prepare_txn
+async fn prepare_all(
+    engine: &Engine,
+    catalog: &Catalog,
+    targets: &[Target],
+    txn_id: u64,
+) -> Vec<Result<(), CoordError>> {
+    join_all(targets.iter().map(|t| async move {
+        engine
+            .cluster
+            .prepare_txn(catalog.node(t.node)?, t.shard, txn_id)
+            .await
+    }))
+    .await
 }
 
 /// The targets whose node could not be reached, on shards with more than one copy.

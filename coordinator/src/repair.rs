@@ -758,6 +758,11 @@ async fn copy_whole(
                 .map(|r| statement(insert.clone(), r, false))
                 .collect();
             engine.cluster.execute(dst, shard, 0, writes).await?;
+            // Keeps the lock transaction from idling out during a long copy.
+            engine
+                .cluster
+                .execute(src, shard, txn, vec![lock_statement()])
+                .await?;
         }
     }
     Ok(copied)

@@ -34,7 +34,7 @@ impl Storage for StorageService {
         };
         let results = self
             .shards
-            .execute(r.shard_id, r.txn_id, r.statements)
+            .execute_idle(r.shard_id, r.txn_id, r.statements, idle(r.txn_idle_ms))
             .await?;
         Ok(Response::new(ExecuteResponse {
             results,
@@ -48,9 +48,13 @@ impl Storage for StorageService {
         req: Request<FinishTxnRequest>,
     ) -> Result<Response<FinishTxnResponse>, Status> {
         let r = req.into_inner();
-        self.shards
-            .finish_txn(r.shard_id, r.txn_id, r.commit)
-            .await?;
+        if r.prepare {
+            self.shards.prepare_txn(r.shard_id, r.txn_id)?;
+        } else {
+            self.shards
+                .finish_txn(r.shard_id, r.txn_id, r.commit)
+                .await?;
+        }
         Ok(Response::new(FinishTxnResponse {}))
     }
 
@@ -97,4 +101,9 @@ impl Storage for StorageService {
             shards,
         }))
     }
+}
+
+/// A request's transaction idle limit (0: the node's own).
+fn idle(ms: u32) -> Option<std::time::Duration> {
+    (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)))
 }

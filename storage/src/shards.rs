@@ -16,8 +16,12 @@ use tessera_shared::REFERENCE_SCOPE;
 /// File name of the node's reference database.
 pub const REFERENCE_DB: &str = "reference.db";
 
-/// An open transaction's connection thread and its change tracker.
-type TxnConn = (Worker, Arc<ChangeTracker>);
+/// An open transaction's connection thread, its change tracker, and its idle limit (ms).
+type TxnConn = (
+    Worker,
+    Arc<ChangeTracker>,
+    Arc<std::sync::atomic::AtomicU64>,
+);
 
 /// An open shard.
 #[derive(Clone)]
@@ -244,7 +248,7 @@ impl ShardRegistry {
             .filter(|(_, shard)| *shard == id)
             .collect();
         for key in open {
-            if let Some((_, (worker, _))) = self.txns.remove(&key) {
+            if let Some((_, (worker, _, _))) = self.txns.remove(&key) {
                 worker.close().await;
             }
             if !self.txns.iter().any(|e| e.key().0 == key.0) {
@@ -273,6 +277,18 @@ impl ShardRegistry {
         txn_id: u64,
         statements: Vec<Statement>,
     ) -> Result<Vec<StatementResult>, StorageError> {
+        self.execute_idle(shard_id, txn_id, statements, None).await
+    }
+
+    /// [`ShardRegistry::execute`]; a transaction this opens is rolled back after `idle`
+    /// without work (default: the configured `txn_idle_timeout_secs`).
+    pub async fn execute_idle(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        statements: Vec<Statement>,
+        idle: Option<Duration>,
+    ) -> Result<Vec<StatementResult>, StorageError> {
         if txn_id == 0 {
             let shard = self.shard(shard_id)?;
             let t = shard.tracker.clone();
@@ -287,7 +303,7 @@ impl ShardRegistry {
                 })
                 .await;
         }
-        let (worker, t) = self.txn_worker(shard_id, txn_id)?;
+        let (worker, t, _) = self.txn_worker(shard_id, txn_id, idle)?;
         let holders = self.holders.clone();
         let main_db = self.lock_key(shard_id);
         match worker
@@ -330,7 +346,12 @@ impl ShardRegistry {
         }
     }
 
-    fn txn_worker(&self, shard_id: u64, txn_id: u64) -> Result<TxnConn, StorageError> {
+    fn txn_worker(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        idle: Option<Duration>,
+    ) -> Result<TxnConn, StorageError> {
         if let Some(w) = self.txns.get(&(txn_id, shard_id)) {
             return Ok(w.clone());
         }
@@ -356,11 +377,13 @@ impl ShardRegistry {
         conn.execute_batch("BEGIN")?;
         let txns = self.txns.clone();
         let holders = self.holders.clone();
-        let idle = Duration::from_secs(self.config.txn_idle_timeout_secs.max(1));
+        let idle = Arc::new(std::sync::atomic::AtomicU64::new(
+            idle.unwrap_or_else(|| self.client_idle()).as_millis() as u64,
+        ));
         let worker = Worker::spawn(
             format!("txn-{txn_id}-{shard_id}"),
             conn,
-            Some(idle),
+            Some(idle.clone()),
             move |c| {
                 tracing::warn!(txn_id, shard_id, "rolling back idle transaction");
                 let _ = c.execute_batch("ROLLBACK");
@@ -369,9 +392,11 @@ impl ShardRegistry {
             },
             Some(publisher(&tracker)),
         )?;
-        self.txns
-            .insert((txn_id, shard_id), (worker.clone(), tracker.clone()));
-        Ok((worker, tracker))
+        self.txns.insert(
+            (txn_id, shard_id),
+            (worker.clone(), tracker.clone(), idle.clone()),
+        );
+        Ok((worker, tracker, idle))
     }
 
     /// Commits or rolls back a transaction's work on one shard. Rolling back an
@@ -382,7 +407,7 @@ impl ShardRegistry {
         txn_id: u64,
         commit: bool,
     ) -> Result<(), StorageError> {
-        let Some((_, (worker, _))) = self.txns.remove(&(txn_id, shard_id)) else {
+        let Some((_, (worker, _, _))) = self.txns.remove(&(txn_id, shard_id)) else {
             return if commit {
                 Err(StorageError::NoSuchTxn(txn_id))
             } else {
@@ -399,6 +424,23 @@ impl ShardRegistry {
             self.holders.release(txn_id);
         }
         r
+    }
+
+    /// The idle limit of client transactions.
+    fn client_idle(&self) -> Duration {
+        Duration::from_secs(self.config.txn_idle_timeout_secs.max(1))
+    }
+
+    /// Marks a transaction prepared: its commit decision is about to be taken, so it keeps
+    /// the client-transaction idle limit even if it was opened with a short one (a statement's
+    /// own): a coordinator that dies after deciding finds it still open when it recovers.
+    pub fn prepare_txn(&self, shard_id: u64, txn_id: u64) -> Result<(), StorageError> {
+        let Some(e) = self.txns.get(&(txn_id, shard_id)) else {
+            return Err(StorageError::NoSuchTxn(txn_id));
+        };
+        let ms = self.client_idle().as_millis() as u64;
+        e.2.fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Sizes and per-table row counts of every shard.
@@ -719,6 +761,58 @@ mod tests {
             tessera_shared::Value::Integer(15),
             "{rows:?}"
         );
+    }
+
+    /// A statement's own transaction, opened with a short idle limit, is rolled back after it
+    /// (its coordinator died); once prepared it keeps the client-transaction limit, so a
+    /// coordinator that decided to commit finds it open when it comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prepared_transactions_outlive_the_short_idle_limit() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let reg = ShardRegistry::open(StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StorageConfig::default()
+        })
+        .expect("open");
+        reg.create_shard(
+            1,
+            ShardKind::Sql,
+            vec!["CREATE TABLE t (k INTEGER PRIMARY KEY)".into()],
+        )
+        .await
+        .expect("shard");
+        let short = Some(Duration::from_millis(100));
+        reg.execute_idle(1, 10, write("INSERT INTO t VALUES (1)"), short)
+            .await
+            .expect("abandoned");
+        reg.execute_idle(1, 11, write("INSERT INTO t VALUES (2)"), short)
+            .await
+            .expect_err("the abandoned transaction holds the lock");
+        reg.finish_txn(1, 11, false).await.expect("rollback");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let e = reg.finish_txn(1, 10, true).await.expect_err("rolled back");
+        assert_eq!(e.sqlstate(), "25P02");
+        reg.execute_idle(1, 12, write("INSERT INTO t VALUES (3)"), short)
+            .await
+            .expect("the lock is free again");
+        reg.prepare_txn(1, 12).expect("prepare");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        reg.finish_txn(1, 12, true)
+            .await
+            .expect("a prepared transaction is still there");
+        let rows = reg
+            .execute(
+                1,
+                0,
+                vec![Statement {
+                    sql: "SELECT k FROM t".into(),
+                    params: vec![],
+                    returns_rows: true,
+                }],
+            )
+            .await
+            .expect("read");
+        assert_eq!(rows[0].rows.len(), 1, "{rows:?}");
     }
 
     /// How many of this process's open files are `dir/<name>*`.

@@ -21,33 +21,49 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts a thread owning `conn`. If `idle` is set, the thread calls `on_idle` and
-    /// exits after that long without work (used to roll back abandoned transactions).
-    /// `after_job` runs after each job, before the job's caller gets its result.
+    /// Starts a thread owning `conn`. If `idle` is set (milliseconds, read anew after every
+    /// job so it can change), the thread calls `on_idle` and exits after that long without
+    /// work (used to roll back abandoned transactions). `after_job` runs after each job,
+    /// before the job's caller gets its result.
     pub fn spawn(
         name: String,
         mut conn: Connection,
-        idle: Option<Duration>,
+        idle: Option<Arc<std::sync::atomic::AtomicU64>>,
         on_idle: impl FnOnce(&mut Connection) + Send + 'static,
         after_job: Option<AfterJob>,
     ) -> Result<Worker, StorageError> {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new().name(name).spawn(move || loop {
-            let job = match idle {
-                Some(d) => match rx.recv_timeout(d) {
-                    Ok(job) => job,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        on_idle(&mut conn);
-                        return;
+        std::thread::Builder::new().name(name).spawn(move || {
+            let mut last_job = std::time::Instant::now();
+            loop {
+                let job = match &idle {
+                    Some(ms) => {
+                        let limit = Duration::from_millis(ms.load(Ordering::SeqCst));
+                        let left = limit.saturating_sub(last_job.elapsed());
+                        match rx.recv_timeout(left) {
+                            Ok(job) => job,
+                            // The limit may have grown meanwhile (a prepared transaction).
+                            Err(mpsc::RecvTimeoutError::Timeout)
+                                if last_job.elapsed()
+                                    < Duration::from_millis(ms.load(Ordering::SeqCst)) =>
+                            {
+                                continue
+                            }
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                on_idle(&mut conn);
+                                return;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-                None => match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
-                },
-            };
-            job(&mut conn);
+                    None => match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    },
+                };
+                job(&mut conn);
+                last_job = std::time::Instant::now();
+            }
         })?;
         Ok(Worker {
             tx,
