@@ -3,7 +3,7 @@
 //! process (a storage node, a coordinator, or whichever coordinator leads the metadata group),
 //! each restarted after a random pause. In the end every acknowledged write is present exactly
 //! once, no other row exists, every shard has three agreeing copies, and every coordinator
-//! serves the same catalog. `TESSERA_CHAOS_SEED` replays a run; `TESSERA_CHAOS_ROUNDS` sets
+//! serves the same catalog, also after a crash of the whole cluster. `TESSERA_CHAOS_SEED` replays a run; `TESSERA_CHAOS_ROUNDS` sets
 //! how many kills (default 6).
 
 mod common;
@@ -13,6 +13,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Three coordinators, fast failure detection, unthrottled repair.
+const ARGS: &[&str] = &[
+    "--coordinators",
+    "3",
+    "--node-suspect-ms",
+    "300",
+    "--node-dead-ms",
+    "1500",
+    "--repair-pause-ms",
+    "0",
+];
 
 /// A small deterministic generator (xorshift64*): the run is a function of its seed.
 struct Rng(u64);
@@ -129,22 +141,7 @@ async fn random_kills_of_any_process_lose_no_acknowledged_write() {
     println!("chaos seed {seed} ({rounds} rounds): TESSERA_CHAOS_SEED={seed} replays it");
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().expect("tmp");
-    let cluster = Cluster::start_args(
-        tmp.path(),
-        4,
-        4,
-        &[
-            "--coordinators",
-            "3",
-            "--node-suspect-ms",
-            "300",
-            "--node-dead-ms",
-            "1500",
-            "--repair-pause-ms",
-            "0",
-        ],
-        &[],
-    );
+    let cluster = Cluster::start_args(tmp.path(), 4, 4, ARGS, &[]);
     let ports = cluster.ports.clone();
     assert_eq!(ports.len(), 3);
     let c = cluster.client().await;
@@ -235,7 +232,10 @@ async fn random_kills_of_any_process_lose_no_acknowledged_write() {
             progress.load(Ordering::Relaxed) > before + 20 && three_agreeing_copies(&ports).await
         })
         .await;
-        assert!(healed, "round {round} (seed {seed}): no recovery after {victim} died");
+        assert!(
+            healed,
+            "round {round} (seed {seed}): no recovery after {victim} died"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
@@ -243,6 +243,24 @@ async fn random_kills_of_any_process_lose_no_acknowledged_write() {
         acked.extend(w.await.expect("writer"));
     }
     acked.sort();
+    // Last, the whole cluster crashes at once (kill -9 of every process, the launcher too) and
+    // starts again from its directories.
+    for p in procs.values() {
+        kill9(p.pid);
+    }
+    let mut cluster = cluster;
+    let _ = cluster.child.kill();
+    let _ = cluster.child.wait();
+    for mut p in restarted {
+        let _ = p.wait();
+    }
+    drop(cluster);
+    let cluster = Cluster::start_args(tmp.path(), 4, 4, ARGS, &[]);
+    let ports = cluster.ports.clone();
+    assert!(
+        common::wait_until(60, || three_agreeing_copies(&ports)).await,
+        "seed {seed}: copies after the full crash"
+    );
     let c = connect_any(&ports, 0).await.expect("a coordinator");
     let rows: Vec<i64> = c
         .query("SELECT id FROM ledger ORDER BY id", &[])
@@ -256,7 +274,10 @@ async fn random_kills_of_any_process_lose_no_acknowledged_write() {
         acked.len(),
         "seed {seed}: rows stored vs acknowledged"
     );
-    assert_eq!(rows, acked, "seed {seed}: exactly the acknowledged rows, each once");
+    assert_eq!(
+        rows, acked,
+        "seed {seed}: exactly the acknowledged rows, each once"
+    );
     assert!(three_agreeing_copies(&ports).await, "seed {seed}: copies");
     // Every coordinator serves the same catalog.
     let mut catalogs = Vec::new();
@@ -281,9 +302,8 @@ async fn random_kills_of_any_process_lose_no_acknowledged_write() {
         catalogs.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: coordinators disagree: {catalogs:?}"
     );
-    println!("{} acknowledged writes checked", acked.len());
-    for mut p in restarted {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
+    println!(
+        "{} acknowledged writes checked after {rounds} kills and a full crash",
+        acked.len()
+    );
 }
