@@ -436,3 +436,69 @@ async fn writes_go_on_at_once_when_a_copy_dies() {
         .collect();
     assert_eq!(rows, acked, "exactly the acknowledged rows, each once");
 }
+
+/// `SET read_consistency = 'follower'` spreads reads over every live copy; the default reads
+/// the first copy. Shown by giving one copy a row behind Tessera's back (written straight into
+/// its SQLite file): leader reads never see it, follower reads sometimes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_reads_use_every_copy() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start_args(tmp.path(), 3, 1, &[], &[]);
+    let c = cluster.client().await;
+    c.batch_execute(
+        "CREATE TABLE kv (k bigint PRIMARY KEY, v text) WITH (replicas = 3);
+         INSERT INTO kv VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         SET tessera.cache = off;",
+    )
+    .await
+    .expect("schema");
+    let row = c
+        .query_one("SHOW tessera.shards", &[])
+        .await
+        .expect("shards");
+    let (shard, nodes): (i64, String) = (row.get(0), row.get(4));
+    let nodes: Vec<&str> = nodes.split(',').collect();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    let file = tmp.path().join(nodes[2]).join(format!("shard-{shard}.db"));
+    rusqlite::Connection::open(&file)
+        .expect("open the third copy")
+        .execute("INSERT INTO kv VALUES (4, 'only here')", [])
+        .expect("write behind Tessera's back");
+    let counts = |n: usize| {
+        let c = &c;
+        async move {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                let k: i64 = c
+                    .query_one("SELECT count(*) FROM kv", &[])
+                    .await
+                    .expect("count")
+                    .get(0);
+                seen.insert(k);
+            }
+            seen
+        }
+    };
+    assert_eq!(
+        counts(12).await,
+        [3].into(),
+        "leader reads use the first copy"
+    );
+    c.batch_execute("SET read_consistency = 'follower'")
+        .await
+        .expect("set");
+    assert_eq!(
+        counts(12).await,
+        [3, 4].into(),
+        "follower reads use every copy"
+    );
+    c.batch_execute("SET read_consistency = default")
+        .await
+        .expect("reset");
+    assert_eq!(counts(6).await, [3].into());
+    let e = c
+        .batch_execute("SET read_consistency = 'nearest'")
+        .await
+        .expect_err("bad value");
+    assert_eq!(sqlstate(&e), "22023");
+}

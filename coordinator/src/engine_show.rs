@@ -32,6 +32,18 @@ pub fn set(session: &mut Session, set: &Set) -> Result<QueryResult, CoordError> 
         } => {
             let name = function_name(variable);
             let value = setting_value(values);
+            if name == "read_consistency"
+                && !["leader", "follower", "default"]
+                    .iter()
+                    .any(|v| value.eq_ignore_ascii_case(v))
+            {
+                return Err(CoordError::Storage {
+                    sqlstate: "22023".into(),
+                    message: format!(
+                        "invalid value for parameter \"read_consistency\": \"{value}\" (leader or follower)"
+                    ),
+                });
+            }
             if value.eq_ignore_ascii_case("default") {
                 if let Some(d) = crate::session::default_settings().get(&name) {
                     session.settings.insert(name, d.clone());

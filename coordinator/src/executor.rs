@@ -276,6 +276,44 @@ async fn implicit_write(
     }
 }
 
+/// Whether the session reads any copy (`SET read_consistency = 'follower'`).
+fn follower_reads(session: &Session) -> bool {
+    session
+        .settings
+        .get("read_consistency")
+        .is_some_and(|v| v.eq_ignore_ascii_case("follower"))
+}
+
+/// `read_consistency = 'follower'`: each shard read goes to one of its live copies in turn,
+/// not always the first. Copies commit a write one after another, so such a read may miss a
+/// write another session has just seen acknowledged (never one of its own, which returned only
+/// after every copy committed); in exchange reads spread over every copy's node.
+fn spread_over_copies(catalog: &Catalog, work: Vec<Task>) -> Vec<Task> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    work.into_iter()
+        .map(|mut t| {
+            if let Some((g, s)) = catalog.shard(t.target.shard) {
+                let live: Vec<u64> = s
+                    .placements
+                    .iter()
+                    .copied()
+                    .filter(|n| {
+                        catalog
+                            .nodes
+                            .get(n)
+                            .is_some_and(|n| n.liveness == crate::catalog::Liveness::Alive)
+                    })
+                    .collect();
+                if g.kind != crate::catalog::GroupKind::Reference && !live.is_empty() {
+                    let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    t.target.node = live[i % live.len()];
+                }
+            }
+            t
+        })
+        .collect()
+}
+
 /// Marks the transaction prepared on every target (see [`Cluster::prepare_txn`]).
 ///
 /// [`Cluster::prepare_txn`]: crate::cluster::Cluster::prepare_txn
@@ -555,6 +593,11 @@ pub async fn execute_observed(
                     watch: watch(t.target, tables),
                 })
                 .collect();
+            let work = if !*write && session.txn.is_none() && follower_reads(session) {
+                spread_over_copies(&catalog, work)
+            } else {
+                work
+            };
             let (txn_id, implicit) = match &mut session.txn {
                 Some(txn) => {
                     txn.touched.extend(targets.iter().copied());

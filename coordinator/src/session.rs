@@ -109,6 +109,7 @@ pub fn default_settings() -> BTreeMap<String, String> {
         ("extra_float_digits", "1"),
         ("integer_datetimes", "on"),
         ("intervalstyle", "postgres"),
+        ("read_consistency", "leader"),
         ("search_path", "\"$user\", public"),
         ("server_encoding", "UTF8"),
         ("server_version", "16.6"),
