@@ -526,6 +526,7 @@ async fn fill(
                     shard,
                     node: target,
                     leaving,
+                    source: Some(source),
                 })
                 .await?;
             tracing::info!(

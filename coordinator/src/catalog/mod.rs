@@ -5,6 +5,8 @@
 //! catalog. That is what lets the consensus issue replace the file-backed
 //! [`store::FileCatalog`] with a Raft state machine without touching the planner.
 
+#[cfg(test)]
+mod simulation;
 pub mod store;
 
 use crate::error::CoordError;
@@ -446,6 +448,10 @@ pub enum CatalogCommand {
         node: u64,
         /// Node whose copy the filled one replaces.
         leaving: Option<u64>,
+        /// The copy it was filled from: refused unless that is still a placement (a copy
+        /// that left the shard meanwhile may lack writes the filled copy must hold).
+        #[serde(default)]
+        source: Option<u64>,
     },
     /// Give up filling a copy (failed, or left behind by a coordinator that died).
     AbandonFill {
@@ -607,8 +613,17 @@ impl Catalog {
                 shard,
                 node,
                 leaving,
+                source,
             } => {
                 let s = self.shard_mut(shard)?;
+                if let Some(src) = source.filter(|src| !s.placements.contains(src)) {
+                    return Err(CoordError::Storage {
+                        sqlstate: "40001".into(),
+                        message: format!(
+                            "node {src} left shard {shard} while a copy was filled from it; the copy is made again"
+                        ),
+                    });
+                }
                 if !s.filling.contains(&node) {
                     return Err(CoordError::Internal(format!(
                         "no copy of shard {shard} is being filled on node {node}"
@@ -950,6 +965,7 @@ mod tests {
             shard: 6,
             node: 2,
             leaving: Some(1),
+            source: None,
         })
         .expect("finish");
         assert_eq!(shard(&c).placements, vec![2]);
@@ -959,6 +975,7 @@ mod tests {
                 shard: 6,
                 node: 3,
                 leaving: None,
+                source: None,
             })
             .is_err());
         c.apply(CatalogCommand::BeginFill {
