@@ -42,7 +42,7 @@ fn storage_error(e: StorageError) -> CoordError {
 /// How long a statement's own transaction (or the coordinator's own, such as a copy's lock)
 /// may sit idle on a storage node: if the coordinator dies mid-statement, its shard locks are
 /// released after this, not after the node's limit for client transactions.
-pub const SHORT_TXN_IDLE_MS: u32 = 10_000;
+pub const SHORT_TXN_IDLE_MS: u32 = 30_000;
 
 impl Cluster {
     /// Hosts a storage node in this process; the catalog addresses it as `embedded:<name>`.
@@ -195,7 +195,7 @@ impl Cluster {
         txn_id: u64,
     ) -> Result<(), CoordError> {
         match self.target(node)? {
-            Target::Embedded(r) => r.prepare_txn(shard_id, txn_id).map_err(storage_error),
+            Target::Embedded(r) => r.prepare_txn(shard_id, txn_id).await.map_err(storage_error),
             Target::Remote(mut c) => {
                 c.finish_txn(FinishTxnRequest {
                     shard_id,

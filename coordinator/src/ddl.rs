@@ -756,6 +756,7 @@ async fn place_table(
                         .collect(),
                     filling: vec![],
                     fill_lease_ms: 0,
+                    fill_id: 0,
                     lower: (i as usize)
                         .checked_sub(1)
                         .and_then(|j| bounds.get(j).cloned()),

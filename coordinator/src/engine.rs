@@ -246,6 +246,13 @@ impl Engine {
 
     /// Finishes commits decided before a crash: every shard that still holds the transaction commits it.
     async fn recover(&self, pending: Vec<crate::txnlog::Pending>) {
+        // Prepared and never decided: roll back now rather than hold locks until the nodes'
+        // idle limit.
+        for (txn, targets) in self.txnlog.take_undecided() {
+            if let Err(e) = crate::executor::finish_all(self, &targets, txn, false).await {
+                tracing::warn!(txn, error = %e, "rolling back an undecided transaction failed; it ends on the idle limit");
+            }
+        }
         for (txn, targets) in pending {
             let mut all_ok = true;
             for t in &targets {
@@ -369,7 +376,7 @@ impl Engine {
                     let _ = finish_all(self, &targets, txn.id, false).await;
                     return Err(e);
                 }
-                finish_all(self, &targets, txn.id, true).await?;
+                crate::executor::commit_all(self, &targets, txn.id).await?;
                 return Ok(QueryResult {
                     completion: Completion::End("COMMIT"),
                     ..QueryResult::command("COMMIT", None)

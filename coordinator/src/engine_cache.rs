@@ -119,6 +119,17 @@ impl Engine {
         if !same_tables || entry.observed.is_empty() {
             return false;
         }
+        // A copy that left its shard (unreachable for a write) no longer gets the shard's
+        // writes: what was read from it is not checked there again.
+        let still_placed = entry.observed.iter().all(|o| {
+            o.key.scope == tessera_shared::REFERENCE_SCOPE
+                || catalog
+                    .shard(o.key.scope)
+                    .is_some_and(|(_, s)| s.placements.contains(&o.node))
+        });
+        if !still_placed {
+            return false;
+        }
         let mut by_node: BTreeMap<u64, Vec<&Observed>> = BTreeMap::new();
         for o in &entry.observed {
             by_node.entry(o.node).or_default().push(o);

@@ -46,7 +46,11 @@ impl Engine {
                 return Err(e);
             }
         }
-        let r = executor::finish_all(self, &targets, txn.id, ok).await;
+        let r = if ok {
+            executor::commit_all(self, &targets, txn.id).await
+        } else {
+            executor::finish_all(self, &targets, txn.id, false).await
+        };
         if ok {
             r
         } else {

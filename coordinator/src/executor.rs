@@ -210,7 +210,7 @@ async fn implicit_write(
     mut work: Vec<Task>,
     primaries: usize,
     params: &[Value],
-    txn_id: u64,
+    mut txn_id: u64,
     session: &Session,
 ) -> Result<Vec<TaskResult>, CoordError> {
     let mut attempts = 0;
@@ -237,6 +237,7 @@ async fn implicit_write(
         if failure.is_none() && targets.len() > 1 {
             // Opened with a short idle limit: told the decision is coming, none rolls back on
             // that limit while a restarted coordinator could still commit it.
+            engine.txnlog.prepare(txn_id, &targets)?;
             let prepared = prepare_all(engine, &catalog, &targets, txn_id).await;
             failure = prepared.iter().find_map(|r| r.as_ref().err()).cloned();
             lost = lost_copies(&catalog, &targets, &prepared);
@@ -246,23 +247,7 @@ async fn implicit_write(
                 let _ = finish_all(engine, &targets, txn_id, false).await;
                 return Err(e);
             }
-            let done = finish_each(engine, &targets, txn_id, true).await?;
-            // A copy lost at commit: the write stands if every other copy committed and the
-            // lost one leaves its shard (nobody reads it again).
-            let lost = lost_copies(&catalog, &targets, &done);
-            let committed_elsewhere = !lost.is_empty()
-                && targets
-                    .iter()
-                    .zip(&done)
-                    .all(|(t, r)| r.is_ok() || lost.contains(t));
-            if committed_elsewhere && drop_lost_copies(engine, &lost).await.is_ok() {
-                engine.txnlog.done(txn_id)?;
-                return Ok(results);
-            }
-            if done.iter().all(|r| r.is_ok()) && targets.len() > 1 {
-                engine.txnlog.done(txn_id)?;
-            }
-            fold_finish(&targets, done, txn_id, true)?;
+            commit_all(engine, &targets, txn_id).await?;
             return Ok(results);
         };
         if let Err(rb) = finish_all(engine, &targets, txn_id, false).await {
@@ -273,6 +258,9 @@ async fn implicit_write(
             return Err(e);
         }
         work = without_copies(work, primaries, &lost)?;
+        // A fresh transaction: a copy whose rollback did not arrive must not find the first
+        // attempt's work open under the same id and apply the statement twice.
+        txn_id = new_txn_id();
     }
 }
 
@@ -363,6 +351,20 @@ async fn drop_lost_copies(engine: &Engine, lost: &[Target]) -> Result<(), CoordE
         let Some((g, _)) = catalog.shard(t.shard) else {
             continue;
         };
+        // A node that answers a second call was only briefly out of reach (a reconnect, a
+        // slow moment): its copy stays and the write fails as it would have.
+        let node = catalog.node(t.node)?;
+        let probe = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            engine.cluster.versions(node, vec![]),
+        )
+        .await;
+        if matches!(probe, Ok(Ok(_))) {
+            return Err(CoordError::Internal(format!(
+                "node {} answers again; its copy of shard {} stays",
+                node.name, t.shard
+            )));
+        }
         let keep = g.replicas / 2 + 1;
         engine
             .catalog
@@ -448,6 +450,32 @@ pub fn copies_unchanged(catalog: &Catalog, written: &[Target]) -> Result<(), Coo
         }
     }
     Ok(())
+}
+
+/// Commits `txn_id` on every target. A copy lost at commit (its node unreachable) does not
+/// fail the commit if every other target committed and the lost copy leaves its shard (a
+/// majority remaining): nobody reads it again. Otherwise as [`finish_all`].
+pub async fn commit_all(
+    engine: &Engine,
+    targets: &[Target],
+    txn_id: u64,
+) -> Result<(), CoordError> {
+    let done = finish_each(engine, targets, txn_id, true).await?;
+    let catalog = engine.catalog.snapshot();
+    let lost = lost_copies(&catalog, targets, &done);
+    let committed_elsewhere = !lost.is_empty()
+        && targets
+            .iter()
+            .zip(&done)
+            .all(|(t, r)| r.is_ok() || lost.contains(t));
+    if committed_elsewhere && drop_lost_copies(engine, &lost).await.is_ok() {
+        engine.txnlog.done(txn_id)?;
+        return Ok(());
+    }
+    if done.iter().all(|r| r.is_ok()) && targets.len() > 1 {
+        engine.txnlog.done(txn_id)?;
+    }
+    fold_finish(targets, done, txn_id, true)
 }
 
 /// Commits or rolls back `txn_id` on every target. Returns the first failure; a commit that

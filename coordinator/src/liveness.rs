@@ -89,6 +89,12 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
                 crate::repair::abandon_fills(&engine, true).await;
             }
             was_detecting = now_detecting;
+            // No longer the detector: a repair under way stops (the new leader abandons it).
+            if !now_detecting {
+                if let Some(r) = repairing.take() {
+                    r.abort();
+                }
+            }
             if now_detecting {
                 probe_all(&engine, &config, &mut last_ok).await;
                 crate::repair::abandon_fills(&engine, false).await;

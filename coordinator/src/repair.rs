@@ -324,6 +324,7 @@ pub async fn abandon_fills(engine: &Engine, all: bool) {
             let cmd = CatalogCommand::AbandonFill {
                 shard: s.id,
                 node: *node,
+                fill: s.fill_id,
             };
             match engine.catalog.propose(cmd).await {
                 Ok(_) => {
@@ -355,6 +356,8 @@ fn unix_ms() -> u64 {
 /// A fill's lease, renewed while the fill makes progress.
 struct Lease {
     shard: u64,
+    /// The fill's id.
+    fill: u64,
     renewed: std::time::Instant,
 }
 
@@ -370,6 +373,7 @@ impl Lease {
                 .propose(CatalogCommand::RenewFill {
                     shard: self.shard,
                     lease_until_ms: Self::until(),
+                    fill: self.fill,
                 })
                 .await?;
             self.renewed = std::time::Instant::now();
@@ -435,17 +439,20 @@ async fn fill(
     target: u64,
     leaving: Option<u64>,
 ) -> Result<u64, CoordError> {
-    // First the reservation: a second fill of the same copy is refused here.
+    // First the reservation: a second fill of the shard is refused here.
+    let id = crate::session::new_txn_id();
     engine
         .catalog
         .propose(CatalogCommand::BeginFill {
             shard,
             node: target,
             lease_until_ms: Lease::until(),
+            fill: id,
         })
         .await?;
     let mut lease = Lease {
         shard,
+        fill: id,
         renewed: std::time::Instant::now(),
     };
     let catalog = engine.catalog.snapshot();
@@ -527,6 +534,7 @@ async fn fill(
                     node: target,
                     leaving,
                     source: Some(source),
+                    fill: id,
                 })
                 .await?;
             tracing::info!(
@@ -548,6 +556,7 @@ async fn fill(
             .propose(CatalogCommand::AbandonFill {
                 shard,
                 node: target,
+                fill: id,
             })
             .await;
     }

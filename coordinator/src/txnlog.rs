@@ -4,6 +4,8 @@
 //! Format (versioned, one JSON object per line): a header `{"tessera_txn_log":1}`, then
 //! `{"commit":<txn>,"targets":[[shard,node],...]}` (fsynced before the first shard commits) and
 //! `{"done":<txn>}` once every shard acknowledged. A decision without `done` is re-sent on start-up.
+//! `{"prepare":<txn>,"targets":...}` (not fsynced) precedes a statement's own transaction's
+//! preparation; one never decided is rolled back on start-up.
 //! Shards hold a prepared transaction open (and its locks) until they hear COMMIT or ROLLBACK,
 //! and roll back on their own only after `txn_idle_timeout_secs` without a decision.
 
@@ -32,12 +34,21 @@ enum Record {
     Done {
         done: u64,
     },
+    /// A statement's own transaction about to be prepared (not fsynced: it serves a process
+    /// crash, after which the undecided transaction is rolled back at once instead of holding
+    /// its locks until the nodes' idle limit).
+    Prepare {
+        prepare: u64,
+        targets: Vec<(u64, u64)>,
+    },
 }
 
 /// The open log.
 pub struct DecisionLog {
     path: PathBuf,
     file: Mutex<File>,
+    /// Transactions prepared but never decided before the last stop: to roll back.
+    undecided: Mutex<Vec<Pending>>,
 }
 
 /// A commit that was decided but not confirmed done.
@@ -48,6 +59,13 @@ impl DecisionLog {
     pub fn open(dir: &Path) -> Result<(DecisionLog, Vec<Pending>), CoordError> {
         let path = dir.join("txn-decisions.log");
         let mut pending: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+        let mut prepared: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+        let targets_of = |targets: Vec<(u64, u64)>| -> Vec<Target> {
+            targets
+                .into_iter()
+                .map(|(shard, node)| Target { shard, node })
+                .collect()
+        };
         match File::open(&path) {
             Ok(f) => {
                 for (i, line) in BufReader::new(f).lines().enumerate() {
@@ -64,17 +82,16 @@ impl DecisionLog {
                         }
                         Record::Header { .. } => {}
                         Record::Commit { commit, targets } if i > 0 => {
-                            pending.insert(
-                                commit,
-                                targets
-                                    .into_iter()
-                                    .map(|(shard, node)| Target { shard, node })
-                                    .collect(),
-                            );
+                            prepared.remove(&commit);
+                            pending.insert(commit, targets_of(targets));
                         }
                         Record::Commit { .. } => {}
                         Record::Done { done } => {
                             pending.remove(&done);
+                            prepared.remove(&done);
+                        }
+                        Record::Prepare { prepare, targets } => {
+                            prepared.insert(prepare, targets_of(targets));
                         }
                     }
                 }
@@ -118,6 +135,7 @@ impl DecisionLog {
             DecisionLog {
                 path,
                 file: Mutex::new(file),
+                undecided: Mutex::new(prepared.into_iter().collect()),
             },
             pending.into_iter().collect(),
         ))
@@ -151,6 +169,25 @@ impl DecisionLog {
             },
             true,
         )
+    }
+
+    /// Records that `txn` is about to be prepared on `targets` (no fsync; see [`Record`]).
+    pub fn prepare(&self, txn: u64, targets: &[Target]) -> Result<(), CoordError> {
+        self.append(
+            &Record::Prepare {
+                prepare: txn,
+                targets: targets.iter().map(|t| (t.shard, t.node)).collect(),
+            },
+            false,
+        )
+    }
+
+    /// Transactions prepared before the last stop and never decided (rolled back at start).
+    pub fn take_undecided(&self) -> Vec<Pending> {
+        self.undecided
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default()
     }
 
     /// Records that every shard of `txn` acknowledged the commit.
@@ -187,5 +224,25 @@ mod tests {
         drop(log);
         let (_, pending) = DecisionLog::open(dir.path()).expect("reopen");
         assert!(pending.is_empty());
+    }
+
+    /// A transaction prepared and never decided is handed back (to roll back); one decided or
+    /// done after its preparation is not.
+    #[test]
+    fn undecided_preparations_are_handed_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = [Target { shard: 1, node: 2 }];
+        {
+            let (log, _) = DecisionLog::open(dir.path()).expect("open");
+            log.prepare(5, &t).expect("prepare");
+            log.prepare(6, &t).expect("prepare");
+            log.decide(6, &t).expect("decide");
+            log.prepare(7, &t).expect("prepare");
+            log.done(7).expect("done");
+        }
+        let (log, pending) = DecisionLog::open(dir.path()).expect("reopen");
+        assert_eq!(pending, vec![(6, t.to_vec())]);
+        assert_eq!(log.take_undecided(), vec![(5, t.to_vec())]);
+        assert!(log.take_undecided().is_empty());
     }
 }

@@ -49,7 +49,7 @@ impl Storage for StorageService {
     ) -> Result<Response<FinishTxnResponse>, Status> {
         let r = req.into_inner();
         if r.prepare {
-            self.shards.prepare_txn(r.shard_id, r.txn_id)?;
+            self.shards.prepare_txn(r.shard_id, r.txn_id).await?;
         } else {
             self.shards
                 .finish_txn(r.shard_id, r.txn_id, r.commit)

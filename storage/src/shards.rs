@@ -434,13 +434,24 @@ impl ShardRegistry {
     /// Marks a transaction prepared: its commit decision is about to be taken, so it keeps
     /// the client-transaction idle limit even if it was opened with a short one (a statement's
     /// own): a coordinator that dies after deciding finds it still open when it recovers.
-    pub fn prepare_txn(&self, shard_id: u64, txn_id: u64) -> Result<(), StorageError> {
-        let Some(e) = self.txns.get(&(txn_id, shard_id)) else {
+    ///
+    /// It runs as a job of the transaction's thread, so it is ordered with the idle check: a
+    /// transaction already rolled back for idling answers [`StorageError::NoSuchTxn`].
+    pub async fn prepare_txn(&self, shard_id: u64, txn_id: u64) -> Result<(), StorageError> {
+        let Some((worker, _, idle)) = self.txns.get(&(txn_id, shard_id)).map(|e| e.clone()) else {
             return Err(StorageError::NoSuchTxn(txn_id));
         };
         let ms = self.client_idle().as_millis() as u64;
-        e.2.fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        match worker
+            .run(move |_| {
+                idle.fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+            .await
+        {
+            Err(StorageError::WorkerGone) => Err(StorageError::NoSuchTxn(txn_id)),
+            r => r,
+        }
     }
 
     /// Sizes and per-table row counts of every shard.
@@ -795,7 +806,7 @@ mod tests {
         reg.execute_idle(1, 12, write("INSERT INTO t VALUES (3)"), short)
             .await
             .expect("the lock is free again");
-        reg.prepare_txn(1, 12).expect("prepare");
+        reg.prepare_txn(1, 12).await.expect("prepare");
         tokio::time::sleep(Duration::from_millis(400)).await;
         reg.finish_txn(1, 12, true)
             .await

@@ -329,10 +329,22 @@ pub struct Shard {
     /// is then abandoned by the metadata leader.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub fill_lease_ms: u64,
+    /// While `filling` is not empty: the fill's id, which its later commands must name (a fill
+    /// abandoned and begun again is another fill). One fill per shard at a time.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fill_id: u64,
     /// Range groups: inclusive lower bound (None = unbounded).
     pub lower: Option<Bound>,
     /// Range groups: exclusive upper bound (None = unbounded).
     pub upper: Option<Bound>,
+}
+
+/// A command naming a fill that is no longer the shard's (abandoned, maybe begun again).
+fn stale_fill(shard: u64) -> CoordError {
+    CoordError::Storage {
+        sqlstate: "40001".into(),
+        message: format!("the copy of shard {shard} being made was abandoned; it is made again"),
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -432,13 +444,19 @@ pub enum CatalogCommand {
         node: u64,
         /// The fill's lease (Unix ms), see [`Shard::fill_lease_ms`].
         lease_until_ms: u64,
+        /// The fill's id (non-zero), see [`Shard::fill_id`].
+        #[serde(default)]
+        fill: u64,
     },
-    /// Extends the lease of a shard's fills.
+    /// Extends the lease of a shard's fill.
     RenewFill {
         /// Shard id.
         shard: u64,
         /// New expiry (Unix ms).
         lease_until_ms: u64,
+        /// The fill's id.
+        #[serde(default)]
+        fill: u64,
     },
     /// A filled copy joins the shard's placements; `leaving` (a move's source) leaves them.
     FinishFill {
@@ -452,6 +470,9 @@ pub enum CatalogCommand {
         /// that left the shard meanwhile may lack writes the filled copy must hold).
         #[serde(default)]
         source: Option<u64>,
+        /// The fill's id (0: any).
+        #[serde(default)]
+        fill: u64,
     },
     /// Give up filling a copy (failed, or left behind by a coordinator that died).
     AbandonFill {
@@ -459,6 +480,9 @@ pub enum CatalogCommand {
         shard: u64,
         /// Node id.
         node: u64,
+        /// The fill's id (0: whichever fill it is).
+        #[serde(default)]
+        fill: u64,
     },
     /// Take one unreachable copy out of a shard (a write found its node gone), as long as
     /// `keep` copies remain; a copy being filled just stops being filled.
@@ -586,36 +610,44 @@ impl Catalog {
             CatalogCommand::RenewFill {
                 shard,
                 lease_until_ms,
+                fill,
             } => {
                 let s = self.shard_mut(shard)?;
-                if !s.filling.is_empty() {
-                    s.fill_lease_ms = s.fill_lease_ms.max(lease_until_ms);
+                if s.filling.is_empty() || (fill != 0 && fill != s.fill_id) {
+                    return Err(stale_fill(shard));
                 }
+                s.fill_lease_ms = s.fill_lease_ms.max(lease_until_ms);
             }
             CatalogCommand::BeginFill {
                 shard,
                 node,
                 lease_until_ms,
+                fill,
             } => {
                 let s = self.shard_mut(shard)?;
-                if s.write_nodes().any(|n| n == node) {
+                if s.write_nodes().any(|n| n == node) || !s.filling.is_empty() {
                     return Err(CoordError::Storage {
                         sqlstate: "55006".into(),
                         message: format!(
-                            "node {node} already holds or is being given a copy of shard {shard}"
+                            "a copy of shard {shard} is being made, or node {node} holds one already"
                         ),
                     });
                 }
                 s.filling.push(node);
-                s.fill_lease_ms = s.fill_lease_ms.max(lease_until_ms);
+                s.fill_lease_ms = lease_until_ms;
+                s.fill_id = fill;
             }
             CatalogCommand::FinishFill {
                 shard,
                 node,
                 leaving,
                 source,
+                fill,
             } => {
                 let s = self.shard_mut(shard)?;
+                if fill != 0 && fill != s.fill_id {
+                    return Err(stale_fill(shard));
+                }
                 if let Some(src) = source.filter(|src| !s.placements.contains(src)) {
                     return Err(CoordError::Storage {
                         sqlstate: "40001".into(),
@@ -653,8 +685,11 @@ impl Catalog {
                     s.placements.retain(|n| *n != node);
                 }
             }
-            CatalogCommand::AbandonFill { shard, node } => {
+            CatalogCommand::AbandonFill { shard, node, fill } => {
                 let s = self.shard_mut(shard)?;
+                if fill != 0 && fill != s.fill_id {
+                    return Ok(());
+                }
                 s.filling.retain(|n| *n != node);
                 if s.filling.is_empty() {
                     s.fill_lease_ms = 0;
@@ -871,6 +906,7 @@ mod tests {
                         placements: vec![1],
                         filling: vec![],
                         fill_lease_ms: 0,
+                        fill_id: 0,
                         lower: None,
                         upper: None,
                     }],
@@ -937,6 +973,7 @@ mod tests {
                     placements: vec![1],
                     filling: vec![],
                     fill_lease_ms: 0,
+                    fill_id: 0,
                     lower: None,
                     upper: None,
                 }],
@@ -948,6 +985,7 @@ mod tests {
             shard: 6,
             node: 2,
             lease_until_ms: 1,
+            fill: 0,
         })
         .expect("begin");
         assert_eq!(shard(&c).placements, vec![1]);
@@ -957,6 +995,7 @@ mod tests {
                 shard: 6,
                 node: 1,
                 lease_until_ms: 1,
+                fill: 0,
             })
             .is_err(),
             "a node holding a copy is not filled"
@@ -966,6 +1005,7 @@ mod tests {
             node: 2,
             leaving: Some(1),
             source: None,
+            fill: 0,
         })
         .expect("finish");
         assert_eq!(shard(&c).placements, vec![2]);
@@ -976,21 +1016,28 @@ mod tests {
                 node: 3,
                 leaving: None,
                 source: None,
+                fill: 0,
             })
             .is_err());
         c.apply(CatalogCommand::BeginFill {
             shard: 6,
             node: 3,
             lease_until_ms: 1,
+            fill: 0,
         })
         .expect("begin");
-        c.apply(CatalogCommand::AbandonFill { shard: 6, node: 3 })
-            .expect("abandon");
+        c.apply(CatalogCommand::AbandonFill {
+            shard: 6,
+            node: 3,
+            fill: 0,
+        })
+        .expect("abandon");
         assert_eq!(shard(&c).write_nodes().collect::<Vec<_>>(), vec![2]);
         c.apply(CatalogCommand::BeginFill {
             shard: 6,
             node: 3,
             lease_until_ms: 1,
+            fill: 0,
         })
         .expect("begin");
         c.apply(CatalogCommand::DropPlacements { node: 3 })
@@ -1015,6 +1062,7 @@ mod tests {
                     placements: vec![1, 2, 3],
                     filling: vec![4],
                     fill_lease_ms: 9,
+                    fill_id: 0,
                     lower: None,
                     upper: None,
                 }],

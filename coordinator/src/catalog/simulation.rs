@@ -70,6 +70,7 @@ impl World {
                         placements: vec![1, 2, 3],
                         filling: vec![],
                         fill_lease_ms: 0,
+                        fill_id: 0,
                         lower: None,
                         upper: None,
                     }],
@@ -184,6 +185,7 @@ impl World {
                     shard: SHARD,
                     node: target,
                     lease_until_ms: 1,
+                    fill: self.next_write + 1,
                 }) {
                     // A fresh, empty copy, created under the source's lock.
                     self.data.insert(target, BTreeSet::new());
@@ -212,6 +214,7 @@ impl World {
                     self.apply(CatalogCommand::AbandonFill {
                         shard: SHARD,
                         node: target,
+                        fill: 0,
                     });
                     return;
                 }
@@ -223,10 +226,12 @@ impl World {
                     node: target,
                     leaving,
                     source: Some(source),
+                    fill: 0,
                 }) {
                     self.apply(CatalogCommand::AbandonFill {
                         shard: SHARD,
                         node: target,
+                        fill: 0,
                     });
                 }
             }
@@ -304,6 +309,7 @@ fn the_checks_catch_a_copy_that_joins_unfilled() {
         shard: SHARD,
         node: 4,
         lease_until_ms: 1,
+        fill: 7,
     }));
     w.write();
     assert!(w.apply(CatalogCommand::FinishFill {
@@ -311,6 +317,7 @@ fn the_checks_catch_a_copy_that_joins_unfilled() {
         node: 4,
         leaving: Some(1),
         source: Some(2),
+        fill: 7,
     }));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.check(0, 0)));
     assert!(caught.is_err(), "an unfilled copy went unnoticed");
