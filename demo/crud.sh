@@ -17,7 +17,7 @@ for _ in $(seq 1 600); do
   kill -0 $pid 2>/dev/null || { cat "$dir/tessera.log"; exit 1; }
   sleep 0.1
 done
-port=$(sed -n 's/^TESSERA_READY local 127.0.0.1:\([0-9]*\)$/\1/p' "$out")
+port=$(sed -n 's/^TESSERA_READY local 127.0.0.1:\([0-9]*\).*$/\1/p' "$out")
 grep -v '^TESSERA_READY' "$out"
 echo
 psql -h 127.0.0.1 -p "$port" -U postgres -X -e -v ON_ERROR_STOP=1 -f demo/crud.sql

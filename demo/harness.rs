@@ -36,6 +36,14 @@ pub fn start_local(args: &[&str]) -> Local {
         .args(["local", "--port", "0", "--data-dir"])
         .arg(dir.path())
         .args(args)
+        // The benchmarks measure one coordinator and single-copy tables unless they say
+        // otherwise (the replication benchmark names its copies per table).
+        .args(
+            [("--coordinators", "1"), ("--replicas", "1")]
+                .iter()
+                .filter(|(flag, _)| !args.contains(flag))
+                .flat_map(|(flag, v)| [*flag, *v]),
+        )
         .env("TESSERA_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -33,7 +33,9 @@ as_postgres "$pgbin/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
 as_postgres "$pgbin/pg_ctl" -D "$work/pg" -o "-p $pg_port -k $work -c listen_addresses=127.0.0.1" -l "$work/pg.log" -w start >/dev/null
 
 cargo build --release -q
-target/release/tessera local --data-dir "$work/tessera" --port 0 $mode > "$work/tessera.log" 2>&1 &
+# One coordinator and one copy per shard: the same durability as the single PostgreSQL it is
+# compared with.
+target/release/tessera local --data-dir "$work/tessera" --port 0 --coordinators 1 --replicas 1 $mode > "$work/tessera.log" 2>&1 &
 tessera_pid=$!
 for _ in $(seq 1 300); do grep -q TESSERA_READY "$work/tessera.log" && break; sleep 0.1; done
 tessera_port=$(sed -n 's/^TESSERA_READY local .*:\([0-9]*\)$/\1/p' "$work/tessera.log")

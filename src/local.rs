@@ -36,13 +36,15 @@ pub struct LocalArgs {
     pub synchronous: String,
     /// Number of coordinators (each with its own Postgres port: --port, --port + 1, ...;
     /// all on OS-chosen ports when --port is 0). Two or more are the members of the metadata
-    /// Raft group.
-    #[arg(long, default_value_t = 1)]
-    pub coordinators: usize,
+    /// Raft group. Default 3, so the cluster survives the loss of any one process (1 with
+    /// --embedded, which is one process anyway).
+    #[arg(long)]
+    pub coordinators: Option<usize>,
     /// Copies of each shard of a new table on distinct storage nodes, unless the table says
-    /// otherwise (`WITH (replicas = N)`). Default 1.
-    #[arg(long, default_value_t = 1)]
-    pub replicas: u32,
+    /// otherwise (`WITH (replicas = N)`). Default 3, or every node when there are fewer (1
+    /// with --embedded).
+    #[arg(long)]
+    pub replicas: Option<u32>,
     #[command(flatten)]
     pub liveness: crate::roles::LivenessArgs,
     /// Authentication of the coordinators: trust (default; local use only) or scram-sha-256
@@ -215,6 +217,25 @@ fn print_auth(a: &LocalArgs) {
     }
 }
 
+impl LocalArgs {
+    /// Coordinators to start (see the flag).
+    fn coordinators(&self) -> usize {
+        self.coordinators
+            .unwrap_or(if self.embedded { 1 } else { 3 })
+            .max(1)
+    }
+
+    /// Copies of each shard of a new table (see the flag).
+    fn replicas(&self) -> u32 {
+        let default = if self.embedded {
+            1
+        } else {
+            3.min(self.nodes.max(1) as u32)
+        };
+        self.replicas.unwrap_or(default).max(1)
+    }
+}
+
 /// Starts the cluster and supervises it until SIGINT/SIGTERM.
 pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.data_dir)?;
@@ -257,9 +278,9 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         }
         procs.push(p);
     }
-    let shared = a.coordinators > 1;
+    let shared = a.coordinators() > 1;
     if shared {
-        while meta_ports.len() < a.coordinators {
+        while meta_ports.len() < a.coordinators() {
             meta_ports.push(free_port()?);
         }
     }
@@ -271,7 +292,7 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("local.json"), serde_json::to_vec_pretty(&state)?)?;
     let members: Vec<String> = meta_ports
         .iter()
-        .take(a.coordinators)
+        .take(a.coordinators())
         .enumerate()
         .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
         .collect();
@@ -280,7 +301,7 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         .map(|p| format!("{}={}", p.name, p.addr))
         .collect();
     let mut starting = Vec::new();
-    for i in 0..a.coordinators.max(1) {
+    for i in 0..a.coordinators() {
         // The first coordinator keeps the single-coordinator layout (its catalog directory is
         // the shared one), so a data directory can grow from one coordinator to several.
         let name = if shared {
@@ -308,7 +329,7 @@ pub async fn run(a: LocalArgs) -> anyhow::Result<()> {
         args.push("--auth".into());
         args.push(a.auth.clone());
         args.push("--default-replicas".into());
-        args.push(a.replicas.to_string());
+        args.push(a.replicas().to_string());
         args.extend(a.liveness.to_args());
         if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
             args.push("--tls-cert".into());
@@ -393,7 +414,7 @@ async fn run_embedded(a: LocalArgs, dir: PathBuf) -> anyhow::Result<()> {
         listen: format!("127.0.0.1:{}", a.port),
         data_dir: dir.join("coordinator"),
         default_shards: a.shards.max(1),
-        default_replicas: a.replicas.max(1),
+        default_replicas: a.replicas(),
         auth: a.auth.clone(),
         tls_cert: a.tls_cert.clone(),
         tls_key: a.tls_key.clone(),

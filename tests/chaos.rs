@@ -307,3 +307,55 @@ async fn random_kills_of_any_process_lose_no_acknowledged_write() {
         acked.len()
     );
 }
+
+/// `tessera local` with no topology flags survives the loss of any one process: three
+/// coordinators (a libpq multi-host string reaches a live one) and three copies of every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_local_cluster_survives_the_loss_of_any_one_process() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start_args(tmp.path(), 3, 4, &[common::DEFAULT_TOPOLOGY], &[]);
+    let ports = cluster.ports.clone();
+    assert_eq!(ports.len(), 3, "three coordinators by default");
+    let c = connect_any(&ports, 0).await.expect("connect");
+    c.batch_execute(
+        "CREATE TABLE notes (id bigint PRIMARY KEY, body text);
+         INSERT INTO notes VALUES (1, 'one'), (2, 'two');",
+    )
+    .await
+    .expect("schema");
+    let copies: Vec<String> = c
+        .query("SHOW tessera.shards", &[])
+        .await
+        .expect("shards")
+        .iter()
+        .map(|r| r.get(4))
+        .collect();
+    assert!(
+        copies.iter().all(|n| n.split(',').count() == 3),
+        "three copies of every shard by default: {copies:?}"
+    );
+    drop(c);
+    let mut id = 3i64;
+    for victim in ["storage-2", "coordinator-1"] {
+        kill9(cluster.pid_of(victim));
+        // Every write goes through while the victim is down.
+        let ok = common::wait_until(30, || async {
+            let Some(c) = connect_any(&ports, 0).await else {
+                return false;
+            };
+            c.execute("INSERT INTO notes VALUES ($1, 'after')", &[&id])
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(ok, "writes after {victim} died");
+        id += 1;
+        let c = connect_any(&ports, 0).await.expect("connect");
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM notes", &[])
+            .await
+            .expect("read")
+            .get(0);
+        assert_eq!(n, id - 1, "after {victim} died");
+    }
+}

@@ -49,6 +49,48 @@ async fn writer(
     acked
 }
 
+/// A writer inserting ids 0, 1, 2... into `ledger` through coordinator `port` until `stop`,
+/// each until its fate is known; returns the acknowledged ids.
+fn spawn_ledger_writer(
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<Vec<i64>> {
+    tokio::spawn(async move {
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect");
+        tokio::spawn(conn);
+        let mut acked = Vec::new();
+        let mut id = 0;
+        while !stop.load(Ordering::Relaxed) {
+            insert_until_known(&client, id).await;
+            acked.push(id);
+            id += 1;
+            progress.fetch_add(1, Ordering::Relaxed);
+        }
+        acked
+    })
+}
+
+/// Whether every shard of `ledger` has three agreeing copies, none on `not_on`.
+async fn three_agreeing_copies(c: &tokio_postgres::Client, not_on: &str) -> bool {
+    let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
+        return false;
+    };
+    let mut copies: std::collections::HashMap<i64, usize> = Default::default();
+    for r in &check {
+        *copies.entry(r.get(0)).or_default() += 1;
+    }
+    copies.len() == 4
+        && copies.values().all(|n| *n == 3)
+        && check.iter().all(|r| r.get::<_, bool>(4))
+        && check.iter().all(|r| r.get::<_, String>(1) != not_on)
+}
+
 /// Four storage nodes with fast failure detection (`dead_ms`), and the 3-copy `ledger` table.
 async fn ledger_cluster(dir: &std::path::Path, dead_ms: &str) -> (Cluster, tokio_postgres::Client) {
     let cluster = Cluster::start_args(
@@ -275,48 +317,14 @@ async fn repeated_kills_and_restarts_lose_nothing() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = Arc::new(AtomicUsize::new(0));
     let port = cluster.port;
-    let writer_task = {
-        let stop = stop.clone();
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(
-                &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-                tokio_postgres::NoTls,
-            )
-            .await
-            .expect("connect");
-            tokio::spawn(conn);
-            let mut acked = Vec::new();
-            let mut id = 0;
-            while !stop.load(Ordering::Relaxed) {
-                insert_until_known(&client, id).await;
-                acked.push(id);
-                id += 1;
-                progress.fetch_add(1, Ordering::Relaxed);
-            }
-            acked
-        })
-    };
+    let writer_task = spawn_ledger_writer(port, stop.clone(), progress.clone());
     let mut restarted = Vec::new();
     for victim in ["storage-1", "storage-2", "storage-3"] {
         let pid = cluster.pid_of(victim);
         let argv = common::command_line(pid);
         let before = progress.load(Ordering::Relaxed);
         kill9(pid);
-        let healed = common::wait_until(40, || async {
-            let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
-                return false;
-            };
-            let mut copies: std::collections::HashMap<i64, usize> = Default::default();
-            for r in &check {
-                *copies.entry(r.get(0)).or_default() += 1;
-            }
-            !check.is_empty()
-                && copies.values().all(|n| *n == 3)
-                && check.iter().all(|r| r.get::<_, bool>(4))
-                && check.iter().all(|r| r.get::<_, String>(1) != victim)
-        })
-        .await;
+        let healed = common::wait_until(40, || three_agreeing_copies(&c, victim)).await;
         assert!(healed, "three agreeing copies again after {victim} died");
         assert!(
             progress.load(Ordering::Relaxed) > before,
@@ -359,28 +367,7 @@ async fn writes_go_on_at_once_when_a_copy_dies() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = Arc::new(AtomicUsize::new(0));
     let port = cluster.port;
-    let writer_task = {
-        let stop = stop.clone();
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(
-                &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-                tokio_postgres::NoTls,
-            )
-            .await
-            .expect("connect");
-            tokio::spawn(conn);
-            let mut acked = Vec::new();
-            let mut id = 0;
-            while !stop.load(Ordering::Relaxed) {
-                insert_until_known(&client, id).await;
-                acked.push(id);
-                id += 1;
-                progress.fetch_add(1, Ordering::Relaxed);
-            }
-            acked
-        })
-    };
+    let writer_task = spawn_ledger_writer(port, stop.clone(), progress.clone());
     while progress.load(Ordering::Relaxed) < 50 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -397,20 +384,7 @@ async fn writes_go_on_at_once_when_a_copy_dies() {
         killed.elapsed()
     );
     // Still not declared dead, yet out of every shard, and repaired onto the fourth node.
-    let healed = common::wait_until(30, || async {
-        let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
-            return false;
-        };
-        let mut copies: std::collections::HashMap<i64, usize> = Default::default();
-        for r in &check {
-            *copies.entry(r.get(0)).or_default() += 1;
-        }
-        copies.len() == 4
-            && copies.values().all(|n| *n == 3)
-            && check.iter().all(|r| r.get::<_, bool>(4))
-            && check.iter().all(|r| r.get::<_, String>(1) != "storage-1")
-    })
-    .await;
+    let healed = common::wait_until(30, || three_agreeing_copies(&c, "storage-1")).await;
     assert!(healed, "three agreeing copies again, none on storage-1");
     let liveness: String = c
         .query("SHOW tessera.nodes", &[])

@@ -510,7 +510,7 @@ pub async fn create_table(
                         crate::planner::volatile_function(e).or(time.then(|| "now".to_string()))
                     {
                         return Err(CoordError::unsupported(format!(
-                            "DEFAULT {f}() on a replicated table: every copy would compute its own value"
+                            "DEFAULT {f}() on a replicated table: every copy would compute its own value; give the value in each INSERT (now() in a statement is one value for every copy), or keep one copy with WITH (replicas = 1)"
                         )));
                     }
                 }

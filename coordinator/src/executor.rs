@@ -264,6 +264,41 @@ async fn implicit_write(
     }
 }
 
+/// A read whose copy's node cannot be reached runs again on the shard's other copies, in
+/// order, so reads go on at once when a node dies (before failure detection notices).
+async fn reads_elsewhere(
+    engine: &Engine,
+    catalog: &Catalog,
+    work: &[Task],
+    mut results: Vec<TaskResult>,
+    params: &[Value],
+    txn_id: u64,
+    session: &Session,
+) -> Vec<TaskResult> {
+    if results.len() != work.len() {
+        return results;
+    }
+    for (i, task) in work.iter().enumerate() {
+        let mut tried = vec![task.target.node];
+        while matches!(results[i], Err(CoordError::NodeUnavailable { .. })) {
+            let Some((_, s)) = catalog.shard(task.target.shard) else {
+                break;
+            };
+            let Some(next) = s.placements.iter().copied().find(|n| !tried.contains(n)) else {
+                break;
+            };
+            tried.push(next);
+            let mut again = task.clone();
+            again.target.node = next;
+            results[i] = run_tasks(engine, catalog, vec![again], params, txn_id, session)
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(CoordError::Internal("task gave no result".into())));
+        }
+    }
+    results
+}
+
 /// Whether the session reads any copy (`SET read_consistency = 'follower'`).
 fn follower_reads(session: &Session) -> bool {
     session
@@ -669,6 +704,10 @@ pub async fn execute_observed(
                     return Err(copy_lost_error(&lost));
                 }
                 results
+            } else if !*write && txn_id == 0 {
+                let results =
+                    run_tasks(engine, &catalog, work.clone(), params, txn_id, session).await;
+                reads_elsewhere(engine, &catalog, &work, results, params, txn_id, session).await
             } else {
                 run_tasks(engine, &catalog, work, params, txn_id, session).await
             };

@@ -19,6 +19,10 @@ pub struct Cluster {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// Passed among a cluster's arguments: start `tessera local` with its own default topology
+/// (three coordinators, three copies) instead of the tests' one coordinator and one copy.
+pub const DEFAULT_TOPOLOGY: &str = "<default topology>";
+
 pub fn tessera() -> &'static str {
     env!("CARGO_BIN_EXE_tessera")
 }
@@ -102,7 +106,19 @@ impl Cluster {
     ) -> Cluster {
         let mut cmd = Command::new(tessera());
         cmd.args(["local", "--data-dir"]).arg(dir);
-        cmd.args(args);
+        let own_topology = args.contains(&DEFAULT_TOPOLOGY);
+        let args: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| *a != DEFAULT_TOPOLOGY)
+            .collect();
+        cmd.args(&args);
+        // Tests name the topology they need: one coordinator and one copy unless they say.
+        for (flag, default) in [("--coordinators", "1"), ("--replicas", "1")] {
+            if !own_topology && !args.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
         cmd.envs(env.iter().copied());
         cmd.args([
             "--port",
