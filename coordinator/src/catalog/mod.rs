@@ -955,23 +955,20 @@ mod tests {
         assert_eq!(a.unused_groups(), vec![5]);
     }
 
-    /// A fill: the new copy receives writes (write_nodes) but is no placement until it
-    /// finishes; a move's finish replaces the leaving copy; abandoning or the node's death
-    /// ends it; a finish without a fill is refused (a fill abandoned meanwhile).
-    #[test]
-    fn fills_join_placements_only_when_finished() {
+    /// A catalog with table `t` in one shard (6) of a group (5) of `replicas` copies.
+    fn one_shard(replicas: u32, placements: Vec<u64>, filling: Vec<u64>) -> Catalog {
         let mut c = Catalog::default();
         c.apply(CatalogCommand::CreateTable {
             table: table("t", 5),
             new_group: Some(Group {
                 id: 5,
                 kind: GroupKind::Hash,
-                replicas: 1,
+                replicas,
                 shards: vec![Shard {
                     id: 6,
                     index: 0,
-                    placements: vec![1],
-                    filling: vec![],
+                    placements,
+                    filling,
                     fill_lease_ms: 0,
                     fill_id: 0,
                     lower: None,
@@ -980,6 +977,15 @@ mod tests {
             }),
         })
         .expect("create");
+        c
+    }
+
+    /// A fill: the new copy receives writes (write_nodes) but is no placement until it
+    /// finishes; a move's finish replaces the leaving copy; abandoning or the node's death
+    /// ends it; a finish without a fill is refused (a fill abandoned meanwhile).
+    #[test]
+    fn fills_join_placements_only_when_finished() {
+        let mut c = one_shard(1, vec![1], vec![]);
         let shard = |c: &Catalog| c.shard(6).expect("shard").1.clone();
         c.apply(CatalogCommand::BeginFill {
             shard: 6,
@@ -1049,26 +1055,7 @@ mod tests {
     /// cut off from some nodes cannot shrink a shard below a majority.
     #[test]
     fn a_lost_copy_leaves_only_while_a_majority_remains() {
-        let mut c = Catalog::default();
-        c.apply(CatalogCommand::CreateTable {
-            table: table("t", 5),
-            new_group: Some(Group {
-                id: 5,
-                kind: GroupKind::Hash,
-                replicas: 3,
-                shards: vec![Shard {
-                    id: 6,
-                    index: 0,
-                    placements: vec![1, 2, 3],
-                    filling: vec![4],
-                    fill_lease_ms: 9,
-                    fill_id: 0,
-                    lower: None,
-                    upper: None,
-                }],
-            }),
-        })
-        .expect("create");
+        let mut c = one_shard(3, vec![1, 2, 3], vec![4]);
         let drop = |node| CatalogCommand::DropCopy {
             shard: 6,
             node,
