@@ -76,6 +76,16 @@ fn spawn_ledger_writer(
     })
 }
 
+/// Every id in `ledger`, in order.
+async fn ledger_ids(c: &tokio_postgres::Client) -> Vec<i64> {
+    c.query("SELECT id FROM ledger ORDER BY id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Whether every shard of `ledger` has three agreeing copies, none on `not_on`.
 async fn three_agreeing_copies(c: &tokio_postgres::Client, not_on: &str) -> bool {
     let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
@@ -140,14 +150,11 @@ async fn acknowledged_writes_survive_a_storage_node_killed_mid_load() {
     }
     acked.sort();
     assert_eq!(acked.len(), 1400, "every insert's fate became known");
-    let rows: Vec<i64> = c
-        .query("SELECT id FROM ledger ORDER BY id", &[])
-        .await
-        .expect("read")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(rows, acked, "exactly the acknowledged rows, each once");
+    assert_eq!(
+        ledger_ids(&c).await,
+        acked,
+        "exactly the acknowledged rows, each once"
+    );
     // The dead node left the shards and repair copied them to the fourth node: three copies
     // of every shard again, agreeing row for row.
     let repaired = common::wait_until(30, || async {
@@ -335,14 +342,11 @@ async fn repeated_kills_and_restarts_lose_nothing() {
     stop.store(true, Ordering::Relaxed);
     let mut acked = writer_task.await.expect("writer");
     acked.sort();
-    let rows: Vec<i64> = c
-        .query("SELECT id FROM ledger ORDER BY id", &[])
-        .await
-        .expect("read")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(rows, acked, "exactly the acknowledged rows, each once");
+    assert_eq!(
+        ledger_ids(&c).await,
+        acked,
+        "exactly the acknowledged rows, each once"
+    );
     for r in c
         .query("SHOW tessera.replica_check", &[])
         .await
@@ -401,14 +405,11 @@ async fn writes_go_on_at_once_when_a_copy_dies() {
     stop.store(true, Ordering::Relaxed);
     let mut acked = writer_task.await.expect("writer");
     acked.sort();
-    let rows: Vec<i64> = c
-        .query("SELECT id FROM ledger ORDER BY id", &[])
-        .await
-        .expect("read")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(rows, acked, "exactly the acknowledged rows, each once");
+    assert_eq!(
+        ledger_ids(&c).await,
+        acked,
+        "exactly the acknowledged rows, each once"
+    );
 }
 
 /// `SET read_consistency = 'follower'` spreads reads over every live copy; the default reads

@@ -445,10 +445,8 @@ pub fn plan_delete(d: &Delete, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
 
 #[cfg(test)]
 mod tests {
-    use crate::catalog::Catalog;
-    use crate::error::CoordError;
-    use crate::planner::testing::plan_sql as try_plan;
-    use crate::planner::{Merge, Plan, Planned};
+    use crate::planner::testing::{plan_sql as try_plan, plan_sql_on};
+    use crate::planner::{Merge, Plan};
     use tessera_shared::Value;
 
     #[test]
@@ -485,22 +483,6 @@ mod tests {
         }
     }
 
-    /// Plans `sql` against catalog `c`.
-    fn plan_on(c: &Catalog, sql: &str) -> Result<Planned, CoordError> {
-        let r = crate::sql::dialect::RewriteCtx::new("u", "d");
-        let s =
-            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
-                .expect("parse");
-        crate::planner::plan(
-            &s[0],
-            &crate::planner::PlanCtx {
-                catalog: c,
-                params: &[],
-                rewrite: &r,
-            },
-        )
-    }
-
     /// A write to a replicated shard: the first copies' tasks, then the other copies' with
     /// the same SQL, and only the first copies answer; random() is refused there.
     #[test]
@@ -512,7 +494,7 @@ mod tests {
                 s.placements = vec![first, 1 + first % 3];
             }
         }
-        let plan = |sql: &str| plan_on(&c, sql);
+        let plan = |sql: &str| plan_sql_on(&c, sql, &[]);
         let p = plan("INSERT INTO users (id, name) VALUES (1, 'a')").expect("plan");
         let Plan::Distributed { tasks, merge, .. } = &p.plan else {
             panic!()
@@ -545,7 +527,7 @@ mod tests {
                 s.filling = vec![1 + s.placements[0] % 3];
             }
         }
-        let plan = |sql: &str| plan_on(&c, sql).expect("plan");
+        let plan = |sql: &str| plan_sql_on(&c, sql, &[]).expect("plan");
         let p = plan("UPDATE users SET name = 'b' WHERE id = 1");
         let Plan::Distributed { tasks, merge, .. } = &p.plan else {
             panic!()

@@ -307,7 +307,15 @@ pub(crate) mod testing {
         sql: &str,
         params: &[tessera_shared::Value],
     ) -> Result<crate::planner::Planned, crate::error::CoordError> {
-        let c = catalog();
+        plan_sql_on(&catalog(), sql, params)
+    }
+
+    /// Plans `sql` against catalog `c` with `params`.
+    pub fn plan_sql_on(
+        c: &Catalog,
+        sql: &str,
+        params: &[tessera_shared::Value],
+    ) -> Result<crate::planner::Planned, crate::error::CoordError> {
         let r = crate::sql::dialect::RewriteCtx::new("u", "d");
         let s =
             sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
@@ -315,7 +323,7 @@ pub(crate) mod testing {
         crate::planner::plan(
             &s[0],
             &crate::planner::PlanCtx {
-                catalog: &c,
+                catalog: c,
                 params,
                 rewrite: &r,
             },
