@@ -47,8 +47,11 @@ fn main() -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Admin(_)) {
         init_tracing();
     }
+    // Statements are parsed, planned and rewritten on these threads, and the scratch SQLite runs
+    // on the blocking ones: their stacks hold the deepest statement accepted.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(tessera_coordinator::sql::depth::STACK_BYTES)
         .build()?;
     rt.block_on(async move {
         match cli.command {

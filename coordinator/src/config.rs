@@ -56,6 +56,39 @@ pub struct CoordinatorConfig {
     /// Membership of the metadata Raft group. Default none: the catalog is this
     /// coordinator's file (`data_dir/catalog.json`, or the shared `catalog_dir`).
     pub meta: Option<MetaSettings>,
+    /// What one client may ask of this coordinator.
+    pub limits: Limits,
+}
+
+/// Bounds on what clients may ask of a coordinator (`[limits]` in TOML).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest protocol message a client may send; a larger one is refused with `54000` and
+    /// its connection closed. Default 64 MiB (PostgreSQL's limit is 1 GiB).
+    pub max_message_bytes: usize,
+    /// Named prepared statements (and named portals) one session may hold; one more is
+    /// refused with `54000`. Default 10,000.
+    pub max_prepared_statements: usize,
+    /// Memory all statements of this coordinator may hold at once in rows pulled from shards,
+    /// merged results and scratch-database output; past it a statement fails with `53200`.
+    /// One statement's share is the session setting `tessera.statement_memory` (512MB).
+    /// Default 4 GiB.
+    pub shared_memory_bytes: usize,
+    /// Page cache of a statement's scratch database (it spills to a temporary file beyond
+    /// this). Default 32 MiB.
+    pub scratch_cache_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 << 20,
+            max_prepared_statements: 10_000,
+            shared_memory_bytes: 4 << 30,
+            scratch_cache_bytes: 32 << 20,
+        }
+    }
 }
 
 /// This coordinator's place in the metadata Raft group (its log lives in `data_dir/meta`).
@@ -88,6 +121,7 @@ impl Default for CoordinatorConfig {
             cache: Default::default(),
             meta: None,
             liveness: Default::default(),
+            limits: Default::default(),
         }
     }
 }

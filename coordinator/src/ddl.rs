@@ -17,6 +17,9 @@ use tessera_shared::proto::ShardKind;
 use tessera_shared::{PgType, Value};
 
 /// Options of `WITH (...)` Tessera reads.
+/// The most shards one table may have.
+pub const MAX_SHARDS: u32 = 4096;
+
 #[derive(Debug, Clone)]
 struct TableOptions {
     shards: Option<u32>,
@@ -86,10 +89,10 @@ fn table_options(opts: &CreateTableOptions) -> Result<TableOptions, CoordError> 
                             "shards must be a positive integer, not {v}"
                         ))
                     })?;
-                    if n == 0 || n > 4096 {
-                        return Err(CoordError::InvalidValue(
-                            "shards must be between 1 and 4096".into(),
-                        ));
+                    if n == 0 || n > MAX_SHARDS {
+                        return Err(CoordError::InvalidValue(format!(
+                            "shards must be between 1 and {MAX_SHARDS}"
+                        )));
                     }
                     out.shards = Some(n);
                 }
@@ -1303,35 +1306,106 @@ async fn rebuild(
     }
     let mut schema = vec![shard_schema(&new)];
     schema.extend(old.indexes.iter().map(|i| index_sql(&new, i)));
-    engine
-        .catalog
-        .propose(CatalogCommand::DropTable {
-            name: old.name.clone(),
-            cascade: false,
+    let replicas = old_group.shards.first().map(|s| s.placements.len() as u32);
+    let opts = TableOptions {
+        shards,
+        replicas,
+        ..Default::default()
+    };
+    let swapped = replace_table(engine, old, new, opts, schema, &rows).await;
+    if let Err(e) = swapped {
+        // Put the table back as it was, rows included, before reporting the failure.
+        tracing::warn!(table = %old.name, error = %e, "re-placing a table failed; restoring it");
+        let mut schema = vec![shard_schema(old)];
+        schema.extend(old.indexes.iter().map(|i| index_sql(old, i)));
+        let restored = replace_table(
+            engine,
+            old,
+            old.clone(),
+            former_options(old, &old_group),
+            schema,
+            &rows,
+        )
+        .await;
+        if let Err(r) = restored {
+            tracing::error!(table = %old.name, error = %r, "restoring a table after a failed re-placement failed");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The options that place a table as `group` holds it now (for putting it back).
+fn former_options(table: &Table, group: &crate::catalog::Group) -> TableOptions {
+    let bounds = group
+        .shards
+        .iter()
+        .skip(1)
+        .filter_map(|s| s.lower.as_ref())
+        .map(|b| match b {
+            crate::catalog::Bound::Int(i) => i.to_string(),
+            crate::catalog::Bound::Text(t) => t.clone(),
         })
+        .collect::<Vec<_>>()
+        .join(",");
+    TableOptions {
+        shards: matches!(table.distribution, Distribution::Hash { .. })
+            .then_some(group.shards.len() as u32),
+        bounds: matches!(table.distribution, Distribution::Range { .. }).then_some(bounds),
+        reference: table.distribution == Distribution::Reference,
+        cache: table.cache,
+        replicas: group.shards.first().map(|s| s.placements.len() as u32),
+        ..Default::default()
+    }
+}
+
+/// Drops whatever table is named `old.name` now (catalog and shards) and places `new` with
+/// `rows`.
+async fn replace_table(
+    engine: &Engine,
+    old: &Table,
+    new: Table,
+    opts: TableOptions,
+    schema: Vec<String>,
+    rows: &[Vec<Value>],
+) -> Result<(), CoordError> {
+    let current = engine.catalog.snapshot().table(&old.name).ok().cloned();
+    if let Some(current) = current {
+        engine
+            .catalog
+            .propose(CatalogCommand::DropTable {
+                name: current.name.clone(),
+                cascade: false,
+            })
+            .await?;
+        run_on_all_shards(
+            engine,
+            &current,
+            format!("DROP TABLE IF EXISTS {}", quote(&current.name)),
+        )
         .await?;
-    run_on_all_shards(
-        engine,
-        old,
-        format!("DROP TABLE IF EXISTS {}", quote(&old.name)),
-    )
-    .await?;
+    }
     let name = new.name.clone();
-    place_table(
-        engine,
-        new,
-        TableOptions {
-            shards,
-            replicas: old_group.shards.first().map(|s| s.placements.len() as u32),
-            ..Default::default()
-        },
-        schema,
-        None,
-    )
-    .await?;
+    place_table(engine, new, opts, schema, None).await?;
     let placed = engine.catalog.snapshot().table(&name)?.clone();
     for chunk in rows.chunks(2000) {
         engine.insert_rows(&placed, chunk).await?;
     }
     Ok(())
+}
+
+/// The shard-count argument of `create_distributed_table`: `22023` unless it is a whole
+/// number of shards Tessera creates (1 to [`MAX_SHARDS`]).
+pub fn shard_count_arg(arg: &str) -> Result<u32, CoordError> {
+    let n: i64 = arg.trim().parse().map_err(|_| {
+        CoordError::InvalidValue(format!("invalid input syntax for type integer: \"{arg}\""))
+    })?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_SHARDS).contains(n))
+        .ok_or_else(|| {
+            CoordError::InvalidParameter(format!(
+                "shard_count must be between 1 and {MAX_SHARDS}, not {n}"
+            ))
+        })
 }

@@ -103,6 +103,8 @@ pub struct Engine {
     pub sequence_blocks: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
     /// Query-result cache.
     pub cache: crate::cache::ResultCache,
+    /// Memory every statement of this coordinator holds at once (`[limits] shared_memory_bytes`).
+    pub memory: Arc<crate::budget::SharedMemory>,
 }
 
 pub(crate) fn dml_tag(tag: &str, n: u64) -> Completion {
@@ -235,6 +237,10 @@ impl Engine {
             meta,
             cluster,
             cache: crate::cache::ResultCache::new(config.cache.clone()),
+            memory: crate::budget::SharedMemory::new(
+                config.limits.shared_memory_bytes,
+                config.limits.scratch_cache_bytes,
+            ),
             config,
             txnlog,
             sequence_blocks: Default::default(),
@@ -630,7 +636,10 @@ impl Engine {
                     let column = args.get(1).cloned().ok_or_else(|| {
                         CoordError::Syntax(format!("{name} needs a distribution column"))
                     })?;
-                    let shards = args.get(2).and_then(|s| s.parse().ok());
+                    let shards = args
+                        .get(2)
+                        .map(|s| ddl::shard_count_arg(s))
+                        .transpose()?;
                     ddl::redistribute(
                         self,
                         &table,
@@ -669,7 +678,9 @@ impl Engine {
             }
             Statement::Query(_) if crate::pgcatalog::applies(stmt, &self.catalog.snapshot()) => {
                 let catalog = self.catalog.snapshot();
-                let (columns, rows) = crate::pgcatalog::run(stmt, &catalog, session, params).await?;
+                let budget = crate::budget::Budget::for_session(session, &self.memory);
+                let (columns, rows) =
+                    crate::pgcatalog::run(stmt, &catalog, session, params, &budget).await?;
                 Ok(QueryResult {
                     columns,
                     rows,

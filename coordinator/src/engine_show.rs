@@ -32,18 +32,11 @@ pub fn set(session: &mut Session, set: &Set) -> Result<QueryResult, CoordError> 
         } => {
             let name = function_name(variable);
             let value = setting_value(values);
-            if name == "read_consistency"
-                && !["leader", "follower", "default"]
-                    .iter()
-                    .any(|v| value.eq_ignore_ascii_case(v))
-            {
-                return Err(CoordError::Storage {
-                    sqlstate: "22023".into(),
-                    message: format!(
-                        "invalid value for parameter \"read_consistency\": \"{value}\" (leader or follower)"
-                    ),
-                });
-            }
+            let value = if value.eq_ignore_ascii_case("default") {
+                value
+            } else {
+                checked(&name, value)?
+            };
             if value.eq_ignore_ascii_case("default") {
                 if let Some(d) = crate::session::default_settings().get(&name) {
                     session.settings.insert(name, d.clone());
@@ -79,6 +72,70 @@ pub fn set(session: &mut Session, set: &Set) -> Result<QueryResult, CoordError> 
             rows: None,
         },
     })
+}
+
+/// `value` for the setting `name` as stored, or PostgreSQL's `22023` when the setting does not
+/// take it. Settings Tessera does not interpret are stored as given.
+fn checked(name: &str, value: String) -> Result<String, CoordError> {
+    let invalid = || CoordError::invalid_setting(name, &value);
+    match name {
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
+            let ms = crate::session::timeout_ms(&value).ok_or_else(invalid)?;
+            if !(0.0..=i32::MAX as f64).contains(&ms.round()) {
+                return Err(CoordError::InvalidParameter(format!(
+                    "{} ms is outside the valid range for parameter \"{name}\" (0 .. {})",
+                    ms.round(),
+                    i32::MAX
+                )));
+            }
+            Ok(value)
+        }
+        "tessera.cache" => match boolean(&value) {
+            Some(true) => Ok("on".into()),
+            Some(false) => Ok("off".into()),
+            None => Err(CoordError::InvalidParameter(format!(
+                "parameter \"{name}\" requires a Boolean value"
+            ))),
+        },
+        "tessera.statement_memory" => crate::budget::parse_memory(&value)
+            .map(|_| value.clone())
+            .ok_or_else(invalid),
+        "read_consistency" => ["leader", "follower"]
+            .into_iter()
+            .find(|v| value.eq_ignore_ascii_case(v))
+            .map(str::to_string)
+            .ok_or_else(invalid),
+        "extra_float_digits" => match value.trim().parse::<i32>() {
+            Ok(n) if (-15..=3).contains(&n) => Ok(n.to_string()),
+            Ok(n) => Err(CoordError::InvalidParameter(format!(
+                "{n} is outside the valid range for parameter \"{name}\" (-15 .. 3)"
+            ))),
+            Err(_) => Err(CoordError::InvalidParameter(format!(
+                "invalid value for parameter \"{name}\": \"{value}\""
+            ))),
+        },
+        _ => Ok(value),
+    }
+}
+
+/// A Boolean as PostgreSQL's settings read one: `on`, `off`, `true`, `false`, `yes`, `no`,
+/// `1`, `0`, or an unambiguous prefix of the words.
+fn boolean(v: &str) -> Option<bool> {
+    let v = v.trim().to_ascii_lowercase();
+    match v.as_str() {
+        "1" | "on" => return Some(true),
+        "0" | "of" | "off" => return Some(false),
+        "" | "o" => return None,
+        _ => {}
+    }
+    let starts = |word: &str| word.starts_with(v.as_str());
+    if starts("true") || starts("yes") {
+        Some(true)
+    } else if starts("false") || starts("no") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 fn cols(names: &[(&str, PgType)]) -> Vec<OutputColumn> {

@@ -73,6 +73,19 @@ pub enum CoordError {
     /// The statement was stopped: a cancel request or `statement_timeout`.
     #[error("canceling statement due to {0}")]
     Canceled(&'static str),
+    /// The statement nests deeper than Tessera evaluates (PostgreSQL's "stack depth limit exceeded").
+    #[error("{0}")]
+    TooDeep(String),
+    /// The statement needs more memory than its budget (`tessera.statement_memory`) or the
+    /// coordinator's shared budget allows.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// A protocol or session limit: a message, or a session's prepared statements.
+    #[error("{0}")]
+    ProgramLimit(String),
+    /// A bad value for a setting or a function argument.
+    #[error("{0}")]
+    InvalidParameter(String),
     /// Local I/O (catalog file).
     #[error("I/O error: {0}")]
     Io(String),
@@ -102,9 +115,20 @@ impl CoordError {
             CoordError::NodeUnavailable { .. } => "08006",
             CoordError::PartialCommit { .. } => "40003",
             CoordError::Canceled(_) => "57014",
+            CoordError::TooDeep(_) => "54001",
+            CoordError::OutOfMemory(_) => "53200",
+            CoordError::ProgramLimit(_) => "54000",
+            CoordError::InvalidParameter(_) => "22023",
             CoordError::Io(_) => "58030",
             CoordError::Internal(_) => "XX000",
         }
+    }
+
+    /// `22023`: `value` is not valid for the setting `name`, as PostgreSQL words it.
+    pub fn invalid_setting(name: &str, value: &str) -> CoordError {
+        CoordError::InvalidParameter(format!(
+            "invalid value for parameter \"{name}\": \"{value}\""
+        ))
     }
 
     /// Named constructor for unsupported features.

@@ -628,6 +628,7 @@ pub async fn execute_observed(
     observe: Option<&[String]>,
 ) -> Result<(ResultSet, Vec<Observed>), CoordError> {
     let catalog = engine.catalog.snapshot();
+    let budget = crate::budget::Budget::for_session(session, &engine.memory);
     let mut seen = Vec::new();
     let watch = |target: Target, tables: &[String]| match observe {
         Some(_) => watch_keys(&catalog, target, tables),
@@ -635,7 +636,7 @@ pub async fn execute_observed(
     };
     let rs = match &planned.plan {
         Plan::Local { sql } => {
-            let rows = scratch::query(vec![], sql.clone(), params.to_vec()).await?;
+            let rows = scratch::query(vec![], sql.clone(), params.to_vec(), &budget).await?;
             ResultSet {
                 affected: rows.len() as u64,
                 rows,
@@ -716,6 +717,9 @@ pub async fn execute_observed(
             for r in results {
                 match r {
                     Ok((rows, affected, observed)) => {
+                        if let Err(e) = budget.charge_rows(&rows) {
+                            failure.get_or_insert(e);
+                        }
                         seen.extend(observed);
                         outputs.push((rows, affected));
                     }
@@ -727,7 +731,7 @@ pub async fn execute_observed(
             if let Some(e) = failure {
                 return Err(e);
             }
-            merge_results(merge, outputs, params).await?
+            merge_results(merge, outputs, params, &budget).await?
         }
         Plan::Pull { tables, sql, .. } => {
             let txn_id = match &mut session.txn {
@@ -770,12 +774,13 @@ pub async fn execute_observed(
                 let mut rows = Vec::new();
                 for r in run_tasks(engine, &catalog, work, params, txn_id, session).await {
                     let (part, _, observed) = r?;
+                    budget.charge_rows(&part)?;
                     rows.extend(part);
                     seen.extend(observed);
                 }
                 loaded.push(Loaded::table(&t.name, &t.columns, rows));
             }
-            let rows = scratch::query(loaded, sql.clone(), params.to_vec()).await?;
+            let rows = scratch::query(loaded, sql.clone(), params.to_vec(), &budget).await?;
             ResultSet {
                 affected: rows.len() as u64,
                 rows,
@@ -789,11 +794,12 @@ async fn merge_results(
     merge: &Merge,
     outputs: Vec<(Vec<Vec<Value>>, u64)>,
     params: &[Value],
+    budget: &std::sync::Arc<crate::budget::Budget>,
 ) -> Result<ResultSet, CoordError> {
     if let Merge::Replicated { primaries, inner } = merge {
         let mut outputs = outputs;
         outputs.truncate(*primaries);
-        return Box::pin(merge_results(inner, outputs, params)).await;
+        return Box::pin(merge_results(inner, outputs, params, budget)).await;
     }
     let affected: u64 = outputs.iter().map(|o| o.1).sum();
     let mut outputs = outputs;
@@ -834,6 +840,7 @@ async fn merge_results(
                 vec![Loaded::partials(*width, partials)],
                 sql.clone(),
                 params.to_vec(),
+                budget,
             )
             .await?;
             ResultSet {

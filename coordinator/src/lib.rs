@@ -4,6 +4,7 @@
 //! - [`config`]: documented settings.
 //! - [`error`]: typed errors and the one SQLSTATE table.
 //! - [`auth`]: SCRAM-SHA-256 verifiers in the catalog, read by the start-up exchange.
+//! - [`budget`]: a statement's deadline, cancel flag and memory, and the coordinator's shared memory budget.
 //! - [`cache`]: the query-result cache, coherent with every acknowledged write; [`engine_cache`]: the read path through it.
 //! - [`catalog`]: tables, distribution, shards, nodes; changed by commands, stored by a [`catalog::store::CatalogStore`].
 //! - [`cluster`]: gRPC clients to storage nodes.
@@ -27,6 +28,7 @@
 //! - [`txnlog`]: the durable log of multi-shard commit decisions.
 
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod catalog;
 pub mod cluster;

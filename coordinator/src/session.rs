@@ -48,6 +48,11 @@ impl Interrupt {
         self.notify.notify_waiters();
     }
 
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
     /// Clears a request left from an earlier statement.
     pub fn reset(&self) {
         self.requested.store(false, Ordering::SeqCst);
@@ -66,22 +71,30 @@ impl Interrupt {
 }
 
 /// `statement_timeout` as Postgres reads it: a number of milliseconds, or with a unit
-/// (`ms`, `s`, `min`, `h`); 0 disables it.
+/// (`us`, `ms`, `s`, `min`, `h`, `d`); 0 disables it.
 pub fn parse_timeout(v: &str) -> Option<std::time::Duration> {
-    let v = v.trim().trim_matches('\'').to_ascii_lowercase();
+    let ms = timeout_ms(v)?;
+    (ms > 0.0).then(|| std::time::Duration::from_micros((ms * 1000.0) as u64))
+}
+
+/// A time setting in milliseconds, as PostgreSQL reads one; `None` when it does not read.
+pub fn timeout_ms(v: &str) -> Option<f64> {
+    let v = v.trim().trim_matches('\'').trim();
     let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .find(|c: char| !c.is_ascii_digit() && c != '.' && c != '-' && c != '+')
         .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: f64 = num.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "ms" => n,
-        "s" => n * 1e3,
-        "min" => n * 60e3,
-        "h" => n * 3600e3,
+    let scale = match unit.trim() {
+        "us" => 1e-3,
+        "" | "ms" => 1.0,
+        "s" => 1e3,
+        "min" => 60e3,
+        "h" => 3600e3,
+        "d" => 86_400e3,
         _ => return None,
     };
-    (ms > 0.0).then(|| std::time::Duration::from_micros((ms * 1000.0) as u64))
+    Some(n * scale).filter(|ms| ms.is_finite())
 }
 
 /// An explicit transaction (`BEGIN` ... `COMMIT`).
@@ -116,6 +129,10 @@ pub fn default_settings() -> BTreeMap<String, String> {
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
         ("tessera.cache", "on"),
+        (
+            "tessera.statement_memory",
+            crate::budget::DEFAULT_STATEMENT_MEMORY,
+        ),
         ("timezone", "UTC"),
         ("transaction_isolation", "serializable"),
     ]
@@ -192,5 +209,7 @@ mod tests {
         assert_eq!(parse_timeout("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_timeout("'1min'"), Some(Duration::from_secs(60)));
         assert_eq!(parse_timeout("soon"), None);
+        assert_eq!(parse_timeout("1.5 s"), Some(Duration::from_millis(1500)));
+        assert_eq!(timeout_ms("-1"), Some(-1.0));
     }
 }

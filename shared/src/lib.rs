@@ -36,3 +36,9 @@ pub use value::Value;
 
 /// Data-version scope of a node's reference database (reference tables), as opposed to a shard id.
 pub const REFERENCE_SCOPE: u64 = u64::MAX;
+
+/// Stack size of every thread that parses, plans, rewrites or runs SQL (the coordinator's tokio
+/// threads and scratch database, storage workers): it holds the deepest statement the
+/// coordinator accepts (`coordinator::sql::depth`) through every recursive pass, and SQLite's
+/// code generator on expressions as deep. Only the pages a thread touches are committed.
+pub const SQL_THREAD_STACK_BYTES: usize = 256 * 1024 * 1024;

@@ -94,9 +94,14 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
-/// SQLite reports most errors as SQLITE_ERROR with a message: classify by it.
-fn classify_message(msg: &str) -> &'static str {
-    if msg.starts_with("no such table") {
+/// SQLite reports most errors as SQLITE_ERROR with a message: its SQLSTATE, classified by it.
+/// The coordinator's scratch database uses the same table.
+pub fn classify_message(msg: &str) -> &'static str {
+    if msg.starts_with("Expression tree is too large") || msg == "Recursion limit" {
+        "54001"
+    } else if msg.starts_with("too many terms in compound SELECT") {
+        "54000"
+    } else if msg.starts_with("no such table") {
         "42P01"
     } else if msg.starts_with("no such column") {
         "42703"

@@ -33,38 +33,41 @@ impl Worker {
         after_job: Option<AfterJob>,
     ) -> Result<Worker, StorageError> {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new().name(name).spawn(move || {
-            let mut last_job = std::time::Instant::now();
-            loop {
-                let job = match &idle {
-                    Some(ms) => {
-                        let limit = Duration::from_millis(ms.load(Ordering::SeqCst));
-                        let left = limit.saturating_sub(last_job.elapsed());
-                        match rx.recv_timeout(left) {
-                            Ok(job) => job,
-                            // The limit may have grown meanwhile (a prepared transaction).
-                            Err(mpsc::RecvTimeoutError::Timeout)
-                                if last_job.elapsed()
-                                    < Duration::from_millis(ms.load(Ordering::SeqCst)) =>
-                            {
-                                continue
+        std::thread::Builder::new()
+            .name(name)
+            .stack_size(tessera_shared::SQL_THREAD_STACK_BYTES)
+            .spawn(move || {
+                let mut last_job = std::time::Instant::now();
+                loop {
+                    let job = match &idle {
+                        Some(ms) => {
+                            let limit = Duration::from_millis(ms.load(Ordering::SeqCst));
+                            let left = limit.saturating_sub(last_job.elapsed());
+                            match rx.recv_timeout(left) {
+                                Ok(job) => job,
+                                // The limit may have grown meanwhile (a prepared transaction).
+                                Err(mpsc::RecvTimeoutError::Timeout)
+                                    if last_job.elapsed()
+                                        < Duration::from_millis(ms.load(Ordering::SeqCst)) =>
+                                {
+                                    continue
+                                }
+                                Err(mpsc::RecvTimeoutError::Timeout) => {
+                                    on_idle(&mut conn);
+                                    return;
+                                }
+                                Err(mpsc::RecvTimeoutError::Disconnected) => return,
                             }
-                            Err(mpsc::RecvTimeoutError::Timeout) => {
-                                on_idle(&mut conn);
-                                return;
-                            }
-                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
                         }
-                    }
-                    None => match rx.recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    },
-                };
-                job(&mut conn);
-                last_job = std::time::Instant::now();
-            }
-        })?;
+                        None => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        },
+                    };
+                    job(&mut conn);
+                    last_job = std::time::Instant::now();
+                }
+            })?;
         Ok(Worker {
             tx,
             after_job,

@@ -227,6 +227,7 @@ pub async fn run(
     catalog: &Catalog,
     session: &Session,
     params: &[Value],
+    budget: &std::sync::Arc<crate::budget::Budget>,
 ) -> Result<(Vec<OutputColumn>, Vec<Vec<Value>>), CoordError> {
     let p = prepare(stmt, catalog, session)?;
     if p.empty {
@@ -244,6 +245,6 @@ pub async fn run(
         })
         .collect();
     let setup = functions::setup(catalog, session);
-    let rows = scratch::query_with(loaded, p.sql, params.to_vec(), setup).await?;
+    let rows = scratch::query_with(loaded, p.sql, params.to_vec(), setup, budget).await?;
     Ok((p.columns, rows))
 }

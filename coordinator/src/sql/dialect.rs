@@ -61,6 +61,7 @@ pub fn version_string() -> String {
 /// Parses one expression (used to build replacement nodes).
 pub fn parse_expr(sql: &str) -> Result<Expr, CoordError> {
     Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(crate::sql::depth::MAX_RECURSION)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
         .map_err(|e| CoordError::Internal(format!("rewrite produced bad SQL {sql}: {e}")))
@@ -133,7 +134,53 @@ impl VisitorMut for Rewriter<'_> {
     }
 }
 
-fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordError> {
+/// Moves a subtree out of the tree being rewritten (its node is replaced right after).
+fn take(e: &mut Expr) -> Expr {
+    std::mem::replace(e, Expr::value(Value::Null))
+}
+
+/// Placeholder identifiers of [`template`]: `__tessera_arg0`, `__tessera_arg1`, …
+const ARG: &str = "__tessera_arg";
+
+/// `n` placeholders from `from` on, comma-separated.
+fn slots(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("{ARG}{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parses a small SQL template and puts `args` in place of its placeholders (each once).
+/// Subtrees move in whole, never printed and parsed again, so rewriting a chain costs its
+/// length, not its length squared.
+fn template(sql: &str, args: Vec<Expr>) -> Result<Expr, CoordError> {
+    let mut e = parse_expr(sql)?;
+    let mut args: Vec<Option<Expr>> = args.into_iter().map(Some).collect();
+    let mut missing = false;
+    let _ = visit_expressions_mut(&mut e, |x| {
+        if let Expr::Identifier(i) = x {
+            if let Some(n) = i
+                .value
+                .strip_prefix(ARG)
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                match args.get_mut(n).and_then(Option::take) {
+                    Some(arg) => *x = arg,
+                    None => missing = true,
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if missing {
+        return Err(CoordError::Internal(format!(
+            "rewrite template {sql} used an argument twice"
+        )));
+    }
+    Ok(e)
+}
+
+fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordError> {
     Ok(Some(match expr {
         Expr::Cast {
             expr: inner,
@@ -155,10 +202,11 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
                     }
                 }
             }
+            let inner = vec![take(inner)];
             match ty {
-                PgType::Jsonb => parse_expr(&format!("tessera_jsonb({inner})"))?,
-                PgType::Json => parse_expr(&format!("tessera_json({inner})"))?,
-                _ => parse_expr(&format!("CAST({inner} AS {})", ty.sqlite_type()))?,
+                PgType::Jsonb => template(&format!("tessera_jsonb({ARG}0)"), inner)?,
+                PgType::Json => template(&format!("tessera_json({ARG}0)"), inner)?,
+                _ => template(&format!("CAST({ARG}0 AS {})", ty.sqlite_type()), inner)?,
             }
         }
         // E'…' strings (their escapes are decoded by the parser) as plain SQLite strings.
@@ -182,7 +230,10 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
                 .as_ref()
                 .map(|c| format!(" ESCAPE {c}"))
                 .unwrap_or_default();
-            parse_expr(&format!("lower({e}) {not}LIKE lower({pattern}){esc}"))?
+            template(
+                &format!("lower({ARG}0) {not}LIKE lower({ARG}1){esc}"),
+                vec![take(e), take(pattern)],
+            )?
         }
         Expr::Substring {
             expr: e,
@@ -190,18 +241,22 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
             substring_for,
             ..
         } => {
-            let from = substring_from
-                .as_ref()
-                .map(|f| f.to_string())
-                .unwrap_or_else(|| "1".into());
+            let from = match substring_from {
+                Some(f) => take(f),
+                None => Expr::value(Value::Number("1".into(), false)),
+            };
             match substring_for {
-                Some(n) => parse_expr(&format!("substr({e}, {from}, {n})"))?,
-                None => parse_expr(&format!("substr({e}, {from})"))?,
+                Some(n) => template(
+                    &format!("substr({})", slots(0, 3)),
+                    vec![take(e), from, take(n)],
+                )?,
+                None => template(&format!("substr({})", slots(0, 2)), vec![take(e), from])?,
             }
         }
-        Expr::Position { expr: needle, r#in } => {
-            parse_expr(&format!("instr({in}, {needle})", r#in = r#in))?
-        }
+        Expr::Position { expr: needle, r#in } => template(
+            &format!("instr({})", slots(0, 2)),
+            vec![take(r#in), take(needle)],
+        )?,
         Expr::Trim {
             trim_where,
             trim_what,
@@ -214,16 +269,17 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
                 _ => "trim",
             };
             match trim_what {
-                Some(w) => parse_expr(&format!("{f}({e}, {w})"))?,
-                None => parse_expr(&format!("{f}({e})"))?,
+                Some(w) => template(&format!("{f}({})", slots(0, 2)), vec![take(e), take(w)])?,
+                None => template(&format!("{f}({ARG}0)"), vec![take(e)])?,
             }
         }
-        Expr::IsDistinctFrom(a, b) => parse_expr(&format!(
-            "NOT coalesce(({a}) = ({b}), ({a}) IS NULL AND ({b}) IS NULL)"
-        ))?,
-        Expr::IsNotDistinctFrom(a, b) => parse_expr(&format!(
-            "coalesce(({a}) = ({b}), ({a}) IS NULL AND ({b}) IS NULL)"
-        ))?,
+        // SQLite's IS / IS NOT compare NULLs as values: PostgreSQL's IS [NOT] DISTINCT FROM.
+        Expr::IsDistinctFrom(a, b) => {
+            template(&format!("({ARG}0) IS NOT ({ARG}1)"), vec![take(a), take(b)])?
+        }
+        Expr::IsNotDistinctFrom(a, b) => {
+            template(&format!("({ARG}0) IS ({ARG}1)"), vec![take(a), take(b)])?
+        }
         Expr::BinaryOp { op, .. }
             if matches!(
                 op,
@@ -239,13 +295,14 @@ fn rewrite_expr(expr: &Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordErro
         }
         Expr::BinaryOp { left, op, right } => match json_function(op) {
             Some((f, swap)) => {
-                let right = json_right_operand(right);
-                let (a, b) = if swap {
-                    (right.to_string(), left.to_string())
+                let right = json_right_operand(take(right));
+                let left = take(left);
+                let args = if swap {
+                    vec![right, left]
                 } else {
-                    (left.to_string(), right.to_string())
+                    vec![left, right]
                 };
-                parse_expr(&format!("{f}({a}, {b})"))?
+                template(&format!("{f}({})", slots(0, 2)), args)?
             }
             None => return Ok(None),
         },
@@ -272,7 +329,7 @@ fn json_function(op: &BinaryOperator) -> Option<(&'static str, bool)> {
 }
 
 /// `ARRAY['a', 'b']` on the right of `?|` / `?&` / `#>` travels as a JSON array of strings.
-fn json_right_operand(e: &Expr) -> Expr {
+fn json_right_operand(e: Expr) -> Expr {
     match e {
         Expr::Array(a) => Expr::Function(Function {
             name: ObjectName::from(vec![Ident::new("json_array")]),
@@ -282,8 +339,8 @@ fn json_right_operand(e: &Expr) -> Expr {
                 duplicate_treatment: None,
                 args: a
                     .elem
-                    .iter()
-                    .map(|x| FunctionArg::Unnamed(FunctionArgExpr::Expr(x.clone())))
+                    .into_iter()
+                    .map(|x| FunctionArg::Unnamed(FunctionArgExpr::Expr(x)))
                     .collect(),
                 clauses: vec![],
             }),
@@ -292,18 +349,26 @@ fn json_right_operand(e: &Expr) -> Expr {
             over: None,
             within_group: vec![],
         }),
-        other => other.clone(),
+        other => other,
     }
 }
 
-fn args_of(f: &Function) -> Vec<String> {
-    match &f.args {
-        FunctionArguments::List(l) => l.args.iter().map(|a| a.to_string()).collect(),
-        _ => vec![],
+/// Moves a call's arguments out (a named or wildcard argument as its text).
+fn take_args(f: &mut Function) -> Result<Vec<Expr>, CoordError> {
+    match &mut f.args {
+        FunctionArguments::List(l) => l
+            .args
+            .iter_mut()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(take(e)),
+                other => parse_expr(&other.to_string()),
+            })
+            .collect(),
+        _ => Ok(vec![]),
     }
 }
 
-fn rewrite_function(f: &Function, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordError> {
+fn rewrite_function(f: &mut Function, ctx: &RewriteCtx) -> Result<Option<Expr>, CoordError> {
     let full = function_name(&f.name);
     // `pg_catalog.f(…)` is `f(…)`: Postgres' own functions live there.
     let name = match full.strip_prefix("pg_catalog.") {
@@ -322,11 +387,25 @@ fn rewrite_function(f: &Function, ctx: &RewriteCtx) -> Result<Option<Expr>, Coor
 
 fn rewrite_function_named(
     name: &str,
-    f: &Function,
+    f: &mut Function,
     ctx: &RewriteCtx,
 ) -> Result<Option<Expr>, CoordError> {
-    let args = args_of(f);
-    let a = |i: usize| args.get(i).cloned().unwrap_or_else(|| "NULL".into());
+    // `f(args)` → `g(args)`: the arguments move into the new call.
+    let call = |f: &mut Function, g: &str| -> Result<Expr, CoordError> {
+        let args = take_args(f)?;
+        template(&format!("{g}({})", slots(0, args.len())), args)
+    };
+    // A template over the first `n` arguments (missing ones are NULL).
+    let over = |f: &mut Function, n: usize, sql: &str| -> Result<Expr, CoordError> {
+        let mut args = take_args(f)?;
+        args.resize(n.max(args.len()), Expr::value(Value::Null));
+        template(sql, args)
+    };
+    let a = |i: usize| format!("{ARG}{i}");
+    let nargs = match &f.args {
+        FunctionArguments::List(l) => l.args.len(),
+        _ => 0,
+    };
     Ok(Some(match name {
         "now"
         | "current_timestamp"
@@ -341,47 +420,47 @@ fn rewrite_function_named(
         "current_schema" => string_lit("public"),
         "pg_backend_pid" => parse_expr(&std::process::id().to_string())?,
         "random" => parse_expr("((random() & 9007199254740991) / 9007199254740992.0)")?,
-        "char_length" | "character_length" => parse_expr(&format!("length({})", a(0)))?,
-        "left" => parse_expr(&format!("substr({}, 1, {})", a(0), a(1)))?,
-        "right" => parse_expr(&format!("substr({}, -({}))", a(0), a(1)))?,
-        "strpos" => parse_expr(&format!("instr({}, {})", a(0), a(1)))?,
-        "btrim" => parse_expr(&format!("trim({})", args.join(", ")))?,
+        "char_length" | "character_length" => over(f, 1, &format!("length({})", a(0)))?,
+        "left" => over(f, 2, &format!("substr({}, 1, {})", a(0), a(1)))?,
+        "right" => over(f, 2, &format!("substr({}, -({}))", a(0), a(1)))?,
+        "strpos" => over(f, 2, &format!("instr({}, {})", a(0), a(1)))?,
+        "btrim" => call(f, "trim")?,
         "string_agg" if f.over.is_none() => {
-            parse_expr(&format!("group_concat({}, {})", a(0), a(1)))?
+            over(f, 2, &format!("group_concat({}, {})", a(0), a(1)))?
         }
-        "bool_and" | "every" => parse_expr(&format!("min({})", a(0)))?,
-        "bool_or" => parse_expr(&format!("max({})", a(0)))?,
-        "greatest" => parse_expr(&format!("max({})", args.join(", ")))?,
-        "least" => parse_expr(&format!("min({})", args.join(", ")))?,
+        "bool_and" | "every" => over(f, 1, &format!("min({})", a(0)))?,
+        "bool_or" => over(f, 1, &format!("max({})", a(0)))?,
+        "greatest" => call(f, "max")?,
+        "least" => call(f, "min")?,
         "gen_random_uuid" | "uuid_generate_v4" => string_lit(&random_uuid()),
-        "json_build_object" | "jsonb_build_object" => {
-            parse_expr(&format!("json_object({})", args.join(", ")))?
-        }
-        "jsonb_set" | "jsonb_set_lax" if args.len() >= 3 => {
-            parse_expr(&format!("tessera_jsonb_set({})", args.join(", ")))?
-        }
-        "jsonb_typeof" | "json_typeof" => parse_expr(&format!("tessera_jsonb_typeof({})", a(0)))?,
-        "jsonb_extract_path" | "json_extract_path" if !args.is_empty() => parse_expr(&format!(
-            "tessera_json_path({}, json_array({}))",
-            a(0),
-            args[1..].join(", ")
-        ))?,
-        "jsonb_extract_path_text" | "json_extract_path_text" if !args.is_empty() => {
-            parse_expr(&format!(
+        "json_build_object" | "jsonb_build_object" => call(f, "json_object")?,
+        "jsonb_set" | "jsonb_set_lax" if nargs >= 3 => call(f, "tessera_jsonb_set")?,
+        "jsonb_typeof" | "json_typeof" => over(f, 1, &format!("tessera_jsonb_typeof({})", a(0)))?,
+        "jsonb_extract_path" | "json_extract_path" if nargs > 0 => over(
+            f,
+            nargs,
+            &format!(
+                "tessera_json_path({}, json_array({}))",
+                a(0),
+                slots(1, nargs - 1)
+            ),
+        )?,
+        "jsonb_extract_path_text" | "json_extract_path_text" if nargs > 0 => over(
+            f,
+            nargs,
+            &format!(
                 "tessera_json_path_text({}, json_array({}))",
                 a(0),
-                args[1..].join(", ")
-            ))?
-        }
+                slots(1, nargs - 1)
+            ),
+        )?,
         "jsonb_agg" | "json_agg" if f.over.is_none() => {
             // Keeps DISTINCT / ORDER BY inside the call: only the name changes.
             let mut g = f.clone();
             g.name = ObjectName::from(vec![Ident::new("json_group_array")]);
             Expr::Function(g)
         }
-        "json_build_array" | "jsonb_build_array" => {
-            parse_expr(&format!("json_array({})", args.join(", ")))?
-        }
+        "json_build_array" | "jsonb_build_array" => call(f, "json_array")?,
         _ => return Ok(None),
     }))
 }

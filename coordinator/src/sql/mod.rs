@@ -1,6 +1,7 @@
 //! SQL helpers on the sqlparser AST: names, Postgres-to-SQLite rewriting, type inference, parameters.
 
 pub mod datetime;
+pub mod depth;
 pub mod dialect;
 pub mod infer;
 pub mod names;

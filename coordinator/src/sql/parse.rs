@@ -1,21 +1,45 @@
 //! Parsing client SQL, accepting Postgres' `PARTITION BY ... WITH (...)` order too.
 
 use crate::error::CoordError;
+use crate::sql::depth;
 use sqlparser::ast::Statement;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
-use sqlparser::parser::Parser;
+use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, Tokenizer};
 
-/// Parses one or more statements.
+/// Parses one or more statements; a statement nested deeper than Tessera evaluates is `54001`
+/// (see [`depth`]), refused before its tree is built where the tokens tell.
 pub fn parse(sql: &str) -> Result<Vec<Statement>, CoordError> {
+    let stmts = parse_unchecked(sql)?;
+    for s in &stmts {
+        depth::check_tree(s)?;
+    }
+    Ok(stmts)
+}
+
+/// sqlparser with Tessera's recursion limit, after the token check of operator chains.
+fn parse_sql(sql: &str) -> Result<Vec<Statement>, ParserError> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location()?;
+    if depth::check_tokens(tokens.iter().map(|t| &t.token)).is_err() {
+        return Err(ParserError::RecursionLimitExceeded);
+    }
+    Parser::new(&dialect)
+        .with_recursion_limit(depth::MAX_RECURSION)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+}
+
+fn parse_unchecked(sql: &str) -> Result<Vec<Statement>, CoordError> {
     if names_user_statement(sql) {
         if let Some(stmts) = parse_user_statements(sql) {
             return Ok(stmts);
         }
     }
-    match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+    match parse_sql(sql) {
         Ok(s) => Ok(s),
+        Err(ParserError::RecursionLimitExceeded) => Err(depth::too_deep()),
         Err(first) => {
             let syntax = || {
                 CoordError::Syntax(
@@ -37,7 +61,7 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>, CoordError> {
             let mut out = Vec::new();
             for seg in segments {
                 let text = join(seg);
-                match Parser::parse_sql(&PostgreSqlDialect {}, &text) {
+                match parse_sql(&text) {
                     Ok(s) => out.extend(s),
                     Err(_) => out.extend(parse_rewritten(&text).ok_or_else(syntax)?),
                 }
@@ -99,11 +123,7 @@ fn parse_user_statements(sql: &str) -> Option<Vec<Statement>> {
             }
         }
         let text = join(&seg);
-        out.extend(
-            Parser::parse_sql(&PostgreSqlDialect {}, &text)
-                .ok()
-                .or_else(|| parse_rewritten(&text))?,
-        );
+        out.extend(parse_sql(&text).ok().or_else(|| parse_rewritten(&text))?);
     }
     any.then_some(out)
 }
@@ -118,7 +138,7 @@ fn parse_rewritten(sql: &str) -> Option<Vec<Statement>> {
     ]
     .into_iter()
     .flatten()
-    .find_map(|rewritten| Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).ok())
+    .find_map(|rewritten| parse_sql(&rewritten).ok())
 }
 
 fn is_kw(t: &Token, k: Keyword) -> bool {
