@@ -33,6 +33,12 @@ impl Engine {
                 message: format!("prepared statement \"{name}\" already exists"),
             });
         }
+        let max = self.config.limits.max_prepared_statements;
+        if session.prepared.len() >= max {
+            return Err(CoordError::ProgramLimit(format!(
+                "too many prepared statements in this session (max_prepared_statements = {max}): DEALLOCATE some first"
+            )));
+        }
         session.prepared.insert(name, statement.clone());
         Ok(QueryResult::command("PREPARE", None))
     }

@@ -27,6 +27,7 @@ pub async fn serve(
         };
     let handlers = Arc::new(Handlers {
         tls_required: engine.config.tls_required,
+        limits: engine.config.limits.clone(),
         tls,
         startup: Arc::new(startup),
         queries: Arc::new(QueryHandler::new(engine)),

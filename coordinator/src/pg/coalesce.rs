@@ -12,7 +12,9 @@
 //! - more than 64 KiB are buffered.
 //!
 //! It tracks message framing in both directions to know this; it never
-//! reorders or alters bytes.
+//! reorders or alters bytes. The same framing refuses, before the message is
+//! buffered, a client message longer than the coordinator's `max_message_bytes`
+//! or a length no message can have: reading then fails with a [`FrameError`].
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +22,37 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const MAX_BUFFERED: usize = 64 * 1024;
+
+/// PostgreSQL's bound on a start-up packet (`MAX_STARTUP_PACKET_LENGTH`).
+const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// A client message whose declared length the coordinator refuses, before reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// Longer than `max_message_bytes`.
+    TooLarge {
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A length no message of its kind can have.
+    InvalidLength(usize),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { len, max } => write!(
+                f,
+                "message of {len} bytes exceeds the limit of {max} bytes (max_message_bytes)"
+            ),
+            FrameError::InvalidLength(len) => write!(f, "invalid message length {len}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
 
 /// Incremental parser of one direction's message framing.
 #[derive(Default)]
@@ -31,8 +64,8 @@ struct Framing {
 }
 
 impl Framing {
-    /// Feeds bytes; calls `on_type` with each complete message header's type byte.
-    fn feed(&mut self, mut bytes: &[u8], mut on_type: impl FnMut(u8)) {
+    /// Feeds bytes; calls `on_type` with each complete message header's type byte and length.
+    fn feed(&mut self, mut bytes: &[u8], mut on_type: impl FnMut(u8, usize)) {
         let header_len = 5;
         while !bytes.is_empty() {
             if self.remaining > 0 {
@@ -51,7 +84,7 @@ impl Framing {
                 let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
                 self.remaining = len.saturating_sub(4);
                 self.header.clear();
-                on_type(ty);
+                on_type(ty, len);
             }
         }
     }
@@ -74,6 +107,10 @@ pub struct Coalesce<S> {
     awaiting_ready: i64,
     /// The client sent Flush, or the server asked for COPY data: flush at the next chance.
     must_flush: bool,
+    /// Longest client message accepted.
+    max_message: usize,
+    /// A client message refused: every later read fails with it.
+    refused: Option<FrameError>,
 }
 
 impl<S> Coalesce<S> {
@@ -89,7 +126,25 @@ impl<S> Coalesce<S> {
             outgoing: Framing::default(),
             awaiting_ready: 0,
             must_flush: false,
+            max_message: usize::MAX,
+            refused: None,
         }
+    }
+
+    /// Refuses client messages longer than `max` bytes.
+    pub fn with_limit(mut self, max: usize) -> Coalesce<S> {
+        self.max_message = max;
+        self
+    }
+
+    /// Writes what is buffered, and what comes next, at once (a last message before closing).
+    pub fn flush_next(&mut self) {
+        self.must_flush = true;
+    }
+
+    /// The client message refused, if one was.
+    pub fn refused(&self) -> Option<&FrameError> {
+        self.refused.as_ref()
     }
 
     /// Wraps a socket whose first bytes (`already_read`) were read before wrapping, as the
@@ -102,6 +157,9 @@ impl<S> Coalesce<S> {
 
     fn observe_incoming(&mut self, bytes: &[u8]) {
         let mut bytes = bytes;
+        if self.refused.is_some() {
+            return;
+        }
         // Start-up packets are untyped: length, protocol code, rest. SSLRequest, GSSENCRequest and
         // CancelRequest keep the connection in start-up; the 3.0 startup packet ends it.
         while self.startup && !bytes.is_empty() {
@@ -114,6 +172,10 @@ impl<S> Coalesce<S> {
                 }
                 let h = &self.startup_head;
                 let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                if !(8..=MAX_STARTUP_PACKET).contains(&len) {
+                    self.refused = Some(FrameError::InvalidLength(len));
+                    return;
+                }
                 self.startup_skip = len.saturating_sub(8);
             }
             let n = self.startup_skip.min(bytes.len());
@@ -135,11 +197,23 @@ impl<S> Coalesce<S> {
         }
         let mut awaiting = 0i64;
         let mut flush = false;
-        self.incoming.feed(bytes, |ty| match ty {
-            b'S' | b'Q' | b'F' => awaiting += 1,
-            b'H' => flush = true,
-            _ => {}
+        let max = self.max_message;
+        let mut refused = None;
+        self.incoming.feed(bytes, |ty, len| {
+            if len < 4 {
+                refused.get_or_insert(FrameError::InvalidLength(len));
+            } else if len > max {
+                refused.get_or_insert(FrameError::TooLarge { len, max });
+            }
+            match ty {
+                b'S' | b'Q' | b'F' => awaiting += 1,
+                b'H' => flush = true,
+                _ => {}
+            }
         });
+        if refused.is_some() {
+            self.refused = refused;
+        }
         self.awaiting_ready += awaiting;
         self.must_flush |= flush;
     }
@@ -150,7 +224,7 @@ impl<S> Coalesce<S> {
         }
         let mut awaiting = self.awaiting_ready;
         let mut flush = false;
-        self.outgoing.feed(bytes, |ty| match ty {
+        self.outgoing.feed(bytes, |ty, _| match ty {
             // Every ReadyForQuery leaves at once, as PostgreSQL flushes it: a pipelining client
             // may be waiting for this answer before it lets a later statement proceed.
             b'Z' => {
@@ -198,11 +272,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = &this.refused {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e.clone())));
+        }
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let new = buf.filled()[before..].to_vec();
-        this.observe_incoming(&new);
-        Poll::Ready(Ok(()))
+        this.observe_incoming(&buf.filled()[before..]);
+        match &this.refused {
+            // The bytes of a refused message never reach the decoder.
+            Some(e) => {
+                buf.set_filled(before);
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e.clone())))
+            }
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -290,6 +373,34 @@ mod tests {
         assert!(!c.should_flush());
         c.observe_outgoing(&msg(b'Z', b"I"));
         assert!(c.should_flush(), "ReadyForQuery releases everything");
+    }
+
+    #[test]
+    fn refuses_lengths_before_reading_the_message() {
+        let mut c = Coalesce::new(()).with_limit(1000);
+        c.observe_incoming(&startup_packet());
+        c.observe_incoming(&msg(b'Q', &[b'x'; 990]));
+        assert_eq!(c.refused(), None, "a message under the limit");
+        // Only the header of a huge Query has arrived: it is refused already.
+        c.observe_incoming(&[b'Q', 0x7f, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            c.refused(),
+            Some(&FrameError::TooLarge {
+                len: 0x7fff_ffff,
+                max: 1000
+            })
+        );
+        let mut c = Coalesce::new(());
+        c.observe_incoming(&startup_packet());
+        c.observe_incoming(&[b'E', 0, 0, 0, 2]);
+        assert_eq!(c.refused(), Some(&FrameError::InvalidLength(2)));
+        let mut c = Coalesce::new(());
+        c.observe_incoming(&[0x7f, 0, 0, 0, 0, 3, 0, 0]);
+        assert_eq!(
+            c.refused(),
+            Some(&FrameError::InvalidLength(0x7f00_0000)),
+            "a start-up packet longer than PostgreSQL reads"
+        );
     }
 
     #[test]

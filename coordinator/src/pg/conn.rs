@@ -1,15 +1,26 @@
 //! The per-connection message loop: encryption negotiation (TLS when configured; GSS
 //! declined), then pgwire's message processing over a [`Coalesce`]d socket, so each response
 //! leaves in one write.
+//!
+//! The loop is also where a client's messages meet the coordinator's limits: a message longer
+//! than `max_message_bytes` is refused from its header (`54000`), a malformed one (even one
+//! that makes pgwire's decoder panic) gets `08P01`, both closing the connection as PostgreSQL
+//! does; a startup packet without `user` is `28000`; named prepared statements and portals are
+//! capped per session (`54000`).
 
-use super::coalesce::Coalesce;
+use super::coalesce::{Coalesce, FrameError};
 use super::Handlers;
 use bytes::BytesMut;
-use futures::StreamExt;
-use pgwire::api::{ClientInfo, DefaultClient, PgWireConnectionState, PgWireServerHandlers};
+use futures::{FutureExt, SinkExt, StreamExt};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, DefaultClient, PgWireConnectionState, PgWireServerHandlers,
+};
 use pgwire::error::{ErrorInfo, PgWireError};
-use pgwire::messages::PgWireFrontendMessage;
+use pgwire::messages::extendedquery::{TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{process_error, process_message, PgWireMessageServerCodec};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -93,8 +104,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
     reject_startup: bool,
 ) -> std::io::Result<()> {
     let client = DefaultClient::new(addr, secure);
+    let limits = handlers.limits.clone();
     let mut parts = FramedParts::new(
-        Coalesce::after(stream, &head),
+        Coalesce::after(stream, &head).with_limit(limits.max_message_bytes),
         PgWireMessageServerCodec::new(client),
     );
     // The codec reads into whatever room this buffer has: give it the 8 KiB a fresh Framed
@@ -112,23 +124,60 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
     let cancel = handlers.cancel_handler();
     let deadline = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(deadline);
+    let mut named = Named::default();
     loop {
         let starting = matches!(
             socket.state(),
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
+        // pgwire's decoder panics on some malformed messages: the panic ends this connection
+        // with an error, never the process or another connection.
+        let next = std::panic::AssertUnwindSafe(socket.next()).catch_unwind();
         let msg = if starting {
             tokio::select! {
                 _ = &mut deadline => None,
-                m = socket.next() => m,
+                m = next => Some(m),
             }
         } else {
-            socket.next().await
+            Some(next.await)
         };
-        let Some(Ok(msg)) = msg else { break };
+        let msg = match msg {
+            None | Some(Ok(None)) => break,
+            Some(Ok(Some(Ok(msg)))) => msg,
+            Some(Ok(Some(Err(e)))) => {
+                let (code, message) = match frame_error(&e, socket.get_ref().refused()) {
+                    Some(f @ FrameError::TooLarge { .. }) => ("54000", f.to_string()),
+                    Some(f) => ("08P01", f.to_string()),
+                    None => ("08P01", format!("invalid frontend message: {e}")),
+                };
+                fatal(&mut socket, code, message).await;
+                break;
+            }
+            Some(Err(_panic)) => {
+                tracing::warn!(%addr, "a malformed client message was refused");
+                fatal(&mut socket, "08P01", "invalid frontend message".into()).await;
+                break;
+            }
+        };
         if matches!(msg, PgWireFrontendMessage::Terminate(_)) {
             break;
+        }
+        if let PgWireFrontendMessage::Startup(s) = &msg {
+            if !s.parameters.contains_key("user") {
+                let m = "no PostgreSQL user name specified in startup packet";
+                fatal(&mut socket, "28000", m.into()).await;
+                break;
+            }
+        }
+        if let Some(refusal) = named.admit(&msg, &socket, limits.max_prepared_statements) {
+            let e = PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "54000".into(),
+                refusal,
+            )));
+            process_error(&mut socket, e, true).await?;
+            continue;
         }
         let is_extended = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
@@ -166,4 +215,85 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
         }
     }
     Ok(())
+}
+
+/// The frame refused by the socket wrapper, when `e` is that refusal.
+fn frame_error<'a>(e: &PgWireError, refused: Option<&'a FrameError>) -> Option<&'a FrameError> {
+    match e {
+        PgWireError::IoError(io) if io.kind() == std::io::ErrorKind::InvalidData => refused,
+        _ => None,
+    }
+}
+
+/// Sends a FATAL error; the caller then closes the connection.
+async fn fatal<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static, ST>(
+    socket: &mut Framed<Coalesce<S>, PgWireMessageServerCodec<ST>>,
+    code: &str,
+    message: String,
+) {
+    let info = ErrorInfo::new("FATAL".into(), code.into(), message);
+    socket.get_mut().flush_next();
+    let _ = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
+}
+
+/// The names of a session's prepared statements and portals, to cap how many it keeps.
+#[derive(Default)]
+struct Named {
+    statements: HashSet<String>,
+    portals: HashSet<String>,
+}
+
+impl Named {
+    /// Records the names `msg` creates or closes; the refusal's message when it would create
+    /// one more than `max`.
+    fn admit<S: ClientPortalStore>(
+        &mut self,
+        msg: &PgWireFrontendMessage,
+        socket: &S,
+        max: usize,
+    ) -> Option<String>
+    where
+        S::PortalStore: PortalStore,
+    {
+        let store = socket.portal_store();
+        match msg {
+            PgWireFrontendMessage::Parse(p) => {
+                let name = p.name.as_deref().filter(|n| !n.is_empty())?;
+                if !self.statements.contains(name) && self.statements.len() >= max {
+                    // Names pgwire no longer holds (closed, replaced) do not count.
+                    self.statements.retain(|n| store.get_statement(n).is_some());
+                    if self.statements.len() >= max {
+                        return Some(format!(
+                            "too many prepared statements in this session (max_prepared_statements = {max}): close some first"
+                        ));
+                    }
+                }
+                self.statements.insert(name.to_string());
+            }
+            PgWireFrontendMessage::Bind(b) => {
+                let name = b.portal_name.as_deref().filter(|n| !n.is_empty())?;
+                if !self.portals.contains(name) && self.portals.len() >= max {
+                    self.portals.retain(|n| store.get_portal(n).is_some());
+                    if self.portals.len() >= max {
+                        return Some(format!(
+                            "too many open portals in this session (max_prepared_statements = {max}): close some first"
+                        ));
+                    }
+                }
+                self.portals.insert(name.to_string());
+            }
+            PgWireFrontendMessage::Close(c) => {
+                let name = c.name.as_deref()?;
+                match c.target_type {
+                    TARGET_TYPE_BYTE_STATEMENT => self.statements.remove(name),
+                    TARGET_TYPE_BYTE_PORTAL => self.portals.remove(name),
+                    _ => false,
+                };
+            }
+            _ => {}
+        }
+        None
+    }
 }

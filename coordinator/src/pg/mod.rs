@@ -28,6 +28,8 @@ pub struct Handlers {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Refuse clients that do not negotiate TLS.
     pub tls_required: bool,
+    /// What one client may send (message size, prepared statements).
+    pub limits: crate::config::Limits,
 }
 
 impl PgWireServerHandlers for Handlers {

@@ -196,6 +196,14 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
         return Err(CoordError::unsupported("INSERT into a table function"));
     };
     let table = ctx.catalog.table(&table_name(name)?)?;
+    match &ins.on {
+        Some(OnInsert::OnConflict(OnConflict {
+            action: OnConflictAction::DoUpdate(DoUpdate { assignments, .. }),
+            ..
+        }))
+        | Some(OnInsert::DuplicateKeyUpdate(assignments)) => check_assignments(assignments, table)?,
+        _ => {}
+    }
     let group = ctx.catalog.group_of(table)?;
     let columns = returning_columns(&ins.returning, table, ctx);
     let mut ins = ins.clone();
@@ -360,16 +368,10 @@ fn fan_out_write(
     write_plan(tasks, table, columns, tag, ctx)
 }
 
-/// UPDATE: the shards the WHERE clause allows.
-pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
-    let (name, alias) = table_of(&u.table)?;
-    let table = ctx.catalog.table(&name)?;
-    if u.from.is_some() {
-        return Err(CoordError::unsupported(
-            "UPDATE ... FROM is not supported yet",
-        ));
-    }
-    for a in &u.assignments {
+/// The columns an UPDATE (or an INSERT's `ON CONFLICT DO UPDATE`) sets exist, and none is the
+/// distribution column: a row cannot change shards in place (0A000).
+fn check_assignments(assignments: &[Assignment], table: &Table) -> Result<(), CoordError> {
+    for a in assignments {
         let cols: Vec<&ObjectName> = match &a.target {
             AssignmentTarget::ColumnName(c) => vec![c],
             AssignmentTarget::Tuple(cs) => cs.iter().collect(),
@@ -386,6 +388,19 @@ pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError>
             }
         }
     }
+    Ok(())
+}
+
+/// UPDATE: the shards the WHERE clause allows.
+pub fn plan_update(u: &Update, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
+    let (name, alias) = table_of(&u.table)?;
+    let table = ctx.catalog.table(&name)?;
+    if u.from.is_some() {
+        return Err(CoordError::unsupported(
+            "UPDATE ... FROM is not supported yet",
+        ));
+    }
+    check_assignments(&u.assignments, table)?;
     let columns = returning_columns(&u.returning, table, ctx);
     let mut u = u.clone();
     for a in u.assignments.iter_mut() {
@@ -448,6 +463,23 @@ mod tests {
     use crate::planner::testing::{plan_sql as try_plan, plan_sql_on};
     use crate::planner::{Merge, Plan};
     use tessera_shared::Value;
+
+    #[test]
+    fn the_distribution_key_never_changes_in_place() {
+        for sql in [
+            "UPDATE users SET id = 2000008 WHERE id = 1",
+            "INSERT INTO users (id, name) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET id = 2000008",
+            "INSERT INTO users (id, name) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET (name, id) = ('b', 2)",
+        ] {
+            let e = try_plan(sql, &[]).expect_err(sql);
+            assert_eq!(e.sqlstate(), "0A000", "{sql}: {e}");
+        }
+        try_plan(
+            "INSERT INTO users (id, name) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+            &[],
+        )
+        .expect("other columns may change");
+    }
 
     #[test]
     fn insert_rows_split_by_shard() {
