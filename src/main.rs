@@ -5,6 +5,7 @@
 //! - `tessera admin`: cluster inspection through any coordinator, as psql connects.
 
 mod admin;
+mod identity;
 mod local;
 mod roles;
 mod shutdown;

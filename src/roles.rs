@@ -237,17 +237,23 @@ pub async fn run_storage(a: StorageArgs) -> anyhow::Result<()> {
     if let Some(d) = a.data_dir {
         config.data_dir = d;
     }
-    if let Some(n) = a.name {
-        config.node_name = n;
+    let identity = crate::identity::Identity::read(&config.data_dir);
+    match (a.name, &identity) {
+        (Some(n), _) => config.node_name = n,
+        (None, Some(id)) => config.node_name = id.name.clone(),
+        (None, None) => {}
     }
     if let Some(s) = a.synchronous {
         config.synchronous = s;
     }
     let listen = a.listen.unwrap_or_else(|| "127.0.0.1:7501".into());
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = crate::identity::bind(&listen, identity.as_ref()).await?;
     let addr = listener.local_addr()?;
+    crate::identity::Identity {
+        name: config.node_name.clone(),
+        addr: addr.to_string(),
+    }
+    .write(&config.data_dir)?;
     println!("{READY} storage {addr}");
     tessera_storage::serve(config, listener, crate::shutdown::signal()).await?;
     Ok(())

@@ -151,7 +151,17 @@ pub async fn placement_call(
 /// their copies throughout.
 pub async fn decommission(engine: &Engine, name: &str) -> Result<String, CoordError> {
     let catalog = engine.catalog.snapshot();
-    node_named(&catalog, name)?;
+    let node = node_named(&catalog, name)?;
+    let before = node.liveness;
+    // Every copy must have somewhere to go before anything changes.
+    for shard in shards_on(&catalog, node.id) {
+        let (_, s) = catalog
+            .shard(shard)
+            .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
+        if least_loaded(&catalog, s).is_none() {
+            return Err(no_room(shard));
+        }
+    }
     engine
         .catalog
         .propose(CatalogCommand::SetLiveness {
@@ -159,8 +169,29 @@ pub async fn decommission(engine: &Engine, name: &str) -> Result<String, CoordEr
             liveness: Liveness::Decommissioned,
         })
         .await?;
-    let moved = drain(engine, name).await?;
-    Ok(format!("storage node {name} decommissioned; {moved}"))
+    match drain(engine, name).await {
+        Ok(moved) => Ok(format!("storage node {name} decommissioned; {moved}")),
+        Err(e) => {
+            // The node stays in service; copies moved so far stay where they are (each is a
+            // complete copy).
+            let undo = CatalogCommand::SetLiveness {
+                name: name.to_string(),
+                liveness: before,
+            };
+            if let Err(u) = engine.catalog.propose(undo).await {
+                tracing::error!(node = %name, error = %u, "could not take back a failed decommission");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `53400`: no other live node can take a copy of `shard`.
+fn no_room(shard: u64) -> CoordError {
+    CoordError::Storage {
+        sqlstate: "53400".into(),
+        message: format!("no other live storage node can take shard {shard}"),
+    }
 }
 
 /// Moves every copy `name` holds to other live nodes, online; the node stays in service.
@@ -175,10 +206,7 @@ pub async fn drain(engine: &Engine, name: &str) -> Result<String, CoordError> {
         let (_, s) = catalog
             .shard(shard)
             .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
-        let target = least_loaded(&catalog, s).ok_or_else(|| CoordError::Storage {
-            sqlstate: "53400".into(),
-            message: format!("no other live storage node can take shard {shard}"),
-        })?;
+        let target = least_loaded(&catalog, s).ok_or_else(|| no_room(shard))?;
         move_copy(engine, shard, node, target).await?;
         moved += 1;
     }

@@ -146,7 +146,7 @@ fn load_and_query(
     budget: &Budget,
 ) -> Result<Vec<Vec<Value>>, CoordError> {
     if let Some(setup) = setup {
-        setup(&conn).map_err(sql_err)?;
+        setup(conn).map_err(sql_err)?;
     }
     for t in tables {
         let cols: Vec<String> = t

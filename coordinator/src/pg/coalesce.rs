@@ -16,12 +16,16 @@
 //! buffered, a client message longer than the coordinator's `max_message_bytes`
 //! or a length no message can have: reading then fails with a [`FrameError`].
 
+use super::wellformed;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const MAX_BUFFERED: usize = 64 * 1024;
+
+/// Protocol 3.0, the code of a startup packet (others are SSL, GSS and cancel requests).
+const PROTOCOL_3: u32 = 196_608;
 
 /// PostgreSQL's bound on a start-up packet (`MAX_STARTUP_PACKET_LENGTH`).
 const MAX_STARTUP_PACKET: usize = 10_000;
@@ -38,6 +42,8 @@ pub enum FrameError {
     },
     /// A length no message of its kind can have.
     InvalidLength(usize),
+    /// A message of this type whose fields do not fit it ([`wellformed`]).
+    Malformed(u8, wellformed::Malformed),
 }
 
 impl std::fmt::Display for FrameError {
@@ -48,6 +54,9 @@ impl std::fmt::Display for FrameError {
                 "message of {len} bytes exceeds the limit of {max} bytes (max_message_bytes)"
             ),
             FrameError::InvalidLength(len) => write!(f, "invalid message length {len}"),
+            FrameError::Malformed(ty, why) => {
+                write!(f, "invalid frontend message type {:?}: {why}", *ty as char)
+            }
         }
     }
 }
@@ -61,16 +70,37 @@ struct Framing {
     header: Vec<u8>,
     /// Payload bytes still to skip in the current message.
     remaining: usize,
+    /// Keep the bodies of the messages [`wellformed`] checks (client messages only).
+    collect: bool,
+    /// The current message's type, and its body so far when it is collected.
+    ty: u8,
+    body: Option<Vec<u8>>,
 }
 
+/// Largest first allocation for a collected body (it grows as bytes arrive).
+const BODY_CAPACITY: usize = 64 * 1024;
+
 impl Framing {
-    /// Feeds bytes; calls `on_type` with each complete message header's type byte and length.
-    fn feed(&mut self, mut bytes: &[u8], mut on_type: impl FnMut(u8, usize)) {
+    /// Feeds bytes; calls `on_type` with each complete message header's type byte and length,
+    /// and `on_body` with each complete collected message's type and body.
+    fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        mut on_type: impl FnMut(u8, usize),
+        mut on_body: impl FnMut(u8, &[u8]),
+    ) {
         let header_len = 5;
         while !bytes.is_empty() {
             if self.remaining > 0 {
                 let n = self.remaining.min(bytes.len());
                 self.remaining -= n;
+                if let Some(body) = &mut self.body {
+                    body.extend_from_slice(&bytes[..n]);
+                    if self.remaining == 0 {
+                        on_body(self.ty, body);
+                        self.body = None;
+                    }
+                }
                 bytes = &bytes[n..];
                 continue;
             }
@@ -85,6 +115,14 @@ impl Framing {
                 self.remaining = len.saturating_sub(4);
                 self.header.clear();
                 on_type(ty, len);
+                if self.collect && wellformed::checked(ty) {
+                    if self.remaining == 0 {
+                        on_body(ty, &[]);
+                    } else {
+                        self.ty = ty;
+                        self.body = Some(Vec::with_capacity(self.remaining.min(BODY_CAPACITY)));
+                    }
+                }
             }
         }
     }
@@ -98,6 +136,8 @@ pub struct Coalesce<S> {
     startup: bool,
     /// Length and protocol code of the start-up packet being read.
     startup_head: Vec<u8>,
+    /// The start-up packet's parameters so far.
+    startup_body: Vec<u8>,
     /// Bytes of the current start-up packet still to skip.
     startup_skip: usize,
     incoming: Framing,
@@ -121,8 +161,12 @@ impl<S> Coalesce<S> {
             out: Vec::new(),
             startup: true,
             startup_head: Vec::new(),
+            startup_body: Vec::new(),
             startup_skip: 0,
-            incoming: Framing::default(),
+            incoming: Framing {
+                collect: true,
+                ..Framing::default()
+            },
             outgoing: Framing::default(),
             awaiting_ready: 0,
             must_flush: false,
@@ -180,10 +224,16 @@ impl<S> Coalesce<S> {
             }
             let n = self.startup_skip.min(bytes.len());
             self.startup_skip -= n;
+            self.startup_body.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
             if self.startup_skip == 0 {
                 let h = &self.startup_head;
                 let code = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                let body = std::mem::take(&mut self.startup_body);
+                if code == PROTOCOL_3 && wellformed::check_startup_parameters(&body).is_err() {
+                    self.refused = Some(FrameError::Malformed(b'0', "bad startup parameters"));
+                    return;
+                }
                 if !matches!(code, 80_877_102..=80_877_104) {
                     self.startup = false;
                     // Start-up ends with a ReadyForQuery the client did not ask for with a Sync.
@@ -199,18 +249,28 @@ impl<S> Coalesce<S> {
         let mut flush = false;
         let max = self.max_message;
         let mut refused = None;
-        self.incoming.feed(bytes, |ty, len| {
-            if len < 4 {
-                refused.get_or_insert(FrameError::InvalidLength(len));
-            } else if len > max {
-                refused.get_or_insert(FrameError::TooLarge { len, max });
-            }
-            match ty {
-                b'S' | b'Q' | b'F' => awaiting += 1,
-                b'H' => flush = true,
-                _ => {}
-            }
-        });
+        let mut malformed = None;
+        self.incoming.feed(
+            bytes,
+            |ty, len| {
+                if len < 4 {
+                    refused.get_or_insert(FrameError::InvalidLength(len));
+                } else if len > max {
+                    refused.get_or_insert(FrameError::TooLarge { len, max });
+                }
+                match ty {
+                    b'S' | b'Q' | b'F' => awaiting += 1,
+                    b'H' => flush = true,
+                    _ => {}
+                }
+            },
+            |ty, body| {
+                if let Err(why) = wellformed::check(ty, body) {
+                    malformed.get_or_insert(FrameError::Malformed(ty, why));
+                }
+            },
+        );
+        let refused = refused.or(malformed);
         if refused.is_some() {
             self.refused = refused;
         }
@@ -224,22 +284,26 @@ impl<S> Coalesce<S> {
         }
         let mut awaiting = self.awaiting_ready;
         let mut flush = false;
-        self.outgoing.feed(bytes, |ty, _| match ty {
-            // Every ReadyForQuery leaves at once, as PostgreSQL flushes it: a pipelining client
-            // may be waiting for this answer before it lets a later statement proceed.
-            b'Z' => {
-                awaiting = (awaiting - 1).max(0);
-                flush = true;
-            }
-            // COPY-in: the client must send data now. pgwire ignores the Syncs a client
-            // pipelined before the copy, so nothing counted so far will be answered.
-            b'G' | b'W' => {
-                awaiting = 0;
-                flush = true;
-            }
-            b'R' => flush = true,
-            _ => {}
-        });
+        self.outgoing.feed(
+            bytes,
+            |ty, _| match ty {
+                // Every ReadyForQuery leaves at once, as PostgreSQL flushes it: a pipelining client
+                // may be waiting for this answer before it lets a later statement proceed.
+                b'Z' => {
+                    awaiting = (awaiting - 1).max(0);
+                    flush = true;
+                }
+                // COPY-in: the client must send data now. pgwire ignores the Syncs a client
+                // pipelined before the copy, so nothing counted so far will be answered.
+                b'G' | b'W' => {
+                    awaiting = 0;
+                    flush = true;
+                }
+                b'R' => flush = true,
+                _ => {}
+            },
+            |_, _| {},
+        );
         self.awaiting_ready = awaiting;
         self.must_flush |= flush;
     }
@@ -379,7 +443,9 @@ mod tests {
     fn refuses_lengths_before_reading_the_message() {
         let mut c = Coalesce::new(()).with_limit(1000);
         c.observe_incoming(&startup_packet());
-        c.observe_incoming(&msg(b'Q', &[b'x'; 990]));
+        let mut query = vec![b'x'; 989];
+        query.push(0);
+        c.observe_incoming(&msg(b'Q', &query));
         assert_eq!(c.refused(), None, "a message under the limit");
         // Only the header of a huge Query has arrived: it is refused already.
         c.observe_incoming(&[b'Q', 0x7f, 0xff, 0xff, 0xff]);
@@ -401,6 +467,17 @@ mod tests {
             Some(&FrameError::InvalidLength(0x7f00_0000)),
             "a start-up packet longer than PostgreSQL reads"
         );
+    }
+
+    #[test]
+    fn refuses_a_malformed_message_once_it_is_whole() {
+        let mut c = Coalesce::new(());
+        c.observe_incoming(&startup_packet());
+        let execute = msg(b'E', b"\0\0\0");
+        c.observe_incoming(&execute[..5]);
+        assert_eq!(c.refused(), None, "not whole yet");
+        c.observe_incoming(&execute[5..]);
+        assert!(matches!(c.refused(), Some(FrameError::Malformed(b'E', _))));
     }
 
     #[test]

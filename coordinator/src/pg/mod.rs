@@ -6,6 +6,7 @@
 //! - [`handler`]: simple and extended query handlers.
 //! - [`encode`]: values to text or binary wire format; row descriptions.
 //! - [`errors`]: [`crate::CoordError`] to an ErrorResponse with its SQLSTATE.
+//! - [`wellformed`]: the shape of each client message, checked before pgwire decodes it.
 
 pub mod coalesce;
 pub mod conn;
@@ -14,6 +15,7 @@ pub mod errors;
 pub mod handler;
 pub mod startup;
 pub mod tls;
+pub mod wellformed;
 
 use pgwire::api::PgWireServerHandlers;
 use std::sync::Arc;
