@@ -96,6 +96,19 @@ impl Cluster {
         Cluster::launch_args(dir, nodes, shards, false, args, env)
     }
 
+    /// Like [`Cluster::start_args`], with every process's standard error appended to `log`
+    /// (to look for panics afterwards).
+    pub fn start_logged(
+        dir: &Path,
+        nodes: usize,
+        shards: u32,
+        args: &[&str],
+        log: &Path,
+    ) -> Cluster {
+        let file = std::fs::File::create(log).expect("log file");
+        Cluster::launch_to(dir, nodes, shards, false, args, &[], Stdio::from(file))
+    }
+
     fn launch_args(
         dir: &Path,
         nodes: usize,
@@ -103,6 +116,18 @@ impl Cluster {
         embedded: bool,
         args: &[&str],
         env: &[(&str, &str)],
+    ) -> Cluster {
+        Cluster::launch_to(dir, nodes, shards, embedded, args, env, Stdio::inherit())
+    }
+
+    fn launch_to(
+        dir: &Path,
+        nodes: usize,
+        shards: u32,
+        embedded: bool,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
     ) -> Cluster {
         let mut cmd = Command::new(tessera());
         cmd.args(["local", "--data-dir"]).arg(dir);
@@ -134,7 +159,7 @@ impl Cluster {
         let mut child = cmd
             .env("TESSERA_LOG", "error")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn tessera local");
         let stdout = child.stdout.take().expect("stdout");

@@ -9,6 +9,7 @@
 //! capped per session (`54000`).
 
 use super::coalesce::{Coalesce, FrameError};
+use super::wellformed;
 use super::Handlers;
 use bytes::BytesMut;
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -148,6 +149,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>(
             Some(Ok(Some(Err(e)))) => {
                 let (code, message) = match frame_error(&e, socket.get_ref().refused()) {
                     Some(f @ FrameError::TooLarge { .. }) => ("54000", f.to_string()),
+                    Some(FrameError::Malformed(_, why)) if *why == wellformed::INVALID_UTF8 => {
+                        ("22021", why.to_string())
+                    }
                     Some(f) => ("08P01", f.to_string()),
                     None => ("08P01", format!("invalid frontend message: {e}")),
                 };

@@ -6,6 +6,9 @@
 /// Why a message body is malformed.
 pub type Malformed = &'static str;
 
+/// SQL text that is not UTF-8 (PostgreSQL's `22021`, where the others are `08P01`).
+pub const INVALID_UTF8: Malformed = "invalid byte sequence for encoding \"UTF8\"";
+
 /// A cursor over a message body.
 struct Body<'a> {
     rest: &'a [u8],
@@ -30,6 +33,12 @@ impl<'a> Body<'a> {
         let s = &self.rest[..end];
         self.rest = &self.rest[end + 1..];
         Ok(s)
+    }
+
+    /// A string of SQL text, which must be UTF-8 (the only client encoding served).
+    fn text(&mut self) -> Result<(), Malformed> {
+        let s = self.cstring()?;
+        std::str::from_utf8(s).map(|_| ()).map_err(|_| INVALID_UTF8)
     }
 
     fn i16(&mut self) -> Result<i16, Malformed> {
@@ -96,7 +105,7 @@ pub fn check(ty: u8, body: &[u8]) -> Result<(), Malformed> {
         // Parse: name, query, parameter type OIDs.
         b'P' => {
             b.cstring()?;
-            b.cstring()?;
+            b.text()?;
             let n = b.count()?;
             b.take(n * 4)?;
         }
@@ -120,7 +129,8 @@ pub fn check(ty: u8, body: &[u8]) -> Result<(), Malformed> {
             }
             b.cstring()?;
         }
-        b'Q' | b'f' => {
+        b'Q' => b.text()?,
+        b'f' => {
             b.cstring()?;
         }
         // FunctionCall: function, argument formats, arguments, result format.
@@ -187,5 +197,6 @@ mod tests {
         assert!(check(b'Q', b"no terminator").is_err());
         assert!(check(b'S', b"x").is_err(), "a Sync with a body");
         assert!(check_startup_parameters(b"user\0postgres").is_err());
+        assert_eq!(check(b'Q', b"select '\xff'\0"), Err(INVALID_UTF8));
     }
 }

@@ -273,13 +273,7 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
                 None => template(&format!("{f}({ARG}0)"), vec![take(e)])?,
             }
         }
-        // SQLite's IS / IS NOT compare NULLs as values: PostgreSQL's IS [NOT] DISTINCT FROM.
-        Expr::IsDistinctFrom(a, b) => {
-            template(&format!("({ARG}0) IS NOT ({ARG}1)"), vec![take(a), take(b)])?
-        }
-        Expr::IsNotDistinctFrom(a, b) => {
-            template(&format!("({ARG}0) IS ({ARG}1)"), vec![take(a), take(b)])?
-        }
+        // IS [NOT] DISTINCT FROM: SQLite reads PostgreSQL's spelling as it is.
         Expr::BinaryOp { op, .. }
             if matches!(
                 op,
