@@ -199,7 +199,7 @@ impl<S> Coalesce<S> {
         c
     }
 
-    fn observe_incoming(&mut self, bytes: &[u8]) {
+    pub(crate) fn observe_incoming(&mut self, bytes: &[u8]) {
         let mut bytes = bytes;
         if self.refused.is_some() {
             return;

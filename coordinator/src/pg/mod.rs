@@ -6,12 +6,14 @@
 //! - [`handler`]: simple and extended query handlers.
 //! - [`encode`]: values to text or binary wire format; row descriptions.
 //! - [`errors`]: [`crate::CoordError`] to an ErrorResponse with its SQLSTATE.
+//! - [`fuzzing`]: the whole decoding path of client bytes as one function, for the fuzzer.
 //! - [`wellformed`]: the shape of each client message, checked before pgwire decodes it.
 
 pub mod coalesce;
 pub mod conn;
 pub mod encode;
 pub mod errors;
+pub mod fuzzing;
 pub mod handler;
 pub mod startup;
 pub mod tls;
