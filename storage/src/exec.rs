@@ -62,13 +62,31 @@ pub fn run_statement(
     // The width is read after the first step: a cached statement is re-prepared there when
     // the schema changed (ALTER TABLE ADD COLUMN under `SELECT *`), and may widen.
     let mut width = None;
+    // The answer travels in one message: a result that cannot is refused while it grows, not
+    // after it filled this node's memory.
+    let mut bytes = 0usize;
     while let Some(r) = q.next()? {
         let n = *width.get_or_insert_with(|| r.as_ref().column_count());
         let mut values = Vec::with_capacity(n);
         for i in 0..n {
-            values.push(from_sqlite(r.get_ref(i)?).into());
+            let v = r.get_ref(i)?;
+            bytes += 16
+                + match v {
+                    ValueRef::Text(t) | ValueRef::Blob(t) => t.len(),
+                    _ => 8,
+                };
+            values.push(from_sqlite(v).into());
         }
         rows.push(Row { values });
+        if bytes > tessera_shared::MAX_MESSAGE_BYTES {
+            return Err(StorageError::Sql {
+                sqlstate: "54000",
+                message: format!(
+                    "a shard's result exceeds {} bytes",
+                    tessera_shared::MAX_MESSAGE_BYTES
+                ),
+            });
+        }
     }
     drop(q);
     let columns: Vec<String> = prepared.column_names().map(|s| s.to_string()).collect();
