@@ -57,8 +57,12 @@ fn lock_statement() -> Statement {
 fn group_schema(tables: &[&Table]) -> Vec<String> {
     let mut out = Vec::new();
     for t in tables {
-        out.push(crate::ddl::shard_schema(t));
-        out.extend(t.indexes.iter().map(|i| crate::ddl::index_sql(t, i)));
+        out.push(crate::catalog::schema::shard_schema(t));
+        out.extend(
+            t.indexes
+                .iter()
+                .map(|i| crate::catalog::schema::index_sql(t, i)),
+        );
     }
     out
 }

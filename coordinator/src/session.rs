@@ -153,7 +153,7 @@ pub struct Session {
     /// The open explicit transaction, if any.
     pub txn: Option<OpenTxn>,
     /// A COPY FROM STDIN in progress.
-    pub copy: Option<crate::engine_copy::CopyIn>,
+    pub copy: Option<crate::engine::copy::CopyIn>,
     /// Cancel requests for this session's running statement.
     pub interrupt: std::sync::Arc<Interrupt>,
     /// When the running statement times out (`statement_timeout`).

@@ -5,6 +5,7 @@
 //! catalog. That is what lets the consensus issue replace the file-backed
 //! [`store::FileCatalog`] with a Raft state machine without touching the planner.
 
+pub mod schema;
 #[cfg(test)]
 mod simulation;
 pub mod store;

@@ -1,5 +1,15 @@
 //! Statement dispatch: session commands, DDL, EXPLAIN and planned statements. No sockets here.
 
+pub mod cached;
+pub mod copy;
+pub mod ddl;
+pub mod insert;
+pub mod prepared;
+pub mod roles;
+pub mod savepoint;
+pub mod show;
+pub mod vertical;
+
 use crate::catalog::store::{CatalogStore, FileCatalog};
 use crate::catalog::{CatalogCommand, Distribution, Table};
 use crate::cluster::Cluster;
@@ -8,11 +18,11 @@ use crate::error::CoordError;
 use crate::executor::{self, finish_all};
 use crate::planner::{self, explain::explain, PlanCtx, Planned, Target};
 use crate::session::{default_settings, new_txn_id, OpenTxn, Session};
+use crate::sql;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::infer::{param_types, OutputColumn};
 use crate::sql::names::{function_name, ident, table_name};
 use crate::sql::params;
-use crate::{ddl, sql};
 use sqlparser::ast::*;
 use std::sync::Arc;
 use tessera_shared::{PgType, Value};
@@ -331,7 +341,7 @@ impl Engine {
                 name: "QUERY PLAN".into(),
                 ty: PgType::Text,
             }],
-            Statement::ShowVariable { variable } => crate::engine_show::show_columns(variable),
+            Statement::ShowVariable { variable } => crate::engine::show::show_columns(variable),
             _ => vec![],
         };
         Ok(Described { params, columns })
@@ -449,9 +459,9 @@ impl Engine {
     ) -> Result<QueryResult, CoordError> {
         let rctx = RewriteCtx::new(&session.user, &session.database);
         match stmt {
-            Statement::Set(set) => crate::engine_show::set(session, set),
+            Statement::Set(set) => crate::engine::show::set(session, set),
             Statement::ShowVariable { variable } => {
-                crate::engine_show::show(self, session, variable).await
+                crate::engine::show::show(self, session, variable).await
             }
             Statement::Reset(r) => {
                 match &r.reset {
