@@ -28,7 +28,6 @@
 //! - [`txnlog`]: the durable log of multi-shard commit decisions.
 
 pub mod auth;
-pub mod budget;
 pub mod cache;
 pub mod catalog;
 pub mod cluster;
@@ -36,19 +35,17 @@ pub mod config;
 pub mod copy;
 pub mod engine;
 pub mod error;
-pub mod executor;
+pub mod exec;
 pub mod liveness;
-pub mod merge;
 pub mod meta;
 pub mod pg;
 pub mod pgcatalog;
 pub mod planner;
 pub mod repair;
-pub mod scratch;
 pub mod server;
 pub mod session;
 pub mod sql;
-pub mod txnlog;
+pub mod txn;
 
 pub use config::CoordinatorConfig;
 pub use engine::Engine;

@@ -6,7 +6,7 @@
 //! 1. The target gets an empty copy, and the catalog lists it as *filling*
 //!    ([`CatalogCommand::BeginFill`]): from then on every write to the shard reaches it too, in
 //!    the same checked transaction as the other copies. A write planned before that fails its
-//!    commit check (`executor::copies_unchanged`, 40001) instead of missing the new copy, and
+//!    commit check (`exec::copies_unchanged`, 40001) instead of missing the new copy, and
 //!    the source is *fenced* so an autocommit write planned before it is refused too.
 //! 2. The source's rows are copied in primary-key order, `repair_batch_rows` at a time. Each
 //!    batch is read under the source's write lock and replaces its key range on the target,

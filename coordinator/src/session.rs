@@ -131,7 +131,7 @@ pub fn default_settings() -> BTreeMap<String, String> {
         ("tessera.cache", "on"),
         (
             "tessera.statement_memory",
-            crate::budget::DEFAULT_STATEMENT_MEMORY,
+            crate::exec::budget::DEFAULT_STATEMENT_MEMORY,
         ),
         ("timezone", "UTC"),
         ("transaction_isolation", "serializable"),

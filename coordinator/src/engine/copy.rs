@@ -4,7 +4,7 @@
 use crate::copy::{CopyFormat, CopyParser};
 use crate::engine::{Completion, Engine, QueryResult};
 use crate::error::CoordError;
-use crate::executor;
+use crate::exec;
 use crate::session::Session;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::names::{ident, quote, table_name};
@@ -215,7 +215,7 @@ impl Engine {
             other => other.clone(),
         };
         let planned = self.plan(&query, &[], &rctx)?;
-        let rows = executor::execute(self, session, &planned, &[]).await?.rows;
+        let rows = exec::execute(self, session, &planned, &[]).await?.rows;
         let types: Vec<_> = planned.columns.iter().map(|c| c.ty).collect();
         let mut lines = Vec::with_capacity(rows.len() + 1);
         if format.header && format.csv {

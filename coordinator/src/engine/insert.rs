@@ -4,7 +4,7 @@
 use crate::catalog::{CatalogCommand, Table};
 use crate::engine::{Completion, Engine, QueryResult};
 use crate::error::CoordError;
-use crate::executor;
+use crate::exec;
 use crate::session::Session;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::names::table_name;
@@ -41,15 +41,16 @@ impl Engine {
         if ok {
             // As at COMMIT: a copy added to a written shard meanwhile would miss these rows.
             let written: Vec<_> = txn.written.iter().copied().collect();
-            if let Err(e) = executor::copies_unchanged(&self.catalog.snapshot(), &written) {
-                let _ = executor::finish_all(self, &targets, txn.id, false).await;
+            if let Err(e) = crate::txn::commit::copies_unchanged(&self.catalog.snapshot(), &written)
+            {
+                let _ = self.txn.finish_all(&targets, txn.id, false).await;
                 return Err(e);
             }
         }
         let r = if ok {
-            executor::commit_all(self, &targets, txn.id).await
+            self.txn.commit_all(&targets, txn.id).await
         } else {
-            executor::finish_all(self, &targets, txn.id, false).await
+            self.txn.finish_all(&targets, txn.id, false).await
         };
         if ok {
             r
@@ -214,9 +215,7 @@ impl Engine {
         rctx: &RewriteCtx,
         width: usize,
     ) -> Result<QueryResult, CoordError> {
-        let rows = executor::execute(self, session, planned, params)
-            .await?
-            .rows;
+        let rows = exec::execute(self, session, planned, params).await?.rows;
         let (affected, returned, columns) =
             self.insert_batch(session, ins, width, &rows, rctx).await?;
         Ok(QueryResult {
@@ -281,7 +280,7 @@ impl Engine {
                     .enumerate()
                 {
                     let p = self.plan(s, &bound, rctx)?;
-                    let r = executor::execute(self, session, &p, &bound).await?;
+                    let r = exec::execute(self, session, &p, &bound).await?;
                     if k == 0 {
                         affected += r.affected;
                     }
@@ -289,7 +288,7 @@ impl Engine {
                 continue;
             }
             let p = self.plan(&stmt, &bound, rctx)?;
-            let r = executor::execute(self, session, &p, &bound).await?;
+            let r = exec::execute(self, session, &p, &bound).await?;
             affected += r.affected;
             columns = p.columns;
             returned.extend(r.rows);

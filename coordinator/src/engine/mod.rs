@@ -15,7 +15,7 @@ use crate::catalog::{CatalogCommand, Distribution, Table};
 use crate::cluster::Cluster;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordError;
-use crate::executor::{self, finish_all};
+use crate::exec;
 use crate::planner::{self, explain::explain, PlanCtx, Planned, Target};
 use crate::session::{default_settings, new_txn_id, OpenTxn, Session};
 use crate::sql;
@@ -107,14 +107,14 @@ pub struct Engine {
     pub cluster: Arc<Cluster>,
     /// Settings.
     pub config: CoordinatorConfig,
-    /// Durable multi-shard commit decisions.
-    pub txnlog: crate::txnlog::DecisionLog,
+    /// Transactions across shards: the commit protocol and its decision log.
+    pub txn: crate::txn::TxnManager,
     /// Sequence values reserved by this coordinator: name -> (next, end).
     pub sequence_blocks: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
     /// Query-result cache.
     pub cache: crate::cache::ResultCache,
     /// Memory every statement of this coordinator holds at once (`[limits] shared_memory_bytes`).
-    pub memory: Arc<crate::budget::SharedMemory>,
+    pub memory: Arc<crate::exec::budget::SharedMemory>,
 }
 
 pub(crate) fn dml_tag(tag: &str, n: u64) -> Completion {
@@ -241,18 +241,23 @@ impl Engine {
                     .await?;
             }
         }
-        let (txnlog, pending) = crate::txnlog::DecisionLog::open(&config.data_dir)?;
+        let (txnlog, pending) = crate::txn::log::DecisionLog::open(&config.data_dir)?;
+        let txn = crate::txn::TxnManager {
+            catalog: catalog.clone(),
+            cluster: cluster.clone(),
+            log: txnlog,
+        };
         let engine = Engine {
             catalog,
             meta,
             cluster,
             cache: crate::cache::ResultCache::new(config.cache.clone()),
-            memory: crate::budget::SharedMemory::new(
+            memory: crate::exec::budget::SharedMemory::new(
                 config.limits.shared_memory_bytes,
                 config.limits.scratch_cache_bytes,
             ),
             config,
-            txnlog,
+            txn,
             sequence_blocks: Default::default(),
         };
         engine.bootstrap_superuser().await?;
@@ -261,11 +266,11 @@ impl Engine {
     }
 
     /// Finishes commits decided before a crash: every shard that still holds the transaction commits it.
-    async fn recover(&self, pending: Vec<crate::txnlog::Pending>) {
+    async fn recover(&self, pending: Vec<crate::txn::log::Pending>) {
         // Prepared and never decided: roll back now rather than hold locks until the nodes'
         // idle limit.
-        for (txn, targets) in self.txnlog.take_undecided() {
-            if let Err(e) = crate::executor::finish_all(self, &targets, txn, false).await {
+        for (txn, targets) in self.txn.log.take_undecided() {
+            if let Err(e) = self.txn.finish_all(&targets, txn, false).await {
                 tracing::warn!(txn, error = %e, "rolling back an undecided transaction failed; it ends on the idle limit");
             }
         }
@@ -289,7 +294,7 @@ impl Engine {
                 }
             }
             if all_ok {
-                let _ = self.txnlog.done(txn);
+                let _ = self.txn.log.done(txn);
             }
         }
     }
@@ -379,7 +384,7 @@ impl Engine {
                 };
                 let targets: Vec<Target> = txn.touched.iter().copied().collect();
                 if txn.failed {
-                    let _ = finish_all(self, &targets, txn.id, false).await;
+                    let _ = self.txn.finish_all(&targets, txn.id, false).await;
                     return Ok(QueryResult {
                         completion: Completion::End("ROLLBACK"),
                         ..QueryResult::command("ROLLBACK", None)
@@ -387,12 +392,12 @@ impl Engine {
                 }
                 let written: Vec<Target> = txn.written.iter().copied().collect();
                 if let Err(e) =
-                    crate::executor::copies_unchanged(&self.catalog.snapshot(), &written)
+                    crate::txn::commit::copies_unchanged(&self.catalog.snapshot(), &written)
                 {
-                    let _ = finish_all(self, &targets, txn.id, false).await;
+                    let _ = self.txn.finish_all(&targets, txn.id, false).await;
                     return Err(e);
                 }
-                crate::executor::commit_all(self, &targets, txn.id).await?;
+                self.txn.commit_all(&targets, txn.id).await?;
                 return Ok(QueryResult {
                     completion: Completion::End("COMMIT"),
                     ..QueryResult::command("COMMIT", None)
@@ -421,7 +426,7 @@ impl Engine {
             } => {
                 if let Some(txn) = session.txn.take() {
                     let targets: Vec<Target> = txn.touched.iter().copied().collect();
-                    if let Err(e) = finish_all(self, &targets, txn.id, false).await {
+                    if let Err(e) = self.txn.finish_all(&targets, txn.id, false).await {
                         tracing::warn!(error = %e, "rollback failed on a shard; it rolls back on its idle timeout");
                     }
                 }
@@ -571,7 +576,7 @@ impl Engine {
                 }
                 for name in names {
                     let planned = self.plan(&Statement::Delete(delete_all(&name)?), &[], &rctx)?;
-                    executor::execute(self, session, &planned, &[]).await?;
+                    exec::execute(self, session, &planned, &[]).await?;
                 }
                 Ok(QueryResult::command("TRUNCATE TABLE", None))
             }
@@ -688,7 +693,7 @@ impl Engine {
             }
             Statement::Query(_) if crate::pgcatalog::applies(stmt, &self.catalog.snapshot()) => {
                 let catalog = self.catalog.snapshot();
-                let budget = crate::budget::Budget::for_session(session, &self.memory);
+                let budget = crate::exec::budget::Budget::for_session(session, &self.memory);
                 let (columns, rows) =
                     crate::pgcatalog::run(stmt, &catalog, session, params, &budget).await?;
                 Ok(QueryResult {
@@ -713,7 +718,7 @@ impl Engine {
                 let planned = self.plan(stmt, params, &rctx)?;
                 let returns_rows =
                     matches!(stmt, Statement::Query(_)) || !planned.columns.is_empty();
-                let rs = executor::execute(self, session, &planned, params).await?;
+                let rs = exec::execute(self, session, &planned, params).await?;
                 Ok(QueryResult {
                     columns: planned.columns,
                     returns_rows,
@@ -783,7 +788,7 @@ impl Engine {
             .ok_or_else(|| CoordError::Internal("empty insert".into()))?;
         let mut session = Session::new("tessera", "postgres");
         let planned = self.plan(&stmt, &params, &RewriteCtx::new("tessera", "postgres"))?;
-        executor::execute(self, &mut session, &planned, &params).await?;
+        exec::execute(self, &mut session, &planned, &params).await?;
         Ok(())
     }
 }

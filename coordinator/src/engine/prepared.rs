@@ -4,7 +4,7 @@
 
 use crate::engine::{Engine, QueryResult};
 use crate::error::CoordError;
-use crate::executor;
+use crate::exec;
 use crate::session::Session;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::names::{ident, last_ident};
@@ -87,7 +87,7 @@ impl Engine {
             .ok_or_else(|| CoordError::Internal("empty EXECUTE arguments".into()))?;
         let planned = self.plan(&stmt, params, &RewriteCtx::new("", ""))?;
         let mut session = Session::new("tessera", "postgres");
-        let rs = executor::execute(self, &mut session, &planned, params).await?;
+        let rs = exec::execute(self, &mut session, &planned, params).await?;
         rs.rows
             .into_iter()
             .next()

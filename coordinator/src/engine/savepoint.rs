@@ -8,7 +8,6 @@
 
 use crate::engine::Engine;
 use crate::error::CoordError;
-use crate::executor::finish_all;
 use crate::planner::Target;
 use crate::session::{OpenTxn, Session};
 use crate::sql::names::quote;
@@ -102,7 +101,7 @@ impl Engine {
                 format!("ROLLBACK TO {}", quote(name)),
             )
             .await;
-        let undone = finish_all(self, &later, id, false).await;
+        let undone = self.txn.finish_all(&later, id, false).await;
         let txn = in_block(session, "ROLLBACK TO SAVEPOINT")?;
         back.and(undone).inspect_err(|_| txn.failed = true)?;
         txn.touched = saved;

@@ -97,7 +97,7 @@ fn checked(name: &str, value: String) -> Result<String, CoordError> {
                 "parameter \"{name}\" requires a Boolean value"
             ))),
         },
-        "tessera.statement_memory" => crate::budget::parse_memory(&value)
+        "tessera.statement_memory" => crate::exec::budget::parse_memory(&value)
             .map(|_| value.clone())
             .ok_or_else(invalid),
         "read_consistency" => ["leader", "follower"]

@@ -4,7 +4,6 @@ use super::encode::{decode_param, encode_row, fields, param_wire_type};
 use super::errors::to_pgwire;
 use crate::engine::{Completion, Described, Engine, QueryResult};
 use crate::error::CoordError;
-use crate::executor::finish_all;
 use crate::planner::Target;
 use crate::session::{Interrupt, Session};
 use async_trait::async_trait;
@@ -62,7 +61,7 @@ impl Drop for Slot {
         let engine = self.engine.clone();
         let targets: Vec<Target> = txn.touched.into_iter().collect();
         handle.spawn(async move {
-            if let Err(e) = finish_all(&engine, &targets, txn.id, false).await {
+            if let Err(e) = engine.txn.finish_all(&targets, txn.id, false).await {
                 tracing::warn!(error = %e, "rollback of a disconnected session failed; shards roll back on idle timeout");
             }
         });

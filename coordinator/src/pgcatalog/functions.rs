@@ -5,7 +5,7 @@
 
 use super::tables::{constraints, indexdef, indexes, owner_name, typname};
 use crate::catalog::Catalog;
-use crate::scratch::Setup;
+use crate::exec::scratch::Setup;
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;

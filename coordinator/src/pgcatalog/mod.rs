@@ -14,7 +14,7 @@ pub mod tables;
 
 use crate::catalog::{Catalog, Column, Table};
 use crate::error::CoordError;
-use crate::scratch::{self, Loaded};
+use crate::exec::scratch::{self, Loaded};
 use crate::session::Session;
 use crate::sql::dialect::{render, RewriteCtx};
 use crate::sql::infer::{query_columns, OutputColumn};
@@ -227,7 +227,7 @@ pub async fn run(
     catalog: &Catalog,
     session: &Session,
     params: &[Value],
-    budget: &std::sync::Arc<crate::budget::Budget>,
+    budget: &std::sync::Arc<crate::exec::budget::Budget>,
 ) -> Result<(Vec<OutputColumn>, Vec<Vec<Value>>), CoordError> {
     let p = prepare(stmt, catalog, session)?;
     if p.empty {

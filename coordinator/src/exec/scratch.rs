@@ -6,9 +6,9 @@
 //! is a private temporary file with a bounded page cache, so a large pulled table spills to disk
 //! instead of growing the process.
 
-use crate::budget::Budget;
 use crate::catalog::Column;
 use crate::error::CoordError;
+use crate::exec::budget::Budget;
 use crate::sql::names::quote;
 use rusqlite::Connection;
 use std::sync::Arc;
@@ -255,7 +255,10 @@ mod tests {
             timeout_ms.map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms));
         s.settings
             .insert("tessera.statement_memory".into(), memory.into());
-        Budget::for_session(&s, &crate::budget::SharedMemory::new(1 << 30, 1 << 20))
+        Budget::for_session(
+            &s,
+            &crate::exec::budget::SharedMemory::new(1 << 30, 1 << 20),
+        )
     }
 
     const RUNAWAY: &str =

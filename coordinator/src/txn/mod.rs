@@ -1,0 +1,23 @@
+//! Transactions across shards and copies: ids, the commit protocol, the decision log and its
+//! recovery. Code below the engine reaches them through a [`TxnManager`], never the engine.
+//!
+//! - [`log`]: the durable log of commit decisions; [`commit`]: prepare, decide, commit or roll
+//!   back every shard a transaction touched, and what happens to a copy lost on the way.
+
+pub mod commit;
+pub mod log;
+
+use crate::catalog::store::CatalogStore;
+use crate::cluster::Cluster;
+use std::sync::Arc;
+
+/// What the commit protocol reaches: the catalog (placements, and taking a lost copy out of
+/// its shard), the storage nodes, and this coordinator's decision log.
+pub struct TxnManager {
+    /// The catalog store.
+    pub catalog: Arc<dyn CatalogStore>,
+    /// Storage node clients.
+    pub cluster: Arc<Cluster>,
+    /// Durable multi-shard commit decisions.
+    pub log: log::DecisionLog,
+}
