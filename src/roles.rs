@@ -91,7 +91,7 @@ pub struct LivenessArgs {
 
 impl LivenessArgs {
     /// Overrides the configured timing with the flags given.
-    pub fn apply(&self, config: &mut tessera_coordinator::liveness::LivenessConfig) {
+    pub fn apply(&self, config: &mut tessera_coordinator::replication::liveness::LivenessConfig) {
         if let Some(ms) = self.node_suspect_ms {
             config.suspect_after_ms = ms;
         }
@@ -217,7 +217,9 @@ pub async fn run_coordinator(a: CoordinatorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let engine = std::sync::Arc::new(tessera_coordinator::Engine::open(config.clone()).await?);
-    let _liveness = tessera_coordinator::liveness::spawn(std::sync::Arc::downgrade(&engine));
+    let _liveness = tessera_coordinator::replication::liveness::spawn(std::sync::Arc::downgrade(
+        &engine.replication,
+    ));
     if config.auth == "trust" {
         tracing::warn!(
             "authentication is 'trust': any user connects without a password (local default)"

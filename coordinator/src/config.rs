@@ -52,7 +52,7 @@ pub struct CoordinatorConfig {
     /// The query-result cache.
     pub cache: crate::cache::CacheConfig,
     /// Storage-node failure detection.
-    pub liveness: crate::liveness::LivenessConfig,
+    pub liveness: crate::replication::liveness::LivenessConfig,
     /// Membership of the metadata Raft group. Default none: the catalog is this
     /// coordinator's file (`data_dir/catalog.json`, or the shared `catalog_dir`).
     pub meta: Option<MetaSettings>,

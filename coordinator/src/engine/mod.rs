@@ -109,6 +109,8 @@ pub struct Engine {
     pub config: CoordinatorConfig,
     /// Transactions across shards: the commit protocol and its decision log.
     pub txn: crate::txn::TxnManager,
+    /// Copies of shards: failure detection, repair, moves.
+    pub replication: Arc<crate::replication::Replication>,
     /// Sequence values reserved by this coordinator: name -> (next, end).
     pub sequence_blocks: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
     /// Query-result cache.
@@ -247,7 +249,14 @@ impl Engine {
             cluster: cluster.clone(),
             log: txnlog,
         };
+        let replication = Arc::new(crate::replication::Replication {
+            catalog: catalog.clone(),
+            cluster: cluster.clone(),
+            config: config.liveness.clone(),
+            meta: meta.clone(),
+        });
         let engine = Engine {
+            replication,
             catalog,
             meta,
             cluster,
@@ -616,7 +625,7 @@ impl Engine {
                     name.as_str(),
                     "tessera_decommission" | "tessera_drain" | "tessera_move_shard"
                 ) {
-                    let done = crate::repair::placement_call(self, &name, &args).await?;
+                    let done = crate::replication::placement_call(&self.replication, &name, &args).await?;
                     return Ok(QueryResult {
                         columns: vec![OutputColumn {
                             name,

@@ -432,11 +432,13 @@ async fn replica_check(engine: &Engine) -> Result<Vec<Vec<Value>>, CoordError> {
             let mut first: Option<String> = None;
             for node_id in &s.placements {
                 let node = catalog.node(*node_id)?;
-                let (rows, sum) = match crate::repair::digest(engine, node, s.id, &tables, 0).await
-                {
-                    Ok(d) => d,
-                    Err(e) => (0, format!("unreadable: {e}")),
-                };
+                let (rows, sum) =
+                    match crate::replication::digest(&engine.replication, node, s.id, &tables, 0)
+                        .await
+                    {
+                        Ok(d) => d,
+                        Err(e) => (0, format!("unreadable: {e}")),
+                    };
                 let agrees = match &first {
                     None => {
                         first = Some(sum.clone());

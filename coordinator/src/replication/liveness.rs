@@ -5,8 +5,8 @@
 //! `tessera admin nodes` agree on it. A dead node leaves every replicated shard that has
 //! another copy, so writes to those shards go on without it.
 
+use super::Replication;
 use crate::catalog::{CatalogCommand, Liveness};
-use crate::engine::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -58,8 +58,8 @@ impl LivenessConfig {
 }
 
 /// Whether this coordinator is the one that detects: the metadata leader, or the only one.
-fn detecting(engine: &Engine) -> bool {
-    match &engine.meta {
+fn detecting(repl: &Replication) -> bool {
+    match &repl.meta {
         Some(m) => {
             let metrics = crate::meta::metrics(m.raft());
             metrics.current_leader == Some(metrics.id)
@@ -68,8 +68,8 @@ fn detecting(engine: &Engine) -> bool {
     }
 }
 
-/// Runs failure detection until the engine is dropped.
-pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
+/// Runs failure detection until the replication handle is dropped.
+pub fn spawn(repl: Weak<Replication>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // When each node last answered, as this coordinator saw it. Silence only counts
         // from the moment this coordinator started detecting (a new leader starts fresh).
@@ -77,16 +77,16 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
         let mut was_detecting = false;
         let mut repairing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
-            let Some(engine) = engine.upgrade() else {
+            let Some(repl) = repl.upgrade() else {
                 return;
             };
-            let config = engine.config.liveness.clone();
-            let now_detecting = detecting(&engine);
+            let config = repl.config.clone();
+            let now_detecting = detecting(&repl);
             if now_detecting && !was_detecting {
                 last_ok.clear();
                 // A fill's coordinator may have died (with the old leader, or before a
                 // restart): no fill outlives a change of detector.
-                crate::repair::abandon_fills(&engine, true).await;
+                super::repair::abandon_fills(&repl, true).await;
             }
             was_detecting = now_detecting;
             // No longer the detector: a repair under way stops (the new leader abandons it).
@@ -96,17 +96,17 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
                 }
             }
             if now_detecting {
-                probe_all(&engine, &config, &mut last_ok).await;
-                crate::repair::abandon_fills(&engine, false).await;
+                probe_all(&repl, &config, &mut last_ok).await;
+                super::repair::abandon_fills(&repl, false).await;
                 // Repair runs beside detection (a throttled copy can take minutes, and
                 // detection must go on meanwhile), one copy at a time.
                 if repairing.as_ref().is_none_or(|r| r.is_finished()) {
-                    let e = Arc::downgrade(&engine);
+                    let e = Arc::downgrade(&repl);
                     repairing = Some(tokio::spawn(async move {
-                        let Some(engine) = e.upgrade() else {
+                        let Some(repl) = e.upgrade() else {
                             return;
                         };
-                        match crate::repair::repair_once(&engine).await {
+                        match super::repair::repair_once(&repl).await {
                             Ok(Some(done)) => tracing::warn!(%done, "replica repaired"),
                             Ok(None) => {}
                             Err(e) => tracing::warn!(error = %e, "replica repair failed; retrying"),
@@ -114,17 +114,21 @@ pub fn spawn(engine: Weak<Engine>) -> tokio::task::JoinHandle<()> {
                     }));
                 }
             }
-            drop(engine);
+            drop(repl);
             tokio::time::sleep(Duration::from_millis(config.interval_ms.max(10))).await;
         }
     })
 }
 
-async fn probe_all(engine: &Engine, config: &LivenessConfig, last_ok: &mut HashMap<u64, Instant>) {
-    let catalog = engine.catalog.snapshot();
+async fn probe_all(
+    repl: &Replication,
+    config: &LivenessConfig,
+    last_ok: &mut HashMap<u64, Instant>,
+) {
+    let catalog = repl.catalog.snapshot();
     let timeout = Duration::from_millis(config.suspect_after_ms.max(100));
     let probes = catalog.nodes.values().map(|n| async move {
-        let ok = tokio::time::timeout(timeout, engine.cluster.versions(n, vec![]))
+        let ok = tokio::time::timeout(timeout, repl.cluster.versions(n, vec![]))
             .await
             .is_ok_and(|r| r.is_ok());
         (n, ok)
@@ -141,7 +145,7 @@ async fn probe_all(engine: &Engine, config: &LivenessConfig, last_ok: &mut HashM
         }
         let state = config.judge(now.duration_since(*seen));
         if state != node.liveness {
-            match engine
+            match repl
                 .catalog
                 .propose(CatalogCommand::SetLiveness {
                     name: node.name.clone(),
@@ -170,7 +174,7 @@ async fn probe_all(engine: &Engine, config: &LivenessConfig, last_ok: &mut HashM
                 })
         });
         if state == Liveness::Dead && replicated_here {
-            match engine
+            match repl
                 .catalog
                 .propose(CatalogCommand::DropPlacements { node: node.id })
                 .await

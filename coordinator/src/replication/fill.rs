@@ -20,19 +20,9 @@
 //! A fill that fails is abandoned (the copy stops receiving writes) and tried again. A fill
 //! left by a coordinator that died is abandoned when a metadata leader starts detecting.
 
-use crate::catalog::{Catalog, CatalogCommand, GroupKind, Liveness, Node, Table};
-use crate::engine::Engine;
-use crate::error::CoordError;
-use crate::sql::names::quote;
-use std::time::Duration;
-use tessera_shared::proto::{ShardKind, Statement};
-use tessera_shared::Value;
+use super::*;
 
-/// How long a move's old copy stays after the switch (reads and commits planned before it
-/// may still reach it), before it is deleted.
-const OLD_COPY_GRACE: Duration = Duration::from_secs(5);
-
-fn statement(sql: String, params: Vec<Value>, returns_rows: bool) -> Statement {
+pub(super) fn statement(sql: String, params: Vec<Value>, returns_rows: bool) -> Statement {
     Statement {
         sql,
         params: params.into_iter().map(Into::into).collect(),
@@ -42,7 +32,7 @@ fn statement(sql: String, params: Vec<Value>, returns_rows: bool) -> Statement {
 
 /// Takes a shard's SQLite write lock inside transaction `txn` (a write that changes nothing;
 /// every SQL shard has the document lock table).
-fn lock_statement() -> Statement {
+pub(super) fn lock_statement() -> Statement {
     statement(
         format!(
             "UPDATE main.{} SET n = n WHERE 0",
@@ -54,7 +44,7 @@ fn lock_statement() -> Statement {
 }
 
 /// The shard's tables' `CREATE TABLE` and `CREATE INDEX` statements.
-fn group_schema(tables: &[&Table]) -> Vec<String> {
+pub(super) fn group_schema(tables: &[&Table]) -> Vec<String> {
     let mut out = Vec::new();
     for t in tables {
         out.push(crate::catalog::schema::shard_schema(t));
@@ -68,7 +58,7 @@ fn group_schema(tables: &[&Table]) -> Vec<String> {
 }
 
 /// The tables stored in a group's shards.
-fn tables_of(catalog: &Catalog, group: u64) -> Vec<&Table> {
+pub(super) fn tables_of(catalog: &Catalog, group: u64) -> Vec<&Table> {
     catalog
         .tables
         .values()
@@ -76,309 +66,13 @@ fn tables_of(catalog: &Catalog, group: u64) -> Vec<&Table> {
         .collect()
 }
 
-fn node_named<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Node, CoordError> {
-    catalog
-        .nodes
-        .values()
-        .find(|n| n.name == name)
-        .ok_or_else(|| CoordError::Storage {
-            sqlstate: "42704".into(),
-            message: format!("storage node \"{name}\" does not exist"),
-        })
-}
-
-fn alive(catalog: &Catalog, id: u64) -> bool {
-    catalog
-        .nodes
-        .get(&id)
-        .is_some_and(|n| n.liveness == Liveness::Alive)
-}
-
-/// Number of shard copies (placed or filling) on each node.
-fn load(catalog: &Catalog, node: u64) -> usize {
-    catalog
-        .groups
-        .values()
-        .flat_map(|g| &g.shards)
-        .filter(|s| s.write_nodes().any(|n| n == node))
-        .count()
-}
-
-/// The live node holding the fewest copies, among those without a copy of `shard`.
-fn least_loaded(catalog: &Catalog, shard: &crate::catalog::Shard) -> Option<u64> {
-    catalog
-        .nodes
-        .values()
-        .filter(|n| n.liveness == Liveness::Alive && !shard.write_nodes().any(|w| w == n.id))
-        .min_by_key(|n| (load(catalog, n.id), n.id))
-        .map(|n| n.id)
-}
-
-/// Every distributed shard (not reference) with a copy on `node`.
-fn shards_on(catalog: &Catalog, node: u64) -> Vec<u64> {
-    catalog
-        .groups
-        .values()
-        .filter(|g| g.kind != GroupKind::Reference && !tables_of(catalog, g.id).is_empty())
-        .flat_map(|g| &g.shards)
-        .filter(|s| s.placements.contains(&node))
-        .map(|s| s.id)
-        .collect()
-}
-
-/// The SQL entry points: `SELECT tessera_decommission('node')`, `tessera_drain('node')`,
-/// `tessera_move_shard(shard, 'to')` and `tessera_move_shard(shard, 'from', 'to')`.
-pub async fn placement_call(
-    engine: &Engine,
-    name: &str,
-    args: &[String],
-) -> Result<String, CoordError> {
-    let usage = || CoordError::Syntax(format!("wrong arguments for {name}"));
-    match (name, args) {
-        ("tessera_decommission", [node]) => decommission(engine, node).await,
-        ("tessera_drain", [node]) => drain(engine, node).await,
-        ("tessera_move_shard", [shard, rest @ ..]) if !rest.is_empty() && rest.len() <= 2 => {
-            let shard: u64 = shard.trim().parse().map_err(|_| usage())?;
-            let (from, to) = match rest {
-                [to] => (None, to),
-                [from, to] => (Some(from.as_str()), to),
-                _ => return Err(usage()),
-            };
-            move_shard(engine, shard, from, to).await
-        }
-        _ => Err(usage()),
-    }
-}
-
-/// Takes a storage node out of service: no new copy lands on it, and every copy it holds
-/// moves to another live node online (single copies included); replicated shards keep all
-/// their copies throughout.
-pub async fn decommission(engine: &Engine, name: &str) -> Result<String, CoordError> {
-    let catalog = engine.catalog.snapshot();
-    let node = node_named(&catalog, name)?;
-    let before = node.liveness;
-    // Every copy must have somewhere to go before anything changes.
-    for shard in shards_on(&catalog, node.id) {
-        let (_, s) = catalog
-            .shard(shard)
-            .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
-        if least_loaded(&catalog, s).is_none() {
-            return Err(no_room(shard));
-        }
-    }
-    engine
-        .catalog
-        .propose(CatalogCommand::SetLiveness {
-            name: name.to_string(),
-            liveness: Liveness::Decommissioned,
-        })
-        .await?;
-    match drain(engine, name).await {
-        Ok(moved) => Ok(format!("storage node {name} decommissioned; {moved}")),
-        Err(e) => {
-            // The node stays in service; copies moved so far stay where they are (each is a
-            // complete copy).
-            let undo = CatalogCommand::SetLiveness {
-                name: name.to_string(),
-                liveness: before,
-            };
-            if let Err(u) = engine.catalog.propose(undo).await {
-                tracing::error!(node = %name, error = %u, "could not take back a failed decommission");
-            }
-            Err(e)
-        }
-    }
-}
-
-/// `53400`: no other live node can take a copy of `shard`.
-fn no_room(shard: u64) -> CoordError {
-    CoordError::Storage {
-        sqlstate: "53400".into(),
-        message: format!("no other live storage node can take shard {shard}"),
-    }
-}
-
-/// Moves every copy `name` holds to other live nodes, online; the node stays in service.
-pub async fn drain(engine: &Engine, name: &str) -> Result<String, CoordError> {
-    let mut moved = 0;
-    loop {
-        let catalog = engine.catalog.snapshot();
-        let node = node_named(&catalog, name)?.id;
-        let Some(shard) = shards_on(&catalog, node).into_iter().next() else {
-            break;
-        };
-        let (_, s) = catalog
-            .shard(shard)
-            .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
-        let target = least_loaded(&catalog, s).ok_or_else(|| no_room(shard))?;
-        move_copy(engine, shard, node, target).await?;
-        moved += 1;
-    }
-    Ok(format!("{moved} shard copies moved off {name}"))
-}
-
-/// `tessera admin shard move`: moves shard `shard`'s copy on `from` (by default its first)
-/// to `to`.
-pub async fn move_shard(
-    engine: &Engine,
-    shard: u64,
-    from: Option<&str>,
-    to: &str,
-) -> Result<String, CoordError> {
-    let catalog = engine.catalog.snapshot();
-    let (g, s) = catalog.shard(shard).ok_or_else(|| CoordError::Storage {
-        sqlstate: "42704".into(),
-        message: format!("shard {shard} does not exist"),
-    })?;
-    if g.kind == GroupKind::Reference {
-        return Err(CoordError::unsupported(
-            "reference tables have a copy on every node; they are not moved",
-        ));
-    }
-    let from = match from {
-        Some(name) => node_named(&catalog, name)?.id,
-        None => *s
-            .placements
-            .first()
-            .ok_or_else(|| CoordError::Internal(format!("shard {shard} has no copy")))?,
-    };
-    let to_node = node_named(&catalog, to)?;
-    if !s.placements.contains(&from) {
-        return Err(CoordError::Storage {
-            sqlstate: "22023".into(),
-            message: format!("shard {shard} has no copy on node {from}"),
-        });
-    }
-    if s.placements.contains(&to_node.id) {
-        return Err(CoordError::Storage {
-            sqlstate: "22023".into(),
-            message: format!("shard {shard} already has a copy on {to}"),
-        });
-    }
-    if to_node.liveness != Liveness::Alive {
-        return Err(CoordError::Storage {
-            sqlstate: "22023".into(),
-            message: format!("storage node {to} is {}", to_node.liveness.as_str()),
-        });
-    }
-    let rows = move_copy(engine, shard, from, to_node.id).await?;
-    Ok(format!("shard {shard} moved to {to} ({rows} rows)"))
-}
-
-/// The copy a fill reads from: the shard's first copy while its node answers. Every writer
-/// takes that copy's lock before any other, so holding it while the new copy is written
-/// cannot deadlock. Else the first live copy.
-async fn lock_head(
-    engine: &Engine,
-    catalog: &Catalog,
-    s: &crate::catalog::Shard,
-) -> Result<u64, CoordError> {
-    if let Some(first) = s.placements.first() {
-        if engine.cluster.stats(catalog.node(*first)?).await.is_ok() {
-            return Ok(*first);
-        }
-    }
-    s.placements
-        .iter()
-        .copied()
-        .find(|n| alive(catalog, *n))
-        .ok_or_else(|| CoordError::Storage {
-            sqlstate: "58000".into(),
-            message: format!("no live copy of shard {} to copy from", s.id),
-        })
-}
-
-/// Fills a copy of `shard` on `to`, then swaps it for the copy on `from`.
-async fn move_copy(engine: &Engine, shard: u64, from: u64, to: u64) -> Result<u64, CoordError> {
-    let catalog = engine.catalog.snapshot();
-    let (_, s) = catalog
-        .shard(shard)
-        .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
-    let source = lock_head(engine, &catalog, s).await?;
-    let rows = fill(engine, shard, source, to, Some(from)).await?;
-    // The old copy goes once reads and commits planned before the switch are done.
-    let old = catalog.node(from)?.clone();
-    let cluster = engine.cluster.clone();
-    let store = engine.catalog.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(OLD_COPY_GRACE).await;
-        // Unless the shard came back to that node meanwhile (a move back, a repair).
-        let back = store
-            .snapshot()
-            .shard(shard)
-            .is_some_and(|(_, s)| s.write_nodes().any(|n| n == old.id));
-        if back {
-            return;
-        }
-        if let Err(e) = cluster.drop_shard(&old, shard).await {
-            tracing::warn!(shard, node = %old.name, error = %e, "deleting a moved shard's old copy failed");
-        }
-    });
-    Ok(rows)
-}
-
-/// Finds one shard below its table's `replicas` and fills a new copy. Returns what it did, or
-/// `None` when every shard has its copies (or no live node can take one).
-pub async fn repair_once(engine: &Engine) -> Result<Option<String>, CoordError> {
-    let catalog = engine.catalog.snapshot();
-    for g in catalog.groups.values().filter(|g| g.replicas > 1) {
-        for s in &g.shards {
-            if s.placements.len() >= g.replicas as usize || !s.filling.is_empty() {
-                continue;
-            }
-            let Ok(source) = lock_head(engine, &catalog, s).await else {
-                continue;
-            };
-            let Some(target) = least_loaded(&catalog, s) else {
-                continue;
-            };
-            let rows = fill(engine, s.id, source, target, None).await?;
-            return Ok(Some(format!(
-                "shard {} copied from node {source} to node {target} ({rows} rows)",
-                s.id
-            )));
-        }
-    }
-    Ok(None)
-}
-
-/// Abandons fills whose coordinator stopped renewing their lease (it died), or every fill
-/// with `all` (this coordinator just started detecting: a fill's coordinator may have died
-/// with the old leader), and lifts their shards' fences.
-pub async fn abandon_fills(engine: &Engine, all: bool) {
-    let catalog = engine.catalog.snapshot();
-    let now = unix_ms();
-    for s in catalog.groups.values().flat_map(|g| &g.shards) {
-        if s.filling.is_empty() || (!all && s.fill_lease_ms > now) {
-            continue;
-        }
-        for node in &s.filling {
-            let cmd = CatalogCommand::AbandonFill {
-                shard: s.id,
-                node: *node,
-                fill: s.fill_id,
-            };
-            match engine.catalog.propose(cmd).await {
-                Ok(_) => {
-                    tracing::warn!(
-                        shard = s.id,
-                        node,
-                        "abandoned a fill whose coordinator is gone"
-                    )
-                }
-                Err(e) => tracing::warn!(shard = s.id, error = %e, "cannot abandon a fill"),
-            }
-        }
-        unfence(engine, &catalog, s.id, s.placements.iter().copied(), None).await;
-    }
-}
-
 /// How long a fill's lease lasts, and how often its coordinator renews it.
-const FILL_LEASE: Duration = Duration::from_secs(30);
-const FILL_RENEW: Duration = Duration::from_secs(5);
+pub(super) const FILL_LEASE: Duration = Duration::from_secs(30);
+
+pub(super) const FILL_RENEW: Duration = Duration::from_secs(5);
 
 /// The current Unix time in milliseconds.
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -386,7 +80,7 @@ fn unix_ms() -> u64 {
 }
 
 /// A fill's lease, renewed while the fill makes progress.
-struct Lease {
+pub(super) struct Lease {
     shard: u64,
     /// The fill's id.
     fill: u64,
@@ -398,10 +92,9 @@ impl Lease {
         unix_ms() + FILL_LEASE.as_millis() as u64
     }
 
-    async fn keep(&mut self, engine: &Engine) -> Result<(), CoordError> {
+    async fn keep(&mut self, repl: &Replication) -> Result<(), CoordError> {
         if self.renewed.elapsed() >= FILL_RENEW {
-            engine
-                .catalog
+            repl.catalog
                 .propose(CatalogCommand::RenewFill {
                     shard: self.shard,
                     lease_until_ms: Self::until(),
@@ -416,8 +109,8 @@ impl Lease {
 
 /// Runs `work` while a transaction of its own (given to `work`) holds the write lock of the
 /// copy of `shard` on `src`; the lock is released after, whatever the outcome.
-async fn under_lock<T, Fut>(
-    engine: &Engine,
+pub(super) async fn under_lock<T, Fut>(
+    repl: &Replication,
     src: &Node,
     shard: u64,
     work: impl FnOnce(u64) -> Fut,
@@ -427,22 +120,21 @@ where
 {
     let txn = crate::session::new_txn_id();
     let r = async {
-        engine
-            .cluster
+        repl.cluster
             .execute(src, shard, txn, vec![lock_statement()])
             .await?;
         work(txn).await
     }
     .await;
-    if let Err(e) = engine.cluster.finish_txn(src, shard, txn, false).await {
+    if let Err(e) = repl.cluster.finish_txn(src, shard, txn, false).await {
         tracing::warn!(shard, error = %e, "releasing a copy lock failed; it ends on the idle timeout");
     }
     r
 }
 
 /// A copy's schema: its tables and indexes as SQLite declares them.
-async fn schema_of(
-    engine: &Engine,
+pub(super) async fn schema_of(
+    repl: &Replication,
     node: &Node,
     shard: u64,
     txn: u64,
@@ -452,7 +144,7 @@ async fn schema_of(
         vec![],
         true,
     );
-    Ok(engine
+    Ok(repl
         .cluster
         .execute(node, shard, txn, vec![st])
         .await?
@@ -464,8 +156,8 @@ async fn schema_of(
 
 /// Fills a new copy of `shard` on `target` from `source` (see the module doc); the copy then
 /// joins the placements, replacing `leaving`'s. Returns the rows copied.
-async fn fill(
-    engine: &Engine,
+pub(super) async fn fill(
+    repl: &Replication,
     shard: u64,
     source: u64,
     target: u64,
@@ -473,8 +165,7 @@ async fn fill(
 ) -> Result<u64, CoordError> {
     // First the reservation: a second fill of the shard is refused here.
     let id = crate::session::new_txn_id();
-    engine
-        .catalog
+    repl.catalog
         .propose(CatalogCommand::BeginFill {
             shard,
             node: target,
@@ -487,7 +178,7 @@ async fn fill(
         fill: id,
         renewed: std::time::Instant::now(),
     };
-    let catalog = engine.catalog.snapshot();
+    let catalog = repl.catalog.snapshot();
     let (group, s) = catalog
         .shard(shard)
         .ok_or_else(|| CoordError::Internal(format!("no shard {shard}")))?;
@@ -498,9 +189,9 @@ async fn fill(
     let filled = async {
         // A fresh copy (whatever the node kept from before is stale), made while no write
         // can reach it: every writer holds the source's lock before it writes a copy.
-        under_lock(engine, src, shard, |_| async {
-            let _ = engine.cluster.drop_shard(dst, shard).await;
-            engine
+        under_lock(repl, src, shard, |_| async {
+            let _ = repl.cluster.drop_shard(dst, shard).await;
+            repl
                 .cluster
                 .create_shard(
                     dst,
@@ -512,7 +203,7 @@ async fn fill(
         })
         .await?;
         for p in &placements {
-            let fenced = engine.cluster.fence(catalog.node(*p)?, shard, true).await;
+            let fenced = repl.cluster.fence(catalog.node(*p)?, shard, true).await;
             if *p == source {
                 fenced?;
             }
@@ -522,17 +213,17 @@ async fn fill(
         let keyed = tables.iter().all(|t| !t.primary_key.is_empty());
         if keyed {
             for t in &tables {
-                rows += copy_table_in_batches(engine, src, dst, shard, t, &mut lease).await?;
+                rows += copy_table_in_batches(repl, src, dst, shard, t, &mut lease).await?;
             }
         }
-        lease.keep(engine).await?;
+        lease.keep(repl).await?;
         // Last: compare under the source's lock (copy whole if they differ), then switch.
-        under_lock(engine, src, shard, |txn| async move {
+        under_lock(repl, src, shard, |txn| async move {
             // DDL may have run meanwhile: the tables as they are now, and the same schema on
             // both copies (a change planned before the fill began missed the new copy).
-            let now = engine.catalog.snapshot();
+            let now = repl.catalog.snapshot();
             let tables = tables_of(&now, group);
-            if schema_of(engine, src, shard, txn).await? != schema_of(engine, dst, shard, 0).await?
+            if schema_of(repl, src, shard, txn).await? != schema_of(repl, dst, shard, 0).await?
             {
                 return Err(CoordError::Storage {
                     sqlstate: "40001".into(),
@@ -541,8 +232,8 @@ async fn fill(
                     ),
                 });
             }
-            let want = digest(engine, src, shard, &tables, txn).await?;
-            let same = digest(engine, dst, shard, &tables, 0)
+            let want = digest(repl, src, shard, &tables, txn).await?;
+            let same = digest(repl, dst, shard, &tables, 0)
                 .await
                 .is_ok_and(|d| d == want);
             if !same {
@@ -552,14 +243,14 @@ async fn fill(
                         "the filled copy differs from its source; copying it again whole"
                     );
                 }
-                rows = copy_whole(engine, &tables, shard, src, dst, txn).await?;
-                if digest(engine, dst, shard, &tables, 0).await? != want {
+                rows = copy_whole(repl, &tables, shard, src, dst, txn).await?;
+                if digest(repl, dst, shard, &tables, 0).await? != want {
                     return Err(CoordError::Internal(format!(
                         "a new copy of shard {shard} differs from its source after a whole copy"
                     )));
                 }
             }
-            engine
+            repl
                 .catalog
                 .propose(CatalogCommand::FinishFill {
                     shard,
@@ -583,7 +274,7 @@ async fn fill(
     }
     .await;
     if filled.is_err() {
-        let _ = engine
+        let _ = repl
             .catalog
             .propose(CatalogCommand::AbandonFill {
                 shard,
@@ -595,13 +286,13 @@ async fn fill(
     // A leaving copy stays fenced until it is deleted: a write planned before the fill and
     // arriving only now must not land there alone.
     let leaving = leaving.filter(|_| filled.is_ok());
-    unfence(engine, &catalog, shard, placements.iter().copied(), leaving).await;
+    unfence(repl, &catalog, shard, placements.iter().copied(), leaving).await;
     filled
 }
 
 /// Lifts a shard's fence on `nodes` (but `except`).
-async fn unfence(
-    engine: &Engine,
+pub(super) async fn unfence(
+    repl: &Replication,
     catalog: &Catalog,
     shard: u64,
     nodes: impl Iterator<Item = u64>,
@@ -609,7 +300,7 @@ async fn unfence(
 ) {
     for p in nodes.filter(|p| Some(*p) != except) {
         if let Ok(n) = catalog.node(p) {
-            if let Err(e) = engine.cluster.fence(n, shard, false).await {
+            if let Err(e) = repl.cluster.fence(n, shard, false).await {
                 tracing::debug!(shard, node = %n.name, error = %e, "cannot lift a fence");
             }
         }
@@ -618,8 +309,8 @@ async fn unfence(
 
 /// Copies one table's rows in primary-key order, one batch under the source's lock at a time
 /// (see the module doc). Returns the rows copied.
-async fn copy_table_in_batches(
-    engine: &Engine,
+pub(super) async fn copy_table_in_batches(
+    repl: &Replication,
     src: &Node,
     dst: &Node,
     shard: u64,
@@ -627,8 +318,8 @@ async fn copy_table_in_batches(
     lease: &mut Lease,
 ) -> Result<u64, CoordError> {
     let (batch, pause) = (
-        engine.config.liveness.repair_batch_rows.max(1),
-        Duration::from_millis(engine.config.liveness.repair_pause_ms),
+        repl.config.repair_batch_rows.max(1),
+        Duration::from_millis(repl.config.repair_pause_ms),
     );
     let key_cols: Vec<usize> = t
         .primary_key
@@ -666,7 +357,7 @@ async fn copy_table_in_batches(
         let mut attempt = 0;
         let step = loop {
             let after = &after;
-            let step = under_lock(engine, src, shard, |txn| async move {
+            let step = under_lock(repl, src, shard, |txn| async move {
                 let read = match &after {
                     None => statement(
                         format!("SELECT * FROM {name} ORDER BY {order} LIMIT {batch}"),
@@ -682,7 +373,7 @@ async fn copy_table_in_batches(
                         true,
                     ),
                 };
-                let rows: Vec<Vec<Value>> = engine
+                let rows: Vec<Vec<Value>> = repl
                     .cluster
                     .execute(src, shard, txn, vec![read])
                     .await?
@@ -718,7 +409,7 @@ async fn copy_table_in_batches(
                     rows.into_iter()
                         .map(|r| statement(insert.clone(), r, false)),
                 );
-                engine.cluster.execute(dst, shard, 0, writes).await?;
+                repl.cluster.execute(dst, shard, 0, writes).await?;
                 Ok((upper, n))
             })
             .await;
@@ -733,7 +424,7 @@ async fn copy_table_in_batches(
             }
         };
         let (upper, n) = step?;
-        lease.keep(engine).await?;
+        lease.keep(repl).await?;
         copied += n;
         match upper {
             Some(u) => after = Some(u),
@@ -745,7 +436,7 @@ async fn copy_table_in_batches(
     }
 }
 
-fn insert_sql(t: &Table) -> String {
+pub(super) fn insert_sql(t: &Table) -> String {
     let marks: Vec<String> = (1..=t.columns.len()).map(|i| format!("?{i}")).collect();
     format!(
         "INSERT INTO {} VALUES ({})",
@@ -756,19 +447,19 @@ fn insert_sql(t: &Table) -> String {
 
 /// Replaces every table of the target copy with the source's, read in transaction `txn`
 /// (which holds the source's lock). Returns the rows copied.
-async fn copy_whole(
-    engine: &Engine,
+pub(super) async fn copy_whole(
+    repl: &Replication,
     tables: &[&Table],
     shard: u64,
     src: &Node,
     dst: &Node,
     txn: u64,
 ) -> Result<u64, CoordError> {
-    let batch = engine.config.liveness.repair_batch_rows.max(1);
+    let batch = repl.config.repair_batch_rows.max(1);
     let mut copied = 0;
     for t in tables {
         let name = quote(&t.name);
-        let rows: Vec<Vec<Value>> = engine
+        let rows: Vec<Vec<Value>> = repl
             .cluster
             .execute(
                 src,
@@ -781,8 +472,7 @@ async fn copy_whole(
             .flat_map(|r| r.rows)
             .map(|r| r.values.into_iter().map(Value::from).collect())
             .collect();
-        engine
-            .cluster
+        repl.cluster
             .execute(
                 dst,
                 shard,
@@ -799,10 +489,9 @@ async fn copy_whole(
                 .take(batch)
                 .map(|r| statement(insert.clone(), r, false))
                 .collect();
-            engine.cluster.execute(dst, shard, 0, writes).await?;
+            repl.cluster.execute(dst, shard, 0, writes).await?;
             // Keeps the lock transaction from idling out during a long copy.
-            engine
-                .cluster
+            repl.cluster
                 .execute(src, shard, txn, vec![lock_statement()])
                 .await?;
         }
@@ -813,7 +502,7 @@ async fn copy_whole(
 /// Row count and checksum of one copy of a shard: every table read in key order and hashed
 /// (inside transaction `txn`, or autocommit with 0).
 pub async fn digest(
-    engine: &Engine,
+    repl: &Replication,
     node: &Node,
     shard: u64,
     tables: &[&Table],
@@ -838,7 +527,7 @@ pub async fn digest(
             true,
         );
         t.name.hash(&mut hasher);
-        for r in engine.cluster.execute(node, shard, txn, vec![st]).await? {
+        for r in repl.cluster.execute(node, shard, txn, vec![st]).await? {
             for row in r.rows {
                 rows += 1;
                 format!("{:?}", row.values).hash(&mut hasher);
