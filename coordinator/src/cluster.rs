@@ -315,3 +315,17 @@ fn status_error(node: &Node, s: tonic::Status) -> CoordError {
         },
     }
 }
+
+/// A data version a result depended on: `key` on `node` was at `version` (node `incarnation`)
+/// before the result was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Node id.
+    pub node: u64,
+    /// Scope (shard or reference database) and table.
+    pub key: tessera_shared::proto::VersionKey,
+    /// The node's incarnation.
+    pub incarnation: u64,
+    /// The version.
+    pub version: u64,
+}

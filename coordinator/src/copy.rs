@@ -1,8 +1,8 @@
 //! COPY: the text and CSV formats, parsed incrementally as CopyData arrives and produced for COPY TO.
 
 use crate::error::CoordError;
-use crate::pg::encode::text;
 use crate::sql::params::from_text;
+use crate::sql::text::text;
 use sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption};
 use tessera_shared::{PgType, Value};
 
@@ -356,6 +356,21 @@ impl CopyParser {
         rows.push(row);
         Ok(())
     }
+}
+
+/// A COPY FROM STDIN in progress on a session.
+#[derive(Debug)]
+pub struct CopyIn {
+    pub(crate) parser: CopyParser,
+    /// `INSERT INTO t (cols) VALUES (...)`, the template of every batch.
+    pub(crate) insert: sqlparser::ast::Insert,
+    pub(crate) width: usize,
+    pub(crate) rows: Vec<Vec<tessera_shared::Value>>,
+    pub(crate) total: u64,
+    /// The first error: later data is ignored, CopyDone reports it.
+    pub(crate) error: Option<crate::error::CoordError>,
+    /// The COPY opened its own transaction (no BEGIN was active).
+    pub(crate) implicit: bool,
 }
 
 #[cfg(test)]

@@ -1,31 +1,41 @@
 //! Tessera coordinator: PostgreSQL wire protocol, distributed planner and executor.
 //!
 //! # Layout
-//! - [`config`]: documented settings.
-//! - [`error`]: typed errors and the one SQLSTATE table.
-//! - [`auth`]: SCRAM-SHA-256 verifiers in the catalog, read by the start-up exchange.
-//! - [`budget`]: a statement's deadline, cancel flag and memory, and the coordinator's shared memory budget.
-//! - [`cache`]: the query-result cache, coherent with every acknowledged write; [`engine_cache`]: the read path through it.
-//! - [`catalog`]: tables, distribution, shards, nodes; changed by commands, stored by a [`catalog::store::CatalogStore`].
-//! - [`cluster`]: gRPC clients to storage nodes.
-//! - [`sql`]: AST helpers: names, Postgres-to-SQLite rewriting, type inference, parameters.
-//! - [`planner`]: statement → plain-data plan (route + merge), EXPLAIN.
-//! - [`copy`]: COPY text and CSV formats.
-//! - [`ddl`]: CREATE/DROP/ALTER TABLE, CREATE INDEX, `create_distributed_table`.
-//! - [`executor`]: runs plans: fan-out, transactions across shards, merges.
-//! - [`scratch`]: the coordinator's in-memory SQLite for table-less queries, final aggregation and pulled joins.
+//! Layers import only downwards; nothing below [`engine`] takes the engine: each layer gets
+//! the narrow handle it uses ([`exec::Reach`], [`txn::TxnManager`],
+//! [`replication::Replication`]).
+//!
+//! The wire:
+//! - [`server`]: the listener and shutdown; [`pg`]: the pgwire layer, which only translates
+//!   (and holds a client's bytes to the coordinator's limits).
+//!
+//! Statements:
+//! - [`engine`]: statement dispatch and the statement families (DDL, COPY, SET/SHOW, prepared
+//!   statements, roles, savepoints, column groups, cached reads), testable without sockets.
 //! - [`session`]: per-connection state: settings and the open transaction.
-//! - [`engine`]: statement dispatch, testable without sockets; [`engine_show`]: SET/SHOW and cluster views;
-//!   [`engine_insert`]: serial values and INSERT ... SELECT; [`engine_copy`]: COPY FROM STDIN / TO STDOUT; [`engine_roles`]: roles and their passwords;
-//!   [`engine_savepoint`]: savepoints across shards; [`engine_prepared`]: PREPARE/EXECUTE/DEALLOCATE;
-//!   [`engine_vertical`]: statements on tables with column groups, a write's groups in one transaction.
-//! - [`liveness`]: storage-node failure detection (alive, suspect, dead), recorded in the catalog.
-//! - [`merge`]: k-way merge sort and concatenation of shard results.
-//! - [`pg`]: the pgwire layer, which only translates.
+//! - [`cache`]: the query-result cache, coherent with every acknowledged write.
+//! - [`config`]: documented settings.
+//!
+//! Planning and execution:
+//! - [`planner`]: statement → plain-data plan (route + merge), EXPLAIN.
+//! - [`sql`]: AST helpers: parsing (with its depth bounds), names, Postgres-to-SQLite
+//!   rewriting, type inference, parameters, values as text, shard schemas.
 //! - [`pgcatalog`]: `pg_catalog` and `information_schema` emulated from Tessera's catalog.
-//! - [`repair`]: re-creates a dead node's shard copies on live nodes.
-//! - [`server`]: the listener and shutdown.
-//! - [`txnlog`]: the durable log of multi-shard commit decisions.
+//! - [`exec`]: runs plans: fan-out, a statement's own writes, merges, the scratch database,
+//!   and each statement's budget (deadline, cancel, memory).
+//! - [`copy`]: COPY text and CSV formats.
+//!
+//! Transactions and copies:
+//! - [`txn`]: the commit protocol across shards and copies, and its decision log.
+//! - [`replication`]: failure detection, re-replication, fills, moves, placement of copies.
+//!
+//! The ground:
+//! - [`cluster`]: gRPC (or in-process) clients to storage nodes.
+//! - [`catalog`]: tables, distribution, shards, nodes; changed by commands, stored by a
+//!   [`catalog::store::CatalogStore`].
+//! - [`meta`]: the metadata Raft group, whose state machine is the catalog.
+//! - [`auth`]: SCRAM-SHA-256 verifiers in the catalog, read by the start-up exchange.
+//! - [`error`]: typed errors and the one SQLSTATE table.
 
 pub mod auth;
 pub mod cache;

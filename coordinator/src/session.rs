@@ -112,6 +112,9 @@ pub struct OpenTxn {
     pub written: BTreeSet<Target>,
 }
 
+/// Default of `tessera.statement_memory`: rows one statement may hold at the coordinator.
+pub const DEFAULT_STATEMENT_MEMORY: &str = "512MB";
+
 /// Settings a client can SET and SHOW, with Postgres' defaults.
 pub fn default_settings() -> BTreeMap<String, String> {
     [
@@ -129,10 +132,7 @@ pub fn default_settings() -> BTreeMap<String, String> {
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
         ("tessera.cache", "on"),
-        (
-            "tessera.statement_memory",
-            crate::exec::budget::DEFAULT_STATEMENT_MEMORY,
-        ),
+        ("tessera.statement_memory", DEFAULT_STATEMENT_MEMORY),
         ("timezone", "UTC"),
         ("transaction_isolation", "serializable"),
     ]
@@ -153,7 +153,7 @@ pub struct Session {
     /// The open explicit transaction, if any.
     pub txn: Option<OpenTxn>,
     /// A COPY FROM STDIN in progress.
-    pub copy: Option<crate::engine::copy::CopyIn>,
+    pub copy: Option<crate::copy::CopyIn>,
     /// Cancel requests for this session's running statement.
     pub interrupt: std::sync::Arc<Interrupt>,
     /// When the running statement times out (`statement_timeout`).

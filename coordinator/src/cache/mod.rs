@@ -20,7 +20,7 @@
 pub mod key;
 pub mod policy;
 
-use crate::exec::Observed;
+use crate::cluster::Observed;
 use crate::sql::infer::OutputColumn;
 use moka::notification::RemovalCause;
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,6 @@
 //! catalog. That is what lets the consensus issue replace the file-backed
 //! [`store::FileCatalog`] with a Raft state machine without touching the planner.
 
-pub mod schema;
 #[cfg(test)]
 mod simulation;
 pub mod store;
@@ -27,7 +26,7 @@ pub struct Node {
     pub name: String,
     /// gRPC address, `host:port`.
     pub addr: String,
-    /// What failure detection last concluded (see [`crate::liveness`]).
+    /// What failure detection last concluded (see [`crate::replication::liveness`]).
     #[serde(default)]
     pub liveness: Liveness,
 }

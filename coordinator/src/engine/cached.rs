@@ -3,9 +3,10 @@
 use crate::cache::policy::{analyse, Cacheability};
 use crate::cache::{key, Entry};
 use crate::catalog::Catalog;
+use crate::cluster::Observed;
 use crate::engine::{Completion, Engine, QueryResult};
 use crate::error::CoordError;
-use crate::exec::{self, Observed};
+use crate::exec;
 use crate::planner::Plan;
 use crate::session::Session;
 use crate::sql::dialect::RewriteCtx;
@@ -80,7 +81,7 @@ impl Engine {
             _ => None,
         };
         let (rs, observed) =
-            exec::execute_observed(self, session, &planned, params, observe).await?;
+            exec::execute_observed(&self.reach(), session, &planned, params, observe).await?;
         if let (Some(key), Some(tables)) = (key, observe) {
             // A result that read no shard (all pruned) has nothing to check later: not cached.
             if !observed.is_empty() {

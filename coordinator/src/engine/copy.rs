@@ -1,7 +1,7 @@
 //! COPY FROM STDIN and COPY TO STDOUT: rows stream in batches through the routed insert path, in one
 //! transaction (the session's, or one of the COPY's own), and stream out in text or CSV.
 
-use crate::copy::{CopyFormat, CopyParser};
+use crate::copy::{CopyFormat, CopyIn, CopyParser};
 use crate::engine::{Completion, Engine, QueryResult};
 use crate::error::CoordError;
 use crate::exec;
@@ -9,25 +9,9 @@ use crate::session::Session;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::names::{ident, quote, table_name};
 use sqlparser::ast::*;
-use tessera_shared::Value as Val;
 
 /// Rows buffered before they are sent to the shards.
 const BATCH_ROWS: usize = 2000;
-
-/// A COPY FROM STDIN in progress on a session.
-#[derive(Debug)]
-pub struct CopyIn {
-    parser: CopyParser,
-    /// `INSERT INTO t (cols) VALUES (...)`, the template of every batch.
-    insert: Insert,
-    width: usize,
-    rows: Vec<Vec<Val>>,
-    total: u64,
-    /// The first error: later data is ignored, CopyDone reports it.
-    error: Option<CoordError>,
-    /// The COPY opened its own transaction (no BEGIN was active).
-    implicit: bool,
-}
 
 fn copy_columns(
     table: &crate::catalog::Table,
@@ -215,7 +199,9 @@ impl Engine {
             other => other.clone(),
         };
         let planned = self.plan(&query, &[], &rctx)?;
-        let rows = exec::execute(self, session, &planned, &[]).await?.rows;
+        let rows = exec::execute(&self.reach(), session, &planned, &[])
+            .await?
+            .rows;
         let types: Vec<_> = planned.columns.iter().map(|c| c.ty).collect();
         let mut lines = Vec::with_capacity(rows.len() + 1);
         if format.header && format.csv {

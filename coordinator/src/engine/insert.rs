@@ -215,7 +215,9 @@ impl Engine {
         rctx: &RewriteCtx,
         width: usize,
     ) -> Result<QueryResult, CoordError> {
-        let rows = exec::execute(self, session, planned, params).await?.rows;
+        let rows = exec::execute(&self.reach(), session, planned, params)
+            .await?
+            .rows;
         let (affected, returned, columns) =
             self.insert_batch(session, ins, width, &rows, rctx).await?;
         Ok(QueryResult {
@@ -280,7 +282,7 @@ impl Engine {
                     .enumerate()
                 {
                     let p = self.plan(s, &bound, rctx)?;
-                    let r = exec::execute(self, session, &p, &bound).await?;
+                    let r = exec::execute(&self.reach(), session, &p, &bound).await?;
                     if k == 0 {
                         affected += r.affected;
                     }
@@ -288,7 +290,7 @@ impl Engine {
                 continue;
             }
             let p = self.plan(&stmt, &bound, rctx)?;
-            let r = exec::execute(self, session, &p, &bound).await?;
+            let r = exec::execute(&self.reach(), session, &p, &bound).await?;
             affected += r.affected;
             columns = p.columns;
             returned.extend(r.rows);

@@ -119,6 +119,18 @@ pub struct Engine {
     pub memory: Arc<crate::exec::budget::SharedMemory>,
 }
 
+impl Engine {
+    /// What execution below the engine may reach.
+    pub fn reach(&self) -> exec::Reach<'_> {
+        exec::Reach {
+            catalog: &self.catalog,
+            cluster: &self.cluster,
+            txn: &self.txn,
+            memory: &self.memory,
+        }
+    }
+}
+
 pub(crate) fn dml_tag(tag: &str, n: u64) -> Completion {
     match tag {
         "INSERT" => Completion::Command {
@@ -585,7 +597,7 @@ impl Engine {
                 }
                 for name in names {
                     let planned = self.plan(&Statement::Delete(delete_all(&name)?), &[], &rctx)?;
-                    exec::execute(self, session, &planned, &[]).await?;
+                    exec::execute(&self.reach(), session, &planned, &[]).await?;
                 }
                 Ok(QueryResult::command("TRUNCATE TABLE", None))
             }
@@ -727,7 +739,7 @@ impl Engine {
                 let planned = self.plan(stmt, params, &rctx)?;
                 let returns_rows =
                     matches!(stmt, Statement::Query(_)) || !planned.columns.is_empty();
-                let rs = exec::execute(self, session, &planned, params).await?;
+                let rs = exec::execute(&self.reach(), session, &planned, params).await?;
                 Ok(QueryResult {
                     columns: planned.columns,
                     returns_rows,
@@ -797,7 +809,7 @@ impl Engine {
             .ok_or_else(|| CoordError::Internal("empty insert".into()))?;
         let mut session = Session::new("tessera", "postgres");
         let planned = self.plan(&stmt, &params, &RewriteCtx::new("tessera", "postgres"))?;
-        exec::execute(self, &mut session, &planned, &params).await?;
+        exec::execute(&self.reach(), &mut session, &planned, &params).await?;
         Ok(())
     }
 }

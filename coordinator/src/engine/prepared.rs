@@ -87,7 +87,7 @@ impl Engine {
             .ok_or_else(|| CoordError::Internal("empty EXECUTE arguments".into()))?;
         let planned = self.plan(&stmt, params, &RewriteCtx::new("", ""))?;
         let mut session = Session::new("tessera", "postgres");
-        let rs = exec::execute(self, &mut session, &planned, params).await?;
+        let rs = exec::execute(&self.reach(), &mut session, &planned, params).await?;
         rs.rows
             .into_iter()
             .next()

@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use tessera_shared::Value;
 
-/// Default of `tessera.statement_memory`.
-pub const DEFAULT_STATEMENT_MEMORY: &str = "512MB";
-
 /// Memory held at once by every statement of this coordinator (rows pulled from shards, merged
 /// results, scratch-database output).
 #[derive(Debug)]

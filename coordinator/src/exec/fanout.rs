@@ -6,7 +6,7 @@ use super::*;
 /// Runs shard tasks concurrently, until they finish, the session asks to cancel, or its
 /// statement deadline passes. Stopping drops the RPCs, which interrupts the shards' statements.
 pub(super) async fn run_tasks(
-    engine: &Engine,
+    engine: &Reach<'_>,
     catalog: &Catalog,
     tasks: Vec<Task>,
     params: &[Value],
@@ -35,7 +35,7 @@ pub(super) async fn run_tasks(
 }
 
 pub(super) async fn run_tasks_to_end(
-    engine: &Engine,
+    engine: &Reach<'_>,
     catalog: &Catalog,
     tasks: Vec<Task>,
     params: &[Value],
@@ -81,7 +81,7 @@ pub(super) async fn run_tasks_to_end(
 /// A read whose copy's node cannot be reached runs again on the shard's other copies, in
 /// order, so reads go on at once when a node dies (before failure detection notices).
 pub(super) async fn reads_elsewhere(
-    engine: &Engine,
+    engine: &Reach<'_>,
     catalog: &Catalog,
     work: &[Task],
     mut results: Vec<TaskResult>,

@@ -11,15 +11,18 @@
 //! transaction id the same way and is committed only after every shard
 //! succeeded; any failure rolls back every shard.
 
+use crate::catalog::store::CatalogStore;
 use crate::catalog::Catalog;
-use crate::engine::Engine;
+use crate::cluster::{Cluster, Observed};
 use crate::error::CoordError;
 use crate::planner::{Merge, Plan, Planned, Target};
 use crate::session::{new_txn_id, Session};
 use crate::txn::commit::{copies_unchanged, copy_lost_error, lost_copies};
+use crate::txn::TxnManager;
 use futures::future::join_all;
 use merge::{concat, merge_sorted};
 use scratch::Loaded;
+use std::sync::Arc;
 use tessera_shared::proto::{self, StatementResult};
 use tessera_shared::Value;
 
@@ -31,6 +34,20 @@ pub mod writes;
 
 use fanout::*;
 use writes::*;
+
+/// What execution reaches, lent by the engine for one statement: the catalog, the storage
+/// nodes, the commit protocol and the coordinator's memory budget.
+#[derive(Clone, Copy)]
+pub struct Reach<'a> {
+    /// The catalog store.
+    pub catalog: &'a Arc<dyn CatalogStore>,
+    /// Storage node clients.
+    pub cluster: &'a Arc<Cluster>,
+    /// The commit protocol.
+    pub txn: &'a TxnManager,
+    /// Memory every statement of this coordinator holds at once.
+    pub memory: &'a Arc<budget::SharedMemory>,
+}
 
 /// Rows and affected-row count of an executed statement.
 #[derive(Debug, Default)]
@@ -64,23 +81,9 @@ pub(super) struct Task {
     pub(super) watch: Vec<proto::VersionKey>,
 }
 
-/// A data version a result depended on: `key` on `node` was at `version` (node `incarnation`)
-/// before the result was read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observed {
-    /// Node id.
-    pub node: u64,
-    /// Scope (shard or reference database) and table.
-    pub key: proto::VersionKey,
-    /// The node's incarnation.
-    pub incarnation: u64,
-    /// The version.
-    pub version: u64,
-}
-
 /// Executes a planned statement for `session`.
 pub async fn execute(
-    engine: &Engine,
+    engine: &Reach<'_>,
     session: &mut Session,
     planned: &Planned,
     params: &[Value],
@@ -123,14 +126,14 @@ pub(super) fn watch_keys(
 /// Executes a planned statement; with `observe` (the tables a read names), also returns the
 /// data versions every shard read had before it ran: what the result cache records.
 pub async fn execute_observed(
-    engine: &Engine,
+    engine: &Reach<'_>,
     session: &mut Session,
     planned: &Planned,
     params: &[Value],
     observe: Option<&[String]>,
 ) -> Result<(ResultSet, Vec<Observed>), CoordError> {
     let catalog = engine.catalog.snapshot();
-    let budget = crate::exec::budget::Budget::for_session(session, &engine.memory);
+    let budget = crate::exec::budget::Budget::for_session(session, engine.memory);
     let mut seen = Vec::new();
     let watch = |target: Target, tables: &[String]| match observe {
         Some(_) => watch_keys(&catalog, target, tables),

@@ -11,7 +11,7 @@ use super::*;
 /// statements). The other copies need no order: whoever writes a copy holds its shard's first
 /// copy already. Stops at the first failure of a first copy: the caller rolls back.
 pub(super) async fn ordered_tasks(
-    engine: &Engine,
+    engine: &Reach<'_>,
     catalog: &Catalog,
     work: Vec<Task>,
     primaries: usize,
@@ -73,7 +73,7 @@ pub(super) async fn ordered_tasks(
 /// the next copy standing in for a lost first one. Writes to a replicated shard therefore go
 /// on at once when a node dies, instead of waiting for failure detection to declare it dead.
 pub(super) async fn implicit_write(
-    engine: &Engine,
+    engine: &Reach<'_>,
     mut work: Vec<Task>,
     primaries: usize,
     params: &[Value],

@@ -264,6 +264,48 @@ impl MetaRaftService for Service {
 
     async fn status(&self, _req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let m = super::metrics(&self.raft);
-        reply("status", &super::store::MemberStatus::from_metrics(&m))
+        reply("status", &MemberStatus::from_metrics(&m))
+    }
+}
+
+/// A member's Raft state as `tessera admin raft` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Member id.
+    pub id: u64,
+    /// `Leader`, `Follower`, `Candidate` or `Learner`.
+    pub state: String,
+    /// The leader this member knows of.
+    pub leader: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Index of the last log entry.
+    pub last_log: u64,
+    /// Index of the last applied entry.
+    pub applied: u64,
+    /// On the leader: each member's last replicated index.
+    pub replicated: std::collections::BTreeMap<u64, u64>,
+}
+
+impl MemberStatus {
+    /// From openraft's metrics.
+    pub fn from_metrics(m: &openraft::RaftMetrics<super::MetaTypes>) -> MemberStatus {
+        MemberStatus {
+            id: m.id,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log: m.last_log_index.unwrap_or(0),
+            applied: m.last_applied.map_or(0, |l| l.index()),
+            replicated: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, l)| (*id, l.map_or(0, |l| l.index())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 }

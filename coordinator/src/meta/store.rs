@@ -8,6 +8,7 @@
 //! starts (or restarts) serves nothing until it has caught up with the leader.
 
 use super::log::LogStore;
+use super::network::MemberStatus;
 use super::network::{self, Network};
 use super::state::{Published, StateMachine};
 use super::{MetaRaft, MetaRequest, MetaResponse};
@@ -15,8 +16,8 @@ use crate::catalog::store::CatalogStore;
 use crate::catalog::{Catalog, CatalogCommand};
 use crate::error::CoordError;
 use openraft::errors::ForwardReason;
-use openraft::{BasicNode, Config, RaftMetrics};
-use serde::{Deserialize, Serialize};
+use openraft::{BasicNode, Config};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,48 +41,6 @@ pub struct MetaConfig {
     pub members: BTreeMap<u64, String>,
     /// Directory of the Raft log and snapshots.
     pub dir: PathBuf,
-}
-
-/// A member's Raft state as `tessera admin raft` shows it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct MemberStatus {
-    /// Member id.
-    pub id: u64,
-    /// `Leader`, `Follower`, `Candidate` or `Learner`.
-    pub state: String,
-    /// The leader this member knows of.
-    pub leader: Option<u64>,
-    /// Current term.
-    pub term: u64,
-    /// Index of the last log entry.
-    pub last_log: u64,
-    /// Index of the last applied entry.
-    pub applied: u64,
-    /// On the leader: each member's last replicated index.
-    pub replicated: BTreeMap<u64, u64>,
-}
-
-impl MemberStatus {
-    /// From openraft's metrics.
-    pub fn from_metrics(m: &RaftMetrics<super::MetaTypes>) -> MemberStatus {
-        MemberStatus {
-            id: m.id,
-            state: format!("{:?}", m.state),
-            leader: m.current_leader,
-            term: m.current_term,
-            last_log: m.last_log_index.unwrap_or(0),
-            applied: m.last_applied.map_or(0, |l| l.index()),
-            replicated: m
-                .replication
-                .as_ref()
-                .map(|r| {
-                    r.iter()
-                        .map(|(id, l)| (*id, l.map_or(0, |l| l.index())))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    }
 }
 
 /// The catalog store backed by the metadata Raft group.

@@ -3,6 +3,7 @@
 use crate::error::CoordError;
 use crate::sql::infer::OutputColumn;
 use crate::sql::params::from_text;
+use crate::sql::text::text;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::api::Type;
@@ -45,66 +46,6 @@ pub fn fields(columns: &[OutputColumn], format: &Format) -> Vec<FieldInfo> {
             FieldInfo::new(c.name.clone(), None, None, wire_type(c.ty, f), f)
         })
         .collect()
-}
-
-fn float_text(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
-    } else {
-        format!("{f}")
-    }
-}
-
-/// A value in Postgres' text format for its column type; `None` is NULL.
-pub fn text(v: &Value, ty: PgType) -> Option<String> {
-    Some(match (v, ty) {
-        (Value::Null, _) => return None,
-        (Value::Integer(i), PgType::Bool) => if *i != 0 { "t" } else { "f" }.into(),
-        (Value::Text(s), PgType::Bool) => if matches!(s.as_str(), "t" | "true" | "1") {
-            "t"
-        } else {
-            "f"
-        }
-        .into(),
-        (Value::Real(f), t) if t.is_integer() => format!("{}", *f as i64),
-        (Value::Text(s), PgType::BoolArray) => {
-            let items: Vec<Option<String>> = crate::pgcatalog::functions::array_elements(s)
-                .into_iter()
-                .map(|i| {
-                    i.map(|x| {
-                        if matches!(x.as_str(), "1" | "t" | "true") {
-                            "t"
-                        } else {
-                            "f"
-                        }
-                        .to_string()
-                    })
-                })
-                .collect();
-            crate::pgcatalog::functions::array_text(&items)
-        }
-        // Rows written before canonicalisation, or computed, print as `jsonb` does.
-        (Value::Text(s), PgType::Jsonb) => {
-            tessera_shared::jsonb::canonical(s).unwrap_or_else(|_| s.clone())
-        }
-        (Value::Integer(i), _) => i.to_string(),
-        (Value::Real(f), _) => float_text(*f),
-        (Value::Text(s), _) => s.clone(),
-        (Value::Blob(b), _) => {
-            let mut s = String::with_capacity(2 + b.len() * 2);
-            s.push_str("\\x");
-            for byte in b {
-                s.push_str(&format!("{byte:02x}"));
-            }
-            s
-        }
-    })
 }
 
 fn as_i64(v: &Value) -> Option<i64> {

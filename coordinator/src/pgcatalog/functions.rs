@@ -6,6 +6,7 @@
 use super::tables::{constraints, indexdef, indexes, owner_name, typname};
 use crate::catalog::Catalog;
 use crate::exec::scratch::Setup;
+use crate::sql::text::{array_elements, array_text};
 use rusqlite::functions::{Context, FunctionFlags};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;
@@ -117,71 +118,6 @@ fn unqualify(name: &str) -> String {
 /// Array text `{a,b}` → elements.
 fn array_items(s: &str) -> Vec<String> {
     array_elements(s).into_iter().flatten().collect()
-}
-
-/// Array text → elements (`None` for an unquoted `NULL`). Accepts `{a,"b c",NULL}` and the
-/// space-separated `int2vector`/`oidvector` form `1 2`.
-pub fn array_elements(s: &str) -> Vec<Option<String>> {
-    let s = s.trim();
-    let Some(inner) = s.strip_prefix('{').and_then(|r| r.strip_suffix('}')) else {
-        return s.split_whitespace().map(|x| Some(x.to_string())).collect();
-    };
-    let mut out = Vec::new();
-    let mut chars = inner.chars().peekable();
-    while chars.peek().is_some() {
-        let mut item = String::new();
-        let mut quoted = false;
-        while chars.peek() == Some(&' ') {
-            chars.next();
-        }
-        if chars.peek() == Some(&'"') {
-            quoted = true;
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => item.extend(chars.next()),
-                    '"' => break,
-                    c => item.push(c),
-                }
-            }
-        }
-        for c in chars.by_ref() {
-            if c == ',' {
-                break;
-            }
-            if !quoted {
-                item.push(c);
-            }
-        }
-        let item = if quoted {
-            item
-        } else {
-            item.trim().to_string()
-        };
-        out.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
-    }
-    out
-}
-
-/// Elements → array text, quoting those that need it, as PostgreSQL prints arrays.
-pub fn array_text(items: &[Option<String>]) -> String {
-    let quoted: Vec<String> = items
-        .iter()
-        .map(|i| match i {
-            None => "NULL".to_string(),
-            Some(x)
-                if x.is_empty()
-                    || x.eq_ignore_ascii_case("null")
-                    || x.contains(|c: char| {
-                        matches!(c, ',' | '{' | '}' | '"' | '\\') || c.is_whitespace()
-                    }) =>
-            {
-                format!("\"{}\"", x.replace('\\', "\\\\").replace('"', "\\\""))
-            }
-            Some(x) => x.clone(),
-        })
-        .collect();
-    format!("{{{}}}", quoted.join(","))
 }
 
 /// An array element as SQLite sees it: canonical integers as integers, so `attnum = 0`

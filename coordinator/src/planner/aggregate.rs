@@ -8,7 +8,7 @@
 //! - Anything else (count(DISTINCT), window functions, other aggregates) is
 //!   reported as not pushable, and the caller pulls the tables instead.
 
-use super::select::limit_value;
+use super::route::limit_value;
 use super::{Merge, SortKey};
 use crate::error::CoordError;
 use crate::sql::dialect::{parse_expr, render};

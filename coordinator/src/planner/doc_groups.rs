@@ -47,10 +47,10 @@ pub fn parse_attribute_groups(
             "column groups of a document table split a json or jsonb column",
         ));
     }
-    let groups: Vec<ColumnGroup> = crate::planner::vertical::parse_spec(spec, false)?
+    let groups: Vec<ColumnGroup> = crate::planner::groups::parse_spec(spec, false)?
         .into_iter()
         .map(|(name, columns)| ColumnGroup {
-            table: crate::planner::vertical::group_table_name(&t.name, &name),
+            table: crate::planner::groups::group_table_name(&t.name, &name),
             name,
             columns,
         })
@@ -148,10 +148,10 @@ fn is_doc(e: &Expr, col: &str, alias: &str) -> bool {
 /// Rewrites a query on `t` into one on its group tables.
 pub fn rewrite_query(q: &Query, t: &Table, col: &str) -> Result<Query, CoordError> {
     let SetExpr::Select(select) = q.body.as_ref() else {
-        return Err(crate::planner::vertical::unsupported(t, "a set operation"));
+        return Err(crate::planner::groups::unsupported(t, "a set operation"));
     };
     let TableFactor::Table { alias, .. } = &select.from[0].relation else {
-        return Err(crate::planner::vertical::unsupported(t, "this FROM item"));
+        return Err(crate::planner::groups::unsupported(t, "this FROM item"));
     };
     let a = alias
         .as_ref()
@@ -295,12 +295,7 @@ pub fn rewrite_query(q: &Query, t: &Table, col: &str) -> Result<Query, CoordErro
     sel.from = shell.from;
     // A key equality holds in every group: each group's shards apply it.
     let others: Vec<String> = used[1..].iter().map(|g| galias(*g)).collect();
-    crate::planner::vertical::copy_key_equalities(
-        sel,
-        &first,
-        std::slice::from_ref(&key),
-        &others,
-    )?;
+    crate::planner::groups::copy_key_equalities(sel, &first, std::slice::from_ref(&key), &others)?;
     Ok(out)
 }
 
@@ -310,7 +305,7 @@ pub fn update_groups<'a>(
     t: &'a Table,
     col: &str,
 ) -> Result<Vec<(&'a ColumnGroup, Vec<Assignment>)>, CoordError> {
-    let refuse = |what: &str| crate::planner::vertical::unsupported(t, what);
+    let refuse = |what: &str| crate::planner::groups::unsupported(t, what);
     let [a] = u.assignments.as_slice() else {
         return Err(refuse("an UPDATE setting several columns"));
     };
@@ -382,10 +377,7 @@ pub fn update_groups<'a>(
 /// An INSERT on `t` as one INSERT per group, each with its part of the document.
 pub fn split_insert(ins: &Insert, t: &Table, col: &str) -> Result<Vec<Statement>, CoordError> {
     let Some(SetExpr::Values(values)) = ins.source.as_ref().map(|s| s.body.as_ref()) else {
-        return Err(crate::planner::vertical::unsupported(
-            t,
-            "INSERT ... SELECT",
-        ));
+        return Err(crate::planner::groups::unsupported(t, "INSERT ... SELECT"));
     };
     let cols = crate::sql::names::insert_columns(ins, t);
     let mut out = Vec::new();

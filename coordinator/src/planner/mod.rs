@@ -9,6 +9,7 @@ pub mod dml;
 pub mod doc_groups;
 pub mod explain;
 mod fuzz;
+pub mod groups;
 pub mod json_args;
 pub mod json_srf;
 pub mod path_index;

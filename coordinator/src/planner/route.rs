@@ -282,6 +282,14 @@ pub fn names_for(table: &str, alias: Option<&sqlparser::ast::TableAlias>) -> Vec
     v
 }
 
+/// A LIMIT/OFFSET value known at plan time.
+pub fn limit_value(e: &Expr, params: &[Value]) -> Option<u64> {
+    match const_value(e, params)? {
+        Value::Integer(i) if i >= 0 => Some(i as u64),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

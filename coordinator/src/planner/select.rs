@@ -1,7 +1,7 @@
 //! Planning of queries: one shard, scatter-gather with a merge, or pull to the coordinator.
 
 use super::aggregate::{decompose, Decomposed};
-use super::route::{const_value, names_for, prune};
+use super::route::{names_for, prune};
 use super::{
     read_target, reference_read_target, target, Merge, Plan, PlanCtx, Planned, PullTable, ShardTask,
 };
@@ -13,7 +13,6 @@ use crate::sql::names::{column_ref, table_name};
 use sqlparser::ast::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
-use tessera_shared::Value as Val;
 
 /// Tables a statement reads or writes, in first-mention order, without CTE names.
 pub fn referenced_tables(
@@ -480,14 +479,6 @@ pub fn pull(
         sql: render(q),
         reason: reason.to_string(),
     })
-}
-
-/// A LIMIT/OFFSET value known at plan time.
-pub fn limit_value(e: &Expr, params: &[Val]) -> Option<u64> {
-    match const_value(e, params)? {
-        Val::Integer(i) if i >= 0 => Some(i as u64),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

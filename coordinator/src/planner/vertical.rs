@@ -13,6 +13,8 @@
 //! The engine runs a write's statements in one transaction, so no failure leaves part of a
 //! row, and the inner join means no reader ever sees a row missing from a group.
 
+use super::groups::{copy_key_equalities, unsupported};
+pub use super::groups::{group_table_name, parse_spec};
 use crate::catalog::{ColumnGroup, Table};
 use crate::error::CoordError;
 use crate::sql::names::{ident, quote, table_name};
@@ -20,64 +22,6 @@ use crate::sql::parse::parse;
 use sqlparser::ast::*;
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
-
-/// The physical table of column group `group` of `table`.
-pub fn group_table_name(table: &str, group: &str) -> String {
-    format!("{table}${group}")
-}
-
-/// The groups a `column_groups` option names, as (group, members): `name(a, b) | other(c)`.
-/// Names are letters, digits and `_`; no group or member is named twice; at least two groups.
-/// Callers check the members (columns, or a document's attributes).
-pub fn parse_spec(
-    spec: &str,
-    lowercase_members: bool,
-) -> Result<Vec<(String, Vec<String>)>, CoordError> {
-    let bad = |m: String| CoordError::InvalidValue(format!("column_groups: {m}"));
-    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for part in spec.split('|').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, rest) = part
-            .split_once('(')
-            .ok_or_else(|| bad(format!("\"{part}\" is not name(member, ...)")))?;
-        let members = rest
-            .trim()
-            .strip_suffix(')')
-            .ok_or_else(|| bad(format!("\"{part}\" lacks its closing parenthesis")))?;
-        let name = name.trim().to_lowercase();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(bad(format!(
-                "group name \"{name}\" must be letters, digits and _"
-            )));
-        }
-        if groups.iter().any(|(g, _)| *g == name) {
-            return Err(bad(format!("group \"{name}\" is named twice")));
-        }
-        let members: Vec<String> = members
-            .split(',')
-            .map(|c| c.trim().trim_matches('"'))
-            .map(|c| {
-                if lowercase_members {
-                    c.to_lowercase()
-                } else {
-                    c.to_string()
-                }
-            })
-            .filter(|c| !c.is_empty())
-            .collect();
-        for c in &members {
-            if groups.iter().any(|(_, m)| m.contains(c))
-                || members.iter().filter(|x| *x == c).count() > 1
-            {
-                return Err(bad(format!("\"{c}\" is in more than one group")));
-            }
-        }
-        groups.push((name, members));
-    }
-    if groups.len() < 2 {
-        return Err(bad("name at least two groups".into()));
-    }
-    Ok(groups)
-}
 
 /// Parses `WITH (column_groups = 'profile(name, email) | activity(last_login, visits)')`
 /// against the table's columns: every column outside the primary key in exactly one group.
@@ -147,13 +91,6 @@ pub fn target<'a>(stmt: &Statement, catalog: &'a crate::catalog::Catalog) -> Opt
         ControlFlow::Continue(())
     });
     found
-}
-
-pub(crate) fn unsupported(t: &Table, what: &str) -> CoordError {
-    CoordError::unsupported(format!(
-        "{what} on \"{}\" (a table with column groups) is not supported yet",
-        t.name
-    ))
 }
 
 /// Which group holds column `c` (None for a primary-key column, which all hold).
@@ -344,64 +281,6 @@ pub fn rewrite_query(q: &Query, t: &Table) -> Result<Query, CoordError> {
     Ok(out)
 }
 
-/// For each `first.k = v` conjunct of the WHERE clause (`k` a key column, `v` reading no
-/// column), adds `other.k = v` for every other group alias: the key is the same in every group,
-/// so each group's shards filter by it and are pruned.
-pub(crate) fn copy_key_equalities(
-    sel: &mut Select,
-    first: &str,
-    key: &[String],
-    others: &[String],
-) -> Result<(), CoordError> {
-    let Some(w) = sel.selection.clone() else {
-        return Ok(());
-    };
-    let mut extra = Vec::new();
-    for c in crate::planner::conjuncts(&w) {
-        let Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } = c
-        else {
-            continue;
-        };
-        let key_of = |e: &Expr| match e {
-            Expr::CompoundIdentifier(p) if p.len() == 2 && ident(&p[0]) == first => {
-                Some(ident(&p[1])).filter(|k| key.contains(k))
-            }
-            _ => None,
-        };
-        let (k, v) = match (key_of(left), key_of(right)) {
-            (Some(k), None) => (k, right),
-            (None, Some(k)) => (k, left),
-            _ => continue,
-        };
-        if has_columns(v) {
-            continue;
-        }
-        for other in others {
-            extra.push(parse_expr(&format!(
-                "{}.{} = {v}",
-                quote(other),
-                quote(&k)
-            ))?);
-        }
-    }
-    for e in extra {
-        let w = sel
-            .selection
-            .take()
-            .ok_or_else(|| CoordError::Internal("where".into()))?;
-        sel.selection = Some(Expr::BinaryOp {
-            left: Box::new(w),
-            op: BinaryOperator::And,
-            right: Box::new(e),
-        });
-    }
-    Ok(())
-}
-
 /// The names the select list gives its outputs (`expr AS name`).
 fn output_aliases(select: &Select) -> BTreeSet<String> {
     select
@@ -412,21 +291,6 @@ fn output_aliases(select: &Select) -> BTreeSet<String> {
             _ => None,
         })
         .collect()
-}
-
-pub(crate) fn has_columns(e: &Expr) -> bool {
-    let mut found = false;
-    let _ = visit_expressions(e, |x| {
-        if matches!(
-            x,
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Subquery(_)
-        ) {
-            found = true;
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
-    found
 }
 
 /// An INSERT on `t` as one INSERT per group; every group gets each row.

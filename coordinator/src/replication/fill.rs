@@ -47,11 +47,11 @@ pub(super) fn lock_statement() -> Statement {
 pub(super) fn group_schema(tables: &[&Table]) -> Vec<String> {
     let mut out = Vec::new();
     for t in tables {
-        out.push(crate::catalog::schema::shard_schema(t));
+        out.push(crate::sql::schema::shard_schema(t));
         out.extend(
             t.indexes
                 .iter()
-                .map(|i| crate::catalog::schema::index_sql(t, i)),
+                .map(|i| crate::sql::schema::index_sql(t, i)),
         );
     }
     out

@@ -7,3 +7,5 @@ pub mod infer;
 pub mod names;
 pub mod params;
 pub mod parse;
+pub mod schema;
+pub mod text;

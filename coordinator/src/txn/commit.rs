@@ -68,7 +68,7 @@ impl TxnManager {
 
     /// Commits `txn_id` on every target. A copy lost at commit (its node unreachable) does not
     /// fail the commit if every other target committed and the lost copy leaves its shard (a
-    /// majority remaining): nobody reads it again. Otherwise as [`finish_all`].
+    /// majority remaining): nobody reads it again. Otherwise as [`TxnManager::finish_all`].
     pub async fn commit_all(&self, targets: &[Target], txn_id: u64) -> Result<(), CoordError> {
         let done = self.finish_each(targets, txn_id, true).await?;
         let catalog = self.catalog.snapshot();
@@ -191,7 +191,7 @@ pub fn copies_unchanged(catalog: &Catalog, written: &[Target]) -> Result<(), Coo
     Ok(())
 }
 
-/// The first failure of [`finish_each`]'s results, as the statement's error.
+/// The first failure of [`TxnManager::finish_each`]'s results, as the statement's error.
 pub fn fold_finish(
     targets: &[Target],
     results: Vec<Result<(), CoordError>>,

@@ -5,14 +5,14 @@
 //!
 //! - [`options`]: `WITH (...)` options; [`create`]: `CREATE TABLE`; [`place`]: where shards go;
 //!   [`alter`]: `ALTER` and `DROP TABLE`; [`index`]: `CREATE INDEX`; [`redistribute`]:
-//!   re-placing a table. The shard-side schema is [`crate::catalog::schema`].
+//!   re-placing a table. The shard-side schema is [`crate::sql::schema`].
 
-mod alter;
-mod create;
-mod index;
-mod options;
-mod place;
-mod redistribute;
+pub mod alter;
+pub mod create;
+pub mod index;
+pub mod options;
+pub mod place;
+pub mod redistribute;
 
 pub use alter::{alter_table, drop_tables};
 pub use create::create_table;
@@ -20,7 +20,6 @@ pub use index::create_index;
 pub use options::{shard_count_arg, MAX_SHARDS};
 pub use redistribute::redistribute;
 
-use crate::catalog::schema::{index_sql, shard_schema};
 use crate::catalog::{
     Bound, CatalogCommand, Column, Distribution, ForeignKey, Group, GroupKind, Index, IndexPath,
     Shard, Storage, Table,
@@ -30,6 +29,7 @@ use crate::error::CoordError;
 use crate::planner::target;
 use crate::sql::dialect::{pg_type_of, render, rewrite, RewriteCtx};
 use crate::sql::names::{function_name, ident, quote, table_name};
+use crate::sql::schema::{index_sql, shard_schema};
 use create::*;
 use options::*;
 use place::*;

@@ -2,7 +2,7 @@
 //! document table's virtual table) and its indexes. DDL creates shards with it; repair and moves
 //! compare and re-create copies with it.
 
-use super::{Index, Storage, Table};
+use crate::catalog::{Index, Storage, Table};
 use crate::sql::names::quote;
 
 /// A recorded index as the shards create it: a SQLite index on columns or an expression,
