@@ -25,6 +25,7 @@ pub async fn serve(
             })?),
             _ => None,
         };
+    let tasks = engine.tasks.clone();
     let handlers = Arc::new(Handlers {
         tls_required: engine.config.tls_required,
         limits: engine.config.limits.clone(),
@@ -62,6 +63,19 @@ pub async fn serve(
         .is_err()
     {
         conns.abort_all();
+    }
+    // Background work (rollbacks of the sessions just closed, deletions of moved copies)
+    // finishes before the coordinator stops; what does not within the limit is left to the
+    // storage nodes' idle timeouts.
+    tasks.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tasks.len(),
+            "background work still running at shutdown"
+        );
     }
     Ok(())
 }

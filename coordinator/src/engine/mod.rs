@@ -111,6 +111,9 @@ pub struct Engine {
     pub txn: crate::txn::TxnManager,
     /// Copies of shards: failure detection, repair, moves.
     pub replication: Arc<crate::replication::Replication>,
+    /// Work this coordinator started in the background (the rollback of a dropped session's
+    /// transaction, the deletion of a moved copy): shutdown waits for it.
+    pub tasks: tokio_util::task::TaskTracker,
     /// Sequence values reserved by this coordinator: name -> (next, end).
     pub sequence_blocks: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
     /// Query-result cache.
@@ -261,7 +264,9 @@ impl Engine {
             cluster: cluster.clone(),
             log: txnlog,
         };
+        let tasks = tokio_util::task::TaskTracker::new();
         let replication = Arc::new(crate::replication::Replication {
+            tasks: tasks.clone(),
             catalog: catalog.clone(),
             cluster: cluster.clone(),
             config: config.liveness.clone(),
@@ -269,6 +274,7 @@ impl Engine {
         });
         let engine = Engine {
             replication,
+            tasks,
             catalog,
             meta,
             cluster,

@@ -55,12 +55,12 @@ impl Drop for Slot {
         let Some(txn) = self.session.get_mut().txn.take() else {
             return;
         };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
+        }
         let engine = self.engine.clone();
         let targets: Vec<Target> = txn.touched.into_iter().collect();
-        handle.spawn(async move {
+        self.engine.tasks.spawn(async move {
             if let Err(e) = engine.txn.finish_all(&targets, txn.id, false).await {
                 tracing::warn!(error = %e, "rollback of a disconnected session failed; shards roll back on idle timeout");
             }

@@ -78,6 +78,9 @@ pub fn spawn(repl: Weak<Replication>) -> tokio::task::JoinHandle<()> {
         let mut repairing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let Some(repl) = repl.upgrade() else {
+                if let Some(r) = repairing.take() {
+                    r.abort();
+                }
                 return;
             };
             let config = repl.config.clone();

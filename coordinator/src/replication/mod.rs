@@ -39,4 +39,6 @@ pub struct Replication {
     pub config: liveness::LivenessConfig,
     /// This coordinator's membership of the metadata Raft group, if the catalog lives there.
     pub meta: Option<Arc<crate::meta::store::RaftCatalog>>,
+    /// The coordinator's background work, which shutdown waits for (old copies' deletion).
+    pub tasks: tokio_util::task::TaskTracker,
 }

@@ -176,7 +176,7 @@ pub(super) async fn move_copy(
     let old = catalog.node(from)?.clone();
     let cluster = repl.cluster.clone();
     let store = repl.catalog.clone();
-    tokio::spawn(async move {
+    repl.tasks.spawn(async move {
         tokio::time::sleep(OLD_COPY_GRACE).await;
         // Unless the shard came back to that node meanwhile (a move back, a repair).
         let back = store
