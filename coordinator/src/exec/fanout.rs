@@ -56,7 +56,8 @@ pub(super) async fn run_tasks_to_end(
             let (mut results, incarnation, versions) = engine
                 .cluster
                 .execute_versioned(node, t.shard, txn_id, vec![st], task.watch.clone(), idle_ms)
-                .await?;
+                .await
+                .map_err(|e| placement_race(engine, t, e))?;
             let first = results
                 .pop()
                 .ok_or_else(|| CoordError::Internal("storage returned no result".into()))?;
@@ -149,4 +150,30 @@ pub(super) fn spread_over_copies(catalog: &Catalog, work: Vec<Task>) -> Vec<Task
             t
         })
         .collect()
+}
+
+/// A task whose shard is not on `t.node` (yet, or any more) met a placement change while it
+/// ran: the node is a copy being filled whose files are not created yet, or the copy left the
+/// node (a move finished and the old copy was deleted). That is a retryable conflict (40001),
+/// as for writes that meet a fill, not a storage fault.
+fn placement_race(engine: &Reach<'_>, t: Target, e: CoordError) -> CoordError {
+    let raced = e.sqlstate() == "58030"
+        && engine
+            .catalog
+            .snapshot()
+            .shard(t.shard)
+            .is_some_and(|(_, s)| {
+                s.filling.contains(&t.node) || !s.write_nodes().any(|n| n == t.node)
+            });
+    if raced {
+        CoordError::Storage {
+            sqlstate: "40001".into(),
+            message: format!(
+                "could not serialize access: shard {} changed copies on node {} while this statement ran; retry",
+                t.shard, t.node
+            ),
+        }
+    } else {
+        e
+    }
 }
