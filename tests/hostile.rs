@@ -497,7 +497,7 @@ async fn a_storage_node_restarted_with_its_command_line_rejoins() {
     common::kill9(pid);
     let (mut child, addr) = common::restart(&argv, None);
     assert!(!addr.ends_with(":0"), "{addr}");
-    let back = common::wait_until(30, || async {
+    let back = common::wait_until(120, || async {
         c.query_one("SELECT count(*) FROM t", &[])
             .await
             .is_ok_and(|r| r.get::<_, i64>(0) == 3)
