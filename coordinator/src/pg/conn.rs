@@ -265,28 +265,13 @@ impl Named {
         match msg {
             PgWireFrontendMessage::Parse(p) => {
                 let name = p.name.as_deref().filter(|n| !n.is_empty())?;
-                if !self.statements.contains(name) && self.statements.len() >= max {
-                    // Names pgwire no longer holds (closed, replaced) do not count.
-                    self.statements.retain(|n| store.get_statement(n).is_some());
-                    if self.statements.len() >= max {
-                        return Some(format!(
-                            "too many prepared statements in this session (max_prepared_statements = {max}): close some first"
-                        ));
-                    }
-                }
-                self.statements.insert(name.to_string());
+                let held = |n: &str| store.get_statement(n).is_some();
+                return admit_name(&mut self.statements, name, max, held, "prepared statements");
             }
             PgWireFrontendMessage::Bind(b) => {
                 let name = b.portal_name.as_deref().filter(|n| !n.is_empty())?;
-                if !self.portals.contains(name) && self.portals.len() >= max {
-                    self.portals.retain(|n| store.get_portal(n).is_some());
-                    if self.portals.len() >= max {
-                        return Some(format!(
-                            "too many open portals in this session (max_prepared_statements = {max}): close some first"
-                        ));
-                    }
-                }
-                self.portals.insert(name.to_string());
+                let held = |n: &str| store.get_portal(n).is_some();
+                return admit_name(&mut self.portals, name, max, held, "open portals");
             }
             PgWireFrontendMessage::Close(c) => {
                 let name = c.name.as_deref()?;
@@ -300,4 +285,25 @@ impl Named {
         }
         None
     }
+}
+
+/// Records `name` in `names` unless that would make more than `max`; names pgwire no longer
+/// `held` (closed, replaced) do not count. The refusal's message otherwise.
+fn admit_name(
+    names: &mut HashSet<String>,
+    name: &str,
+    max: usize,
+    held: impl Fn(&str) -> bool,
+    what: &str,
+) -> Option<String> {
+    if !names.contains(name) && names.len() >= max {
+        names.retain(|n| held(n));
+        if names.len() >= max {
+            return Some(format!(
+                "too many {what} in this session (max_prepared_statements = {max}): close some first"
+            ));
+        }
+    }
+    names.insert(name.to_string());
+    None
 }

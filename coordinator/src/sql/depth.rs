@@ -50,32 +50,32 @@ struct Level {
     set_ops: usize,
 }
 
+/// `(`, `[` and `CASE` open a nesting level of the token scan.
+fn opens_level(t: &Token) -> bool {
+    matches!(t, Token::LParen | Token::LBracket)
+        || matches!(t, Token::Word(w) if w.keyword == Keyword::CASE)
+}
+
+/// `)`, `]` and `END` close one.
+fn closes_level(t: &Token) -> bool {
+    matches!(t, Token::RParen | Token::RBracket)
+        || matches!(t, Token::Word(w) if w.keyword == Keyword::END)
+}
+
 /// Refuses a statement whose operator chains could build a tree deeper than [`MAX_CHAINED`],
 /// before the parser builds it.
 pub fn check_tokens<'a>(tokens: impl IntoIterator<Item = &'a Token>) -> Result<(), CoordError> {
     let mut stack = vec![Level::default()];
     for t in tokens {
         match t {
-            Token::LParen | Token::LBracket => {
+            t if opens_level(t) => {
                 let top = stack.last().map_or(0, |l| l.base + l.chained + l.set_ops);
                 stack.push(Level {
                     base: top + 1,
                     ..Level::default()
                 });
             }
-            Token::Word(w) if w.keyword == Keyword::CASE => {
-                let top = stack.last().map_or(0, |l| l.base + l.chained + l.set_ops);
-                stack.push(Level {
-                    base: top + 1,
-                    ..Level::default()
-                });
-            }
-            Token::RParen | Token::RBracket => {
-                if stack.len() > 1 {
-                    stack.pop();
-                }
-            }
-            Token::Word(w) if w.keyword == Keyword::END => {
+            t if closes_level(t) => {
                 if stack.len() > 1 {
                     stack.pop();
                 }
@@ -153,29 +153,27 @@ impl Depth {
     }
 }
 
+/// Set operations nest as a chain the visitor walks without a hook of its own: its length.
+fn set_branches(q: &Query) -> usize {
+    let mut branches = 0;
+    let mut body = q.body.as_ref();
+    while let SetExpr::SetOperation { left, .. } = body {
+        branches += 1;
+        body = left;
+    }
+    branches
+}
+
 impl Visitor for Depth {
     type Break = ();
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-        // Set operations nest as a chain the visitor walks without a hook of its own.
-        let mut branches = 0;
-        let mut body = q.body.as_ref();
-        while let SetExpr::SetOperation { left, .. } = body {
-            branches += 1;
-            body = left;
-        }
-        self.now += branches;
+        self.now += set_branches(q);
         self.enter()
     }
 
     fn post_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-        let mut branches = 0;
-        let mut body = q.body.as_ref();
-        while let SetExpr::SetOperation { left, .. } = body {
-            branches += 1;
-            body = left;
-        }
-        self.now -= branches + 1;
+        self.now -= set_branches(q) + 1;
         ControlFlow::Continue(())
     }
 
