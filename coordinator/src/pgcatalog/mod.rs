@@ -41,9 +41,7 @@ pub fn system_name(name: &ObjectName, catalog: &Catalog) -> Option<String> {
         [rel] if !catalog.tables.contains_key(rel) => rel.clone(),
         _ => return None,
     };
-    tables::NAMES
-        .contains(&candidate.as_str())
-        .then_some(candidate)
+    tables::emulates(&candidate).then_some(candidate)
 }
 
 /// Whether `stmt` runs here rather than on the shards: it reads a system relation, or it
@@ -93,7 +91,7 @@ fn is_empty_relation(f: &TableFactor) -> bool {
             .0
             .last()
             .and_then(|p| p.as_ident())
-            .is_some_and(|i| tables::EMPTY.contains(&i.value.as_str())),
+            .is_some_and(|i| tables::always_empty(&i.value)),
         _ => false,
     }
 }
