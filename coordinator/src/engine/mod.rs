@@ -1,101 +1,50 @@
-//! Statement dispatch: session commands, DDL, EXPLAIN and planned statements. No sockets here.
+//! Statement dispatch: each statement family goes to its file, as mini-redis's `cmd/` does.
+//! Session state lives here; nothing below the engine takes `&Engine`. No sockets here.
+//!
+//! - [`block`]: BEGIN, COMMIT, ROLLBACK; [`savepoint`]: savepoints.
+//! - [`show`]: SET, SHOW, RESET, DISCARD; [`prepared`]: PREPARE, EXECUTE, DEALLOCATE.
+//! - [`ddl`]: CREATE, ALTER, DROP, TRUNCATE; [`roles`]: roles; [`admin`]: the administration
+//!   functions; [`copy`]: COPY; [`explain`]: EXPLAIN.
+//! - [`dml`]: routed queries and DML; [`insert`]: INSERT … SELECT and serials; [`vertical`]:
+//!   tables with column groups; [`cached`]: reads through the result cache.
+//! - [`open`]: opening the engine and recovering decided commits; [`result`]: what a statement
+//!   returns.
 
+pub mod admin;
+pub mod block;
 pub mod cached;
 pub mod copy;
 pub mod ddl;
+pub mod dml;
+pub mod explain;
 pub mod insert;
+pub mod open;
 pub mod prepared;
+pub mod result;
 pub mod roles;
 pub mod savepoint;
 pub mod show;
 pub mod vertical;
 
-use crate::catalog::store::{CatalogStore, FileCatalog};
-use crate::catalog::{CatalogCommand, Distribution, Table};
+pub(crate) use result::dml_tag;
+pub use result::{Completion, Described, QueryResult};
+
+use crate::catalog::store::CatalogStore;
 use crate::cluster::Cluster;
 use crate::config::CoordinatorConfig;
 use crate::error::CoordError;
 use crate::exec;
-use crate::planner::{self, explain::explain, PlanCtx, Planned, Target};
-use crate::session::{default_settings, new_txn_id, OpenTxn, Session};
+use crate::planner::{self, PlanCtx};
+use crate::session::Session;
 use crate::sql;
 use crate::sql::dialect::RewriteCtx;
 use crate::sql::infer::{param_types, OutputColumn};
-use crate::sql::names::{function_name, ident, table_name};
+use crate::sql::names::{ident, table_name};
 use crate::sql::params;
+use admin::utility_call;
 use sqlparser::ast::*;
 use std::sync::Arc;
 use tessera_shared::{PgType, Value};
-
-/// How a statement completes (its CommandComplete tag).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Completion {
-    /// `SELECT n` (rows counted by the protocol layer).
-    Select,
-    /// A command tag such as `INSERT 0 n`, `UPDATE n`, `CREATE TABLE`.
-    Command {
-        /// Tag word(s).
-        name: String,
-        /// Row count, when the tag carries one.
-        rows: Option<u64>,
-    },
-    /// `BEGIN`: the session is now in a transaction block.
-    Begin,
-    /// `COMMIT` or `ROLLBACK`: the transaction block ended.
-    End(&'static str),
-    /// COPY FROM STDIN started with this many columns: CopyData follows from the client.
-    CopyIn(usize),
-    /// COPY TO STDOUT: these lines are sent as CopyData.
-    CopyOut(Vec<String>),
-}
-
-/// The result of one statement.
-#[derive(Debug)]
-pub struct QueryResult {
-    /// Columns of the returned rows (empty when none are returned).
-    pub columns: Vec<OutputColumn>,
-    /// Rows.
-    pub rows: Vec<Vec<Value>>,
-    /// Whether rows are returned (a RowDescription is sent).
-    pub returns_rows: bool,
-    /// Completion tag.
-    pub completion: Completion,
-}
-
-impl QueryResult {
-    pub(crate) fn command(name: &str, rows: Option<u64>) -> QueryResult {
-        QueryResult {
-            columns: vec![],
-            rows: vec![],
-            returns_rows: false,
-            completion: Completion::Command {
-                name: name.into(),
-                rows,
-            },
-        }
-    }
-
-    fn text_rows(column: &str, lines: Vec<String>) -> QueryResult {
-        QueryResult {
-            columns: vec![OutputColumn {
-                name: column.into(),
-                ty: PgType::Text,
-            }],
-            rows: lines.into_iter().map(|l| vec![Value::Text(l)]).collect(),
-            returns_rows: true,
-            completion: Completion::Select,
-        }
-    }
-}
-
-/// What Describe reports for a statement.
-#[derive(Debug, Clone)]
-pub struct Described {
-    /// Parameter types, one per `$n`.
-    pub params: Vec<PgType>,
-    /// Result columns (empty when the statement returns no rows).
-    pub columns: Vec<OutputColumn>,
-}
 
 /// The coordinator's engine: catalog, storage clients and configuration.
 pub struct Engine {
@@ -134,198 +83,7 @@ impl Engine {
     }
 }
 
-pub(crate) fn dml_tag(tag: &str, n: u64) -> Completion {
-    match tag {
-        "INSERT" => Completion::Command {
-            name: "INSERT 0".into(),
-            rows: Some(n),
-        },
-        "SELECT" => Completion::Select,
-        other => Completion::Command {
-            name: other.into(),
-            rows: Some(n),
-        },
-    }
-}
-
-/// Returns `(function, args)` for `SELECT f('a', 'b')` without FROM.
-fn utility_call(q: &Query) -> Option<(String, Vec<String>)> {
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    if !s.from.is_empty() || s.projection.len() != 1 {
-        return None;
-    }
-    let (SelectItem::UnnamedExpr(Expr::Function(f))
-    | SelectItem::ExprWithAlias {
-        expr: Expr::Function(f),
-        ..
-    }) = &s.projection[0]
-    else {
-        return None;
-    };
-    let name = function_name(&f.name);
-    if !matches!(
-        name.as_str(),
-        "create_distributed_table"
-            | "create_reference_table"
-            | "tessera_cache_clear"
-            | "tessera_decommission"
-            | "tessera_drain"
-            | "tessera_move_shard"
-    ) {
-        return None;
-    }
-    let FunctionArguments::List(l) = &f.args else {
-        return Some((name, vec![]));
-    };
-    let args = l
-        .args
-        .iter()
-        .map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
-                sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
-                other => other.to_string(),
-            },
-            other => other.to_string(),
-        })
-        .collect();
-    Some((name, args))
-}
-
 impl Engine {
-    /// Opens the catalog and registers the configured storage nodes.
-    pub async fn open(config: CoordinatorConfig) -> Result<Engine, CoordError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| CoordError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
-        let (catalog, meta): (Arc<dyn CatalogStore>, _) = match &config.meta {
-            Some(m) => {
-                let raft = Arc::new(
-                    crate::meta::store::RaftCatalog::start(crate::meta::store::MetaConfig {
-                        id: m.id,
-                        listen: m.listen.clone(),
-                        members: m.members.clone(),
-                        dir: config.data_dir.join("meta"),
-                    })
-                    .await?,
-                );
-                // A data directory from before the group: its catalog file seeds the group
-                // (applied only while the group's catalog is empty).
-                let file =
-                    FileCatalog::open(config.catalog_dir.as_ref().unwrap_or(&config.data_dir))?
-                        .snapshot();
-                if !file.tables.is_empty() || !file.nodes.is_empty() {
-                    raft.seed((*file).clone()).await?;
-                }
-                (raft.clone() as Arc<dyn CatalogStore>, Some(raft))
-            }
-            None => (
-                Arc::new(match &config.catalog_dir {
-                    Some(dir) => FileCatalog::open_with(dir, true)?,
-                    None => FileCatalog::open(&config.data_dir)?,
-                }) as Arc<dyn CatalogStore>,
-                None,
-            ),
-        };
-        let cluster = Arc::new(Cluster::default());
-        let mut config = config;
-        for sc in config.embedded_storage.clone() {
-            let name = sc.node_name.clone();
-            let registry = tokio::task::spawn_blocking(move || {
-                tessera_storage::shards::ShardRegistry::open(sc)
-            })
-            .await
-            .map_err(|e| CoordError::Internal(e.to_string()))?
-            .map_err(|e| CoordError::Io(e.to_string()))?;
-            cluster.add_embedded(&name, Arc::new(registry));
-            config.storage_nodes.push(crate::config::NodeConfig {
-                name: name.clone(),
-                addr: format!("{}{name}", crate::cluster::EMBEDDED_PREFIX),
-            });
-        }
-        for n in &config.storage_nodes {
-            let known = catalog
-                .snapshot()
-                .nodes
-                .values()
-                .any(|x| x.name == n.name && x.addr == n.addr);
-            if !known {
-                catalog
-                    .propose(CatalogCommand::UpsertNode {
-                        name: n.name.clone(),
-                        addr: n.addr.clone(),
-                    })
-                    .await?;
-            }
-        }
-        let (txnlog, pending) = crate::txn::log::DecisionLog::open(&config.data_dir)?;
-        let txn = crate::txn::TxnManager {
-            catalog: catalog.clone(),
-            cluster: cluster.clone(),
-            log: txnlog,
-        };
-        let tasks = tokio_util::task::TaskTracker::new();
-        let replication = Arc::new(crate::replication::Replication {
-            tasks: tasks.clone(),
-            catalog: catalog.clone(),
-            cluster: cluster.clone(),
-            config: config.liveness.clone(),
-            meta: meta.clone(),
-        });
-        let engine = Engine {
-            replication,
-            tasks,
-            catalog,
-            meta,
-            cluster,
-            cache: crate::cache::ResultCache::new(config.cache.clone()),
-            memory: crate::exec::budget::SharedMemory::new(
-                config.limits.shared_memory_bytes,
-                config.limits.scratch_cache_bytes,
-            ),
-            config,
-            txn,
-            sequence_blocks: Default::default(),
-        };
-        engine.bootstrap_superuser().await?;
-        engine.recover(pending).await;
-        Ok(engine)
-    }
-
-    /// Finishes commits decided before a crash: every shard that still holds the transaction commits it.
-    async fn recover(&self, pending: Vec<crate::txn::log::Pending>) {
-        // Prepared and never decided: roll back now rather than hold locks until the nodes'
-        // idle limit.
-        for (txn, targets) in self.txn.log.take_undecided() {
-            if let Err(e) = self.txn.finish_all(&targets, txn, false).await {
-                tracing::warn!(txn, error = %e, "rolling back an undecided transaction failed; it ends on the idle limit");
-            }
-        }
-        for (txn, targets) in pending {
-            let mut all_ok = true;
-            for t in &targets {
-                let r = match self.catalog.snapshot().node(t.node) {
-                    Ok(node) => self.cluster.finish_txn(node, t.shard, txn, true).await,
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(()) => {
-                        tracing::info!(txn, shard = t.shard, "recovered commit: shard committed")
-                    }
-                    // The shard committed before the crash (or lost the transaction with its own crash).
-                    Err(CoordError::Storage { sqlstate, .. }) if sqlstate == "25P02" => {}
-                    Err(e) => {
-                        all_ok = false;
-                        tracing::error!(txn, shard = t.shard, error = %e, "cannot finish a decided commit; will retry at next start");
-                    }
-                }
-            }
-            if all_ok {
-                let _ = self.txn.log.done(txn);
-            }
-        }
-    }
-
     /// Parses client SQL.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, CoordError> {
         sql::parse::parse(sql)
@@ -386,83 +144,8 @@ impl Engine {
         stmt: &Statement,
         params: &[Value],
     ) -> Result<QueryResult, CoordError> {
-        match stmt {
-            Statement::StartTransaction { .. } => {
-                if session.txn.is_none() {
-                    session.txn = Some(OpenTxn {
-                        id: new_txn_id(),
-                        touched: Default::default(),
-                        failed: false,
-                        savepoints: Vec::new(),
-                        written: Default::default(),
-                    });
-                }
-                return Ok(QueryResult {
-                    completion: Completion::Begin,
-                    ..QueryResult::command("BEGIN", None)
-                });
-            }
-            Statement::Commit { .. } => {
-                let Some(txn) = session.txn.take() else {
-                    return Ok(QueryResult {
-                        completion: Completion::End("COMMIT"),
-                        ..QueryResult::command("COMMIT", None)
-                    });
-                };
-                let targets: Vec<Target> = txn.touched.iter().copied().collect();
-                if txn.failed {
-                    let _ = self.txn.finish_all(&targets, txn.id, false).await;
-                    return Ok(QueryResult {
-                        completion: Completion::End("ROLLBACK"),
-                        ..QueryResult::command("ROLLBACK", None)
-                    });
-                }
-                let written: Vec<Target> = txn.written.iter().copied().collect();
-                if let Err(e) =
-                    crate::txn::commit::copies_unchanged(&self.catalog.snapshot(), &written)
-                {
-                    let _ = self.txn.finish_all(&targets, txn.id, false).await;
-                    return Err(e);
-                }
-                self.txn.commit_all(&targets, txn.id).await?;
-                return Ok(QueryResult {
-                    completion: Completion::End("COMMIT"),
-                    ..QueryResult::command("COMMIT", None)
-                });
-            }
-            Statement::Savepoint { name } => {
-                self.savepoint(session, &crate::sql::names::ident(name))
-                    .await?;
-                return Ok(QueryResult::command("SAVEPOINT", None));
-            }
-            Statement::ReleaseSavepoint { name } => {
-                self.release_savepoint(session, &crate::sql::names::ident(name))
-                    .await?;
-                return Ok(QueryResult::command("RELEASE", None));
-            }
-            Statement::Rollback {
-                savepoint: Some(name),
-                ..
-            } => {
-                self.rollback_to_savepoint(session, &crate::sql::names::ident(name))
-                    .await?;
-                return Ok(QueryResult::command("ROLLBACK", None));
-            }
-            Statement::Rollback {
-                savepoint: None, ..
-            } => {
-                if let Some(txn) = session.txn.take() {
-                    let targets: Vec<Target> = txn.touched.iter().copied().collect();
-                    if let Err(e) = self.txn.finish_all(&targets, txn.id, false).await {
-                        tracing::warn!(error = %e, "rollback failed on a shard; it rolls back on its idle timeout");
-                    }
-                }
-                return Ok(QueryResult {
-                    completion: Completion::End("ROLLBACK"),
-                    ..QueryResult::command("ROLLBACK", None)
-                });
-            }
-            _ => {}
+        if let Some(done) = self.transaction_block(session, stmt).await {
+            return done;
         }
         if session.txn.as_ref().is_some_and(|t| t.failed) {
             return Err(CoordError::TxnAborted);
@@ -483,6 +166,7 @@ impl Engine {
         result
     }
 
+    /// Hands `stmt` to the file of its family, inside the session's transaction (if any).
     pub(crate) async fn execute_in_txn(
         &self,
         session: &mut Session,
@@ -491,33 +175,10 @@ impl Engine {
     ) -> Result<QueryResult, CoordError> {
         let rctx = RewriteCtx::new(&session.user, &session.database);
         match stmt {
-            Statement::Set(set) => crate::engine::show::set(session, set),
-            Statement::ShowVariable { variable } => {
-                crate::engine::show::show(self, session, variable).await
-            }
-            Statement::Reset(r) => {
-                match &r.reset {
-                    Reset::ALL => session.settings = default_settings(),
-                    Reset::ConfigurationParameter(name) => {
-                        let n = function_name(name);
-                        if let Some(d) = default_settings().get(&n) {
-                            session.settings.insert(n, d.clone());
-                        }
-                    }
-                    _ => {}
-                }
-                Ok(QueryResult::command("RESET", None))
-            }
-            Statement::Discard { .. } => {
-                if session.txn.is_some() {
-                    return Err(CoordError::TxnState(
-                        "DISCARD ALL cannot run inside a transaction block".into(),
-                    ));
-                }
-                session.settings = default_settings();
-                session.prepared.clear();
-                Ok(QueryResult::command("DISCARD ALL", None))
-            }
+            Statement::Set(set) => show::set(session, set),
+            Statement::ShowVariable { variable } => show::show(self, session, variable).await,
+            Statement::Reset(r) => Ok(show::reset(session, &r.reset)),
+            Statement::Discard { .. } => show::discard(session),
             Statement::Prepare {
                 name, statement, ..
             } => self.prepare_named(session, name, statement),
@@ -589,118 +250,15 @@ impl Engine {
             Statement::Vacuum(_) => Ok(QueryResult::command("VACUUM", None)),
             Statement::Analyze(_) => Ok(QueryResult::command("ANALYZE", None)),
             Statement::Truncate(t) => {
-                let catalog = self.catalog.snapshot();
-                let mut names = Vec::new();
-                for target in &t.table_names {
-                    let name = table_name(&target.name)?;
-                    // A table with column groups is emptied through its groups' tables.
-                    match catalog.tables.get(&name) {
-                        Some(t) if !t.column_groups.is_empty() => {
-                            names.extend(t.column_groups.iter().map(|g| g.table.clone()))
-                        }
-                        _ => names.push(name),
-                    }
-                }
-                for name in names {
-                    let planned = self.plan(&Statement::Delete(delete_all(&name)?), &[], &rctx)?;
-                    exec::execute(&self.reach(), session, &planned, &[]).await?;
-                }
+                ddl::truncate(self, session, t, &rctx).await?;
                 Ok(QueryResult::command("TRUNCATE TABLE", None))
             }
             Statement::Explain {
                 statement, analyze, ..
-            } => {
-                if *analyze {
-                    return Err(CoordError::unsupported(
-                        "EXPLAIN ANALYZE is not supported yet",
-                    ));
-                }
-                let catalog = self.catalog.snapshot();
-                if let Some(t) = crate::planner::vertical::target(statement, &catalog) {
-                    let lines = self.explain_vertical(statement, t, params, &rctx)?;
-                    return Ok(QueryResult::text_rows("QUERY PLAN", lines));
-                }
-                let planned = self.plan(statement, params, &rctx)?;
-                let mut lines = explain(&planned, &catalog);
-                let mut names = Vec::new();
-                let _ = sqlparser::ast::visit_relations(statement.as_ref(), |r| {
-                    if let Ok(n) = table_name(r) {
-                        names.push(n);
-                    }
-                    std::ops::ControlFlow::<()>::Continue(())
-                });
-                lines.extend(crate::planner::explain::explain_storage(
-                    &planned, &catalog, &names,
-                ));
-                if matches!(statement.as_ref(), Statement::Query(_)) {
-                    lines.push(self.explain_cache(session, statement, params).await);
-                }
-                Ok(QueryResult::text_rows("QUERY PLAN", lines))
-            }
+            } => self.explain(session, statement, *analyze, params, &rctx).await,
             Statement::Query(q) if utility_call(q).is_some() => {
                 let (name, args) = utility_call(q).unwrap_or_default();
-                if matches!(
-                    name.as_str(),
-                    "tessera_decommission" | "tessera_drain" | "tessera_move_shard"
-                ) {
-                    let done = crate::replication::placement_call(&self.replication, &name, &args).await?;
-                    return Ok(QueryResult {
-                        columns: vec![OutputColumn {
-                            name,
-                            ty: PgType::Text,
-                        }],
-                        rows: vec![vec![Value::Text(done)]],
-                        returns_rows: true,
-                        completion: Completion::Select,
-                    });
-                }
-                if name == "tessera_cache_clear" {
-                    self.cache.clear();
-                    return Ok(QueryResult {
-                        columns: vec![OutputColumn {
-                            name,
-                            ty: PgType::Text,
-                        }],
-                        rows: vec![vec![Value::Text("cleared".into())]],
-                        returns_rows: true,
-                        completion: Completion::Select,
-                    });
-                }
-                let table = args
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| CoordError::Syntax(format!("{name} needs a table name")))?;
-                let table = table.to_lowercase();
-                self.cache.invalidate_table(&table);
-                if name == "create_reference_table" {
-                    ddl::redistribute(self, &table, Distribution::Reference, None).await?;
-                } else {
-                    let column = args.get(1).cloned().ok_or_else(|| {
-                        CoordError::Syntax(format!("{name} needs a distribution column"))
-                    })?;
-                    let shards = args
-                        .get(2)
-                        .map(|s| ddl::shard_count_arg(s))
-                        .transpose()?;
-                    ddl::redistribute(
-                        self,
-                        &table,
-                        Distribution::Hash {
-                            column: column.to_lowercase(),
-                        },
-                        shards,
-                    )
-                    .await?;
-                }
-                Ok(QueryResult {
-                    columns: vec![OutputColumn {
-                        name,
-                        ty: PgType::Text,
-                    }],
-                    rows: vec![vec![Value::Text(String::new())]],
-                    returns_rows: true,
-                    completion: Completion::Select,
-                })
+                self.admin_call(name, args).await
             }
             Statement::Query(_)
             | Statement::Insert(_)
@@ -719,16 +277,7 @@ impl Engine {
                 self.insert_select(session, ins, params, &rctx).await
             }
             Statement::Query(_) if crate::pgcatalog::applies(stmt, &self.catalog.snapshot()) => {
-                let catalog = self.catalog.snapshot();
-                let budget = crate::exec::budget::Budget::for_session(session, &self.memory);
-                let (columns, rows) =
-                    crate::pgcatalog::run(stmt, &catalog, session, params, &budget).await?;
-                Ok(QueryResult {
-                    columns,
-                    rows,
-                    returns_rows: true,
-                    completion: Completion::Select,
-                })
+                self.catalog_query(session, stmt, params).await
             }
             Statement::Query(_) if self.cache_applies(session) => {
                 self.read_through_cache(session, stmt, params, &rctx).await
@@ -736,23 +285,7 @@ impl Engine {
             Statement::Query(_)
             | Statement::Insert(_)
             | Statement::Update(_)
-            | Statement::Delete(_) => {
-                let filled = match stmt {
-                    Statement::Insert(ins) => self.fill_serials(ins).await?.map(Statement::Insert),
-                    _ => None,
-                };
-                let stmt = filled.as_ref().unwrap_or(stmt);
-                let planned = self.plan(stmt, params, &rctx)?;
-                let returns_rows =
-                    matches!(stmt, Statement::Query(_)) || !planned.columns.is_empty();
-                let rs = exec::execute(&self.reach(), session, &planned, params).await?;
-                Ok(QueryResult {
-                    columns: planned.columns,
-                    returns_rows,
-                    completion: dml_tag(planned.tag, rs.affected),
-                    rows: rs.rows,
-                })
-            }
+            | Statement::Delete(_) => self.run_planned(session, stmt, params, &rctx).await,
             other => Err(CoordError::unsupported(format!(
                 "statement not supported yet: {}",
                 other
@@ -763,68 +296,6 @@ impl Engine {
                     .join(" ")
             ))),
         }
-    }
-
-    /// Plans a query or DML statement against the current catalog.
-    pub fn plan(
-        &self,
-        stmt: &Statement,
-        params: &[Value],
-        rctx: &RewriteCtx,
-    ) -> Result<Planned, CoordError> {
-        let catalog = self.catalog.snapshot();
-        planner::plan(
-            stmt,
-            &PlanCtx {
-                catalog: &catalog,
-                params,
-                rewrite: rctx,
-            },
-        )
-    }
-
-    /// Inserts rows (all columns, catalog order) through the normal routed write path.
-    pub async fn insert_rows(&self, table: &Table, rows: &[Vec<Value>]) -> Result<(), CoordError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let width = table.columns.len();
-        let mut values = Vec::new();
-        let mut params = Vec::new();
-        for row in rows {
-            let marks: Vec<String> = (0..width)
-                .map(|i| format!("${}", params.len() + i + 1))
-                .collect();
-            values.push(format!("({})", marks.join(", ")));
-            params.extend(row.iter().cloned());
-        }
-        let cols: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| crate::sql::names::quote(&c.name))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {}",
-            crate::sql::names::quote(&table.name),
-            cols.join(", "),
-            values.join(", ")
-        );
-        let stmt = self
-            .parse(&sql)?
-            .pop()
-            .ok_or_else(|| CoordError::Internal("empty insert".into()))?;
-        let mut session = Session::new("tessera", "postgres");
-        let planned = self.plan(&stmt, &params, &RewriteCtx::new("tessera", "postgres"))?;
-        exec::execute(&self.reach(), &mut session, &planned, &params).await?;
-        Ok(())
-    }
-}
-
-fn delete_all(table: &str) -> Result<Delete, CoordError> {
-    let sql = format!("DELETE FROM {}", crate::sql::names::quote(table));
-    match sql::parse::parse(&sql)?.pop() {
-        Some(Statement::Delete(d)) => Ok(d),
-        _ => Err(CoordError::Internal(format!("cannot build {sql}"))),
     }
 }
 

@@ -3,10 +3,10 @@
 use crate::catalog::{Distribution, GroupKind};
 use crate::engine::{dotted, Completion, Engine, QueryResult};
 use crate::error::CoordError;
-use crate::session::Session;
+use crate::session::{default_settings, Session};
 use crate::sql::infer::OutputColumn;
 use crate::sql::names::function_name;
-use sqlparser::ast::{Expr, Ident, Set};
+use sqlparser::ast::{Expr, Ident, Reset, Set};
 use tessera_shared::{PgType, Value};
 
 fn setting_value(values: &[Expr]) -> String {
@@ -22,6 +22,33 @@ fn setting_value(values: &[Expr]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `RESET name` and `RESET ALL`: back to the defaults.
+pub fn reset(session: &mut Session, reset: &Reset) -> QueryResult {
+    match reset {
+        Reset::ALL => session.settings = default_settings(),
+        Reset::ConfigurationParameter(name) => {
+            let n = function_name(name);
+            if let Some(d) = default_settings().get(&n) {
+                session.settings.insert(n, d.clone());
+            }
+        }
+        Reset::SessionAuthorization => {}
+    }
+    QueryResult::command("RESET", None)
+}
+
+/// `DISCARD ALL`: default settings, no prepared statements; refused inside a block.
+pub fn discard(session: &mut Session) -> Result<QueryResult, CoordError> {
+    if session.txn.is_some() {
+        return Err(CoordError::TxnState(
+            "DISCARD ALL cannot run inside a transaction block".into(),
+        ));
+    }
+    session.settings = default_settings();
+    session.prepared.clear();
+    Ok(QueryResult::command("DISCARD ALL", None))
 }
 
 /// `SET name = value` (session and LOCAL scope are treated alike).

@@ -26,6 +26,9 @@ use crate::catalog::{
 };
 use crate::engine::Engine;
 use crate::error::CoordError;
+use crate::exec;
+use crate::session::Session;
+use crate::sql;
 use crate::planner::target;
 use crate::sql::dialect::{pg_type_of, render, rewrite, RewriteCtx};
 use crate::sql::names::{function_name, ident, quote, table_name};
@@ -75,4 +78,39 @@ pub(super) async fn run_on_all_shards(
 pub(super) fn replica_targets(s: &Shard) -> impl Iterator<Item = crate::planner::Target> + '_ {
     s.write_nodes()
         .map(|node| crate::planner::Target { shard: s.id, node })
+}
+
+/// `TRUNCATE`: deletes every row of each table (a table with column groups through its
+/// groups' tables).
+pub(super) async fn truncate(
+    engine: &Engine,
+    session: &mut Session,
+    t: &Truncate,
+    rctx: &RewriteCtx,
+) -> Result<(), CoordError> {
+    let catalog = engine.catalog.snapshot();
+    let mut names = Vec::new();
+    for target in &t.table_names {
+        let name = table_name(&target.name)?;
+        // A table with column groups is emptied through its groups' tables.
+        match catalog.tables.get(&name) {
+            Some(t) if !t.column_groups.is_empty() => {
+                names.extend(t.column_groups.iter().map(|g| g.table.clone()))
+            }
+            _ => names.push(name),
+        }
+    }
+    for name in names {
+        let planned = engine.plan(&Statement::Delete(delete_all(&name)?), &[], rctx)?;
+        exec::execute(&engine.reach(), session, &planned, &[]).await?;
+    }
+    Ok(())
+}
+
+fn delete_all(table: &str) -> Result<Delete, CoordError> {
+    let sql = format!("DELETE FROM {}", crate::sql::names::quote(table));
+    match sql::parse::parse(&sql)?.pop() {
+        Some(Statement::Delete(d)) => Ok(d),
+        _ => Err(CoordError::Internal(format!("cannot build {sql}"))),
+    }
 }

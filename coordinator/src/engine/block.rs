@@ -1,0 +1,96 @@
+//! Transaction blocks: `BEGIN`, `COMMIT`, `ROLLBACK`, and savepoints (see `savepoint.rs`).
+
+use super::{Completion, Engine, QueryResult};
+use crate::error::CoordError;
+use crate::planner::Target;
+use crate::session::{new_txn_id, OpenTxn, Session};
+use crate::sql::names::ident;
+use sqlparser::ast::Statement;
+
+impl Engine {
+    /// Runs `stmt` when it controls the transaction block; `None` for any other statement.
+    pub(super) async fn transaction_block(
+        &self,
+        session: &mut Session,
+        stmt: &Statement,
+    ) -> Option<Result<QueryResult, CoordError>> {
+        Some(match stmt {
+            Statement::StartTransaction { .. } => Ok(begin(session)),
+            Statement::Commit { .. } => self.commit(session).await,
+            Statement::Savepoint { name } => self
+                .savepoint(session, &ident(name))
+                .await
+                .map(|()| QueryResult::command("SAVEPOINT", None)),
+            Statement::ReleaseSavepoint { name } => self
+                .release_savepoint(session, &ident(name))
+                .await
+                .map(|()| QueryResult::command("RELEASE", None)),
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => self
+                .rollback_to_savepoint(session, &ident(name))
+                .await
+                .map(|()| QueryResult::command("ROLLBACK", None)),
+            Statement::Rollback {
+                savepoint: None, ..
+            } => Ok(self.rollback(session).await),
+            _ => return None,
+        })
+    }
+
+    /// `COMMIT`: a failed transaction rolls back instead, as PostgreSQL's does.
+    async fn commit(&self, session: &mut Session) -> Result<QueryResult, CoordError> {
+        let Some(txn) = session.txn.take() else {
+            return Ok(ended("COMMIT"));
+        };
+        let targets: Vec<Target> = txn.touched.iter().copied().collect();
+        if txn.failed {
+            let _ = self.txn.finish_all(&targets, txn.id, false).await;
+            return Ok(ended("ROLLBACK"));
+        }
+        let written: Vec<Target> = txn.written.iter().copied().collect();
+        if let Err(e) = crate::txn::commit::copies_unchanged(&self.catalog.snapshot(), &written) {
+            let _ = self.txn.finish_all(&targets, txn.id, false).await;
+            return Err(e);
+        }
+        self.txn.commit_all(&targets, txn.id).await?;
+        Ok(ended("COMMIT"))
+    }
+
+    /// `ROLLBACK`: a shard that cannot be told rolls back on its idle timeout.
+    async fn rollback(&self, session: &mut Session) -> QueryResult {
+        if let Some(txn) = session.txn.take() {
+            let targets: Vec<Target> = txn.touched.iter().copied().collect();
+            if let Err(e) = self.txn.finish_all(&targets, txn.id, false).await {
+                tracing::warn!(error = %e, "rollback failed on a shard; it rolls back on its idle timeout");
+            }
+        }
+        ended("ROLLBACK")
+    }
+}
+
+/// `BEGIN`: opens a block unless one is open (PostgreSQL warns and carries on).
+fn begin(session: &mut Session) -> QueryResult {
+    if session.txn.is_none() {
+        session.txn = Some(OpenTxn {
+            id: new_txn_id(),
+            touched: Default::default(),
+            failed: false,
+            savepoints: Vec::new(),
+            written: Default::default(),
+        });
+    }
+    QueryResult {
+        completion: Completion::Begin,
+        ..QueryResult::command("BEGIN", None)
+    }
+}
+
+/// The end of a block, tagged `tag`.
+fn ended(tag: &'static str) -> QueryResult {
+    QueryResult {
+        completion: Completion::End(tag),
+        ..QueryResult::command(tag, None)
+    }
+}
