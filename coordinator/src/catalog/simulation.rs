@@ -13,6 +13,7 @@
 
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
+use tessera_shared::PgType;
 
 const SHARD: u64 = 6;
 const NODES: u64 = 5;

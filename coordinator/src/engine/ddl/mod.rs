@@ -27,9 +27,9 @@ use crate::catalog::{
 use crate::engine::Engine;
 use crate::error::CoordError;
 use crate::exec;
+use crate::planner::target;
 use crate::session::Session;
 use crate::sql;
-use crate::planner::target;
 use crate::sql::dialect::{pg_type_of, render, rewrite, RewriteCtx};
 use crate::sql::names::{function_name, ident, quote, table_name};
 use crate::sql::schema::{index_sql, shard_schema};
