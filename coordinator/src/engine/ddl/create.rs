@@ -268,7 +268,7 @@ pub async fn create_table(
         return Ok(notices);
     }
     let schema = shard_schema(&table);
-    place_table(engine, table, opts, vec![schema], None).await?;
+    place_table(engine, table, opts, vec![schema], false).await?;
     Ok(notices)
 }
 
@@ -305,7 +305,6 @@ pub(super) async fn create_column_groups(
         }
         Storage::Rows => parse_groups(spec, &table)?,
     };
-    let shards = opts.shards.unwrap_or(engine.config.default_shards) as usize;
     for (i, g) in groups.iter().enumerate() {
         if engine.catalog.snapshot().tables.contains_key(&g.table) {
             return Err(CoordError::DuplicateTable(g.table.clone()));
@@ -315,8 +314,7 @@ pub(super) async fn create_column_groups(
             None => group_table(&table, g),
         };
         let schema = shard_schema(&gt);
-        if let Err(e) = place_table(engine, gt, opts.clone(), vec![schema], Some(i * shards)).await
-        {
+        if let Err(e) = place_table(engine, gt, opts.clone(), vec![schema], true).await {
             // Leave nothing behind: the groups already made go again.
             let made: Vec<ObjectName> = groups[..i]
                 .iter()

@@ -8,7 +8,7 @@ pub(super) async fn place_table(
     mut table: Table,
     opts: TableOptions,
     schema: Vec<String>,
-    own_group_from: Option<usize>,
+    own_group: bool,
 ) -> Result<(), CoordError> {
     let catalog = engine.catalog.snapshot();
     // New copies go to nodes in service (not declared dead, not decommissioned).
@@ -59,10 +59,9 @@ pub(super) async fn place_table(
     }
     // Hash tables with the same shard count and replicas share a group (co-located); one
     // reference group.
-    // A column group gets shards of its own, placed from another node onwards.
-    let offset = own_group_from.unwrap_or(0);
+    // A column group gets shards of its own.
     let existing = catalog.groups.values().find(|g| {
-        own_group_from.is_none()
+        !own_group
             && match kind {
                 GroupKind::Hash => {
                     g.kind == GroupKind::Hash
@@ -84,13 +83,15 @@ pub(super) async fn place_table(
         None => {
             let first = engine.catalog.reserve_ids(u64::from(count) + 1).await?;
             let bounds = bounds.unwrap_or_default();
+            let mut placer = crate::replication::placement::Placer::new(&catalog, nodes.clone());
             let shards = (0..count)
                 .map(|i| Shard {
                     id: first + 1 + u64::from(i),
                     index: i,
-                    placements: (0..replicas)
-                        .map(|r| nodes[(i as usize + r + offset) % nodes.len()])
-                        .collect(),
+                    placements: (0..replicas).fold(Vec::new(), |mut holding, _| {
+                        holding.extend(placer.pick(&holding));
+                        holding
+                    }),
                     filling: vec![],
                     fill_lease_ms: 0,
                     fill_id: 0,

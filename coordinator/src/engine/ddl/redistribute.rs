@@ -220,7 +220,7 @@ pub(super) async fn replace_table(
         .await?;
     }
     let name = new.name.clone();
-    place_table(engine, new, opts, schema, None).await?;
+    place_table(engine, new, opts, schema, false).await?;
     let placed = engine.catalog.snapshot().table(&name)?.clone();
     for chunk in rows.chunks(2000) {
         engine.insert_rows(&placed, chunk).await?;
