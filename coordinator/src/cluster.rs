@@ -9,6 +9,7 @@ use std::time::Duration;
 use tessera_shared::proto::storage_client::StorageClient;
 use tessera_shared::proto::*;
 use tessera_storage::shards::ShardRegistry;
+use tessera_storage::work::{Done, Work};
 use tessera_storage::StorageError;
 use tonic::transport::{Channel, Endpoint};
 
@@ -114,17 +115,45 @@ impl Cluster {
         keys: Vec<VersionKey>,
         txn_idle_ms: u32,
     ) -> Result<(Vec<StatementResult>, u64, Vec<u64>), CoordError> {
+        let work = Work::Run {
+            statements,
+            capture: false,
+        };
+        let (done, incarnation, versions) = self
+            .run_versioned(node, shard_id, txn_id, work, keys, txn_idle_ms)
+            .await?;
+        Ok((done.results, incarnation, versions))
+    }
+
+    /// [`Cluster::execute_versioned`] for any [`Work`]: statements, their row changes
+    /// recorded or not, or row changes to apply.
+    pub async fn run_versioned(
+        &self,
+        node: &Node,
+        shard_id: u64,
+        txn_id: u64,
+        work: Work,
+        keys: Vec<VersionKey>,
+        txn_idle_ms: u32,
+    ) -> Result<(Done, u64, Vec<u64>), CoordError> {
         match self.target(node)? {
             Target::Embedded(r) => {
                 let (incarnation, versions) = r.versions(&keys);
                 let idle = (txn_idle_ms > 0).then(|| Duration::from_millis(u64::from(txn_idle_ms)));
-                let results = r
-                    .execute_idle(shard_id, txn_id, statements, idle)
+                let done = r
+                    .run(shard_id, txn_id, work, idle)
                     .await
                     .map_err(storage_error)?;
-                Ok((results, incarnation, versions))
+                Ok((done, incarnation, versions))
             }
             Target::Remote(mut c) => {
+                let (statements, capture_changes, apply_changes, lenient) = match work {
+                    Work::Run {
+                        statements,
+                        capture,
+                    } => (statements, capture, None, false),
+                    Work::Apply { changes, lenient } => (vec![], false, Some(changes), lenient),
+                };
                 let r = c
                     .execute(ExecuteRequest {
                         shard_id,
@@ -132,11 +161,18 @@ impl Cluster {
                         txn_id,
                         versions_of: keys,
                         txn_idle_ms,
+                        capture_changes,
+                        apply_changes,
+                        lenient,
                     })
                     .await
                     .map_err(|s| status_error(node, s))?
                     .into_inner();
-                Ok((r.results, r.incarnation, r.versions))
+                let done = Done {
+                    results: r.results,
+                    changes: r.changes,
+                };
+                Ok((done, r.incarnation, r.versions))
             }
         }
     }

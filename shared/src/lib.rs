@@ -4,6 +4,7 @@
 //! - [`fsutil`]: atomic, fsynced writes of small metadata files.
 //! - [`hash`]: the shard hash function, defined here once with test vectors.
 //! - [`jsonb`]: PostgreSQL `jsonb` semantics (canonical form, containment, paths, `jsonb_set`).
+//! - [`uuid`]: random (version 4) UUIDs.
 //! - [`value`]: a typed SQL value as it travels between nodes.
 //! - [`pgtype`]: PostgreSQL types Tessera declares, with their OIDs and SQLite storage.
 //! - [`proto`]: the generated gRPC protocol of storage nodes (`proto/storage.proto`).
@@ -13,6 +14,7 @@ pub mod fsutil;
 pub mod hash;
 pub mod jsonb;
 pub mod pgtype;
+pub mod uuid;
 pub mod value;
 
 /// Generated code for the storage-node RPC protocol.

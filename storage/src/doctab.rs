@@ -545,6 +545,7 @@ impl CreateVTab<'_> for DocTable {
 
 impl UpdateVTab<'_> for DocTable {
     fn delete(&mut self, pk: ValueRef<'_>) -> rusqlite::Result<()> {
+        crate::capture::note_document_write();
         self.lock()?;
         let key = self.key_of(<Value as rusqlite::types::FromSql>::column_result(pk)?)?;
         self.pending.borrow_mut().rows.insert(key, None);
@@ -552,6 +553,7 @@ impl UpdateVTab<'_> for DocTable {
     }
 
     fn insert(&mut self, args: &Inserts<'_>) -> rusqlite::Result<i64> {
+        crate::capture::note_document_write();
         self.lock()?;
         let row = self.new_row(args)?;
         let key = encode_key(&row[self.pk]);
@@ -563,6 +565,7 @@ impl UpdateVTab<'_> for DocTable {
     }
 
     fn update(&mut self, args: &Updates<'_>) -> rusqlite::Result<()> {
+        crate::capture::note_document_write();
         self.lock()?;
         let old = self.key_of(args.get::<Value>(0)?)?;
         let row = self.new_row(args)?;

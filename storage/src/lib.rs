@@ -7,13 +7,17 @@
 //! - [`docstore`]: rows of document tables and their path indexes, in fjall (versioned formats).
 //! - [`doctab`]: the `tessera_doc` SQLite virtual table through which shards query and write documents.
 //! - [`jsonsrf`]: PostgreSQL's JSON set-returning functions (`jsonb_array_elements` …) as table-valued functions.
+//! - [`pgfn`]: PostgreSQL functions SQLite lacks (`gen_random_uuid`).
 //! - [`jsonfn`]: SQLite functions giving JSON PostgreSQL's `jsonb` meaning.
+//! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
+//! - [`work`]: one request's work on a shard copy: statements (their row changes recorded), or row changes applied.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
 //! - [`versions`]: per-table data versions that change after every committed write (result-cache coherence).
 //! - [`service`]: the gRPC service translating requests into shard work.
 //! - [`error`]: typed errors and their SQLSTATE, carried to the coordinator in gRPC metadata.
 
+pub mod capture;
 pub mod config;
 pub mod docstore;
 pub mod doctab;
@@ -22,9 +26,11 @@ pub mod exec;
 pub mod jsonfn;
 pub mod jsonsrf;
 pub mod manifest;
+pub mod pgfn;
 pub mod service;
 pub mod shards;
 pub mod versions;
+pub mod work;
 pub mod worker;
 
 pub use config::StorageConfig;

@@ -1,6 +1,7 @@
 //! The storage node's gRPC service: translates requests into shard registry calls.
 
 use crate::shards::ShardRegistry;
+use crate::work::Work;
 use std::sync::Arc;
 use tessera_shared::proto::storage_server::Storage;
 use tessera_shared::proto::*;
@@ -32,14 +33,25 @@ impl Storage for StorageService {
         } else {
             self.shards.versions(&r.versions_of)
         };
-        let results = self
+        let work = match r.apply_changes {
+            Some(changes) => Work::Apply {
+                changes,
+                lenient: r.lenient,
+            },
+            None => Work::Run {
+                statements: r.statements,
+                capture: r.capture_changes,
+            },
+        };
+        let done = self
             .shards
-            .execute_idle(r.shard_id, r.txn_id, r.statements, idle(r.txn_idle_ms))
+            .run(r.shard_id, r.txn_id, work, idle(r.txn_idle_ms))
             .await?;
         Ok(Response::new(ExecuteResponse {
-            results,
+            results: done.results,
             incarnation,
             versions,
+            changes: done.changes,
         }))
     }
 

@@ -3,6 +3,7 @@
 use crate::exec::run_batch;
 use crate::manifest::{Manifest, ShardEntry, ShardKindOnDisk};
 use crate::versions::{ChangeTracker, DataVersions};
+pub use crate::work::{Done, Work};
 use crate::worker::Worker;
 use crate::{StorageConfig, StorageError};
 use dashmap::DashMap;
@@ -289,6 +290,23 @@ impl ShardRegistry {
         statements: Vec<Statement>,
         idle: Option<Duration>,
     ) -> Result<Vec<StatementResult>, StorageError> {
+        let work = Work::Run {
+            statements,
+            capture: false,
+        };
+        Ok(self.run(shard_id, txn_id, work, idle).await?.results)
+    }
+
+    /// Does `work` on a shard, autocommit (`txn_id == 0`) or inside the transaction `txn_id`
+    /// (opened on first use; rolled back after `idle` without work, by default the configured
+    /// `txn_idle_timeout_secs`).
+    pub async fn run(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        work: Work,
+        idle: Option<Duration>,
+    ) -> Result<Done, StorageError> {
         if txn_id == 0 {
             let shard = self.shard(shard_id)?;
             let t = shard.tracker.clone();
@@ -297,9 +315,11 @@ impl ShardRegistry {
                 .worker
                 .run(move |c| {
                     if fenced.load(std::sync::atomic::Ordering::SeqCst) {
-                        refuse_writes_while_fenced(c, shard_id, &statements)?;
+                        if let Work::Run { statements, .. } = &work {
+                            refuse_writes_while_fenced(c, shard_id, statements)?;
+                        }
                     }
-                    run_batch(c, statements, false, &t)
+                    work.autocommit(c, &t)
                 })
                 .await;
         }
@@ -308,7 +328,7 @@ impl ShardRegistry {
         let main_db = self.lock_key(shard_id);
         match worker
             .run(move |c| {
-                let r = run_batch(c, statements, true, &t);
+                let r = work.in_txn(c, &t);
                 holders.note(c, main_db, txn_id);
                 r
             })
@@ -587,6 +607,7 @@ fn open_connection(
     conn.busy_handler(Some(wait_for_lock))?;
     conn.set_prepared_statement_cache_capacity(256);
     crate::jsonfn::register(&conn)?;
+    crate::pgfn::register(&conn)?;
     crate::jsonsrf::register(&conn)?;
     if let (ShardKindOnDisk::Sql, Some((store, shard))) = (kind, docs) {
         crate::doctab::register(&conn, store, shard)?;

@@ -190,6 +190,16 @@ impl ChangeTracker {
         Ok(())
     }
 
+    /// Records that the open transaction changes `tables` of the main database (row changes
+    /// applied from another copy, which compile no statement naming them).
+    pub fn will_change(&self, tables: &[String]) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.entry(self.main_scope)
+                .or_default()
+                .extend(tables.iter().cloned());
+        }
+    }
+
     fn take_compiled(&self) -> Vec<(String, String)> {
         self.compiling
             .lock()

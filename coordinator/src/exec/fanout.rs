@@ -2,6 +2,7 @@
 //! deadline passes; reads whose copy is unreachable go to the next copy.
 
 use super::*;
+use tessera_storage::work::Work;
 
 /// Runs shard tasks concurrently, until they finish, the session asks to cancel, or its
 /// statement deadline passes. Stopping drops the RPCs, which interrupts the shards' statements.
@@ -48,17 +49,29 @@ pub(super) async fn run_tasks_to_end(
         async move {
             let t = task.target;
             let node = catalog.node(t.node)?;
-            let st = proto::Statement {
-                sql: task.sql,
-                params,
-                returns_rows: true,
+            let work = match &task.changes {
+                Some(changes) => Work::Apply {
+                    changes: changes.to_vec(),
+                    lenient: catalog
+                        .shard(t.shard)
+                        .is_some_and(|(_, s)| s.filling.contains(&t.node)),
+                },
+                None => Work::Run {
+                    statements: vec![proto::Statement {
+                        sql: task.sql,
+                        params,
+                        returns_rows: true,
+                    }],
+                    capture: task.capture,
+                },
             };
-            let (mut results, incarnation, versions) = engine
+            let (mut done, incarnation, versions) = engine
                 .cluster
-                .execute_versioned(node, t.shard, txn_id, vec![st], task.watch.clone(), idle_ms)
+                .run_versioned(node, t.shard, txn_id, work, task.watch.clone(), idle_ms)
                 .await
                 .map_err(|e| placement_race(engine, t, e))?;
-            let first = results
+            let first = done
+                .results
                 .pop()
                 .ok_or_else(|| CoordError::Internal("storage returned no result".into()))?;
             let (rows, affected) = to_rows(first);
@@ -73,7 +86,7 @@ pub(super) async fn run_tasks_to_end(
                     version,
                 })
                 .collect();
-            Ok((rows, affected, seen))
+            Ok((rows, affected, seen, done.changes))
         }
     });
     join_all(futs).await

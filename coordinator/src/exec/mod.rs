@@ -67,9 +67,9 @@ pub(super) fn to_rows(r: StatementResult) -> (Vec<Vec<Value>>, u64) {
     (rows, r.rows_affected)
 }
 
-/// One shard task's output: rows, affected rows, and the data versions it was asked to
-/// observe, read before the task ran.
-pub(super) type TaskOutput = (Vec<Vec<Value>>, u64, Vec<Observed>);
+/// One shard task's output: rows, affected rows, the data versions it was asked to observe
+/// (read before the task ran), and the row changes it recorded when asked to.
+pub(super) type TaskOutput = (Vec<Vec<Value>>, u64, Vec<Observed>, Option<Vec<u8>>);
 
 pub(super) type TaskResult = Result<TaskOutput, CoordError>;
 
@@ -79,6 +79,22 @@ pub(super) struct Task {
     pub(super) target: Target,
     pub(super) sql: String,
     pub(super) watch: Vec<proto::VersionKey>,
+    /// The first copy of a replicated write: record the row changes for the other copies.
+    pub(super) capture: bool,
+    /// Another copy: apply the first copy's row changes instead of running `sql`.
+    pub(super) changes: Option<Arc<Vec<u8>>>,
+}
+
+impl Task {
+    fn new(target: Target, sql: String, watch: Vec<proto::VersionKey>) -> Task {
+        Task {
+            target,
+            sql,
+            watch,
+            capture: false,
+            changes: None,
+        }
+    }
 }
 
 /// Executes a planned statement for `session`.
@@ -156,11 +172,7 @@ pub async fn execute_observed(
             let tables = observe.unwrap_or(&[]);
             let work: Vec<Task> = tasks
                 .iter()
-                .map(|t| Task {
-                    target: t.target,
-                    sql: t.sql.clone(),
-                    watch: watch(t.target, tables),
-                })
+                .map(|t| Task::new(t.target, t.sql.clone(), watch(t.target, tables)))
                 .collect();
             let work = if !*write && session.txn.is_none() && follower_reads(session) {
                 spread_over_copies(&catalog, work)
@@ -197,9 +209,12 @@ pub async fn execute_observed(
                 // Inside an explicit transaction: each shard's first copy before its others,
                 // so two writers of one shard queue on its first copy.
                 let mut work: Vec<Task> = work;
-                let copies = work.split_off(primaries);
-                let mut results = run_tasks(engine, &catalog, work, params, txn_id, session).await;
+                let mut copies = work.split_off(primaries);
+                capture_for(&mut work, &copies);
+                let mut results =
+                    run_tasks(engine, &catalog, work.clone(), params, txn_id, session).await;
                 if results.iter().all(|r| r.is_ok()) {
+                    hand_changes(&mut copies, &work, &results);
                     results
                         .extend(run_tasks(engine, &catalog, copies, params, txn_id, session).await);
                 }
@@ -221,7 +236,7 @@ pub async fn execute_observed(
             let mut failure = None;
             for r in results {
                 match r {
-                    Ok((rows, affected, observed)) => {
+                    Ok((rows, affected, observed, _)) => {
                         if let Err(e) = budget.charge_rows(&rows) {
                             failure.get_or_insert(e);
                         }
@@ -270,15 +285,11 @@ pub async fn execute_observed(
                 let work = t
                     .targets
                     .iter()
-                    .map(|x| Task {
-                        target: *x,
-                        sql: sql.clone(),
-                        watch: watch(*x, &one),
-                    })
+                    .map(|x| Task::new(*x, sql.clone(), watch(*x, &one)))
                     .collect();
                 let mut rows = Vec::new();
                 for r in run_tasks(engine, &catalog, work, params, txn_id, session).await {
-                    let (part, _, observed) = r?;
+                    let (part, _, observed, _) = r?;
                     budget.charge_rows(&part)?;
                     rows.extend(part);
                     seen.extend(observed);

@@ -81,6 +81,7 @@ fn open(cache_bytes: usize) -> Result<Connection, CoordError> {
     ))
     .map_err(sql_err)?;
     tessera_storage::jsonfn::register(&conn).map_err(sql_err)?;
+    tessera_storage::pgfn::register(&conn).map_err(sql_err)?;
     tessera_storage::jsonsrf::register(&conn).map_err(sql_err)?;
     Ok(conn)
 }

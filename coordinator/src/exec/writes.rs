@@ -22,10 +22,13 @@ pub(super) async fn ordered_tasks(
     let mut order: Vec<(usize, Task)> = work.into_iter().enumerate().collect();
     order.sort_by_key(|(i, t)| (*i >= primaries, t.target.shard, t.target.node));
     let copies = order.split_off(order.iter().take_while(|(i, _)| *i < primaries).count());
+    let (index, mut copies): (Vec<usize>, Vec<Task>) = copies.into_iter().unzip();
+    let (first_index, mut firsts): (Vec<usize>, Vec<Task>) = order.into_iter().unzip();
+    capture_for(&mut firsts, &copies);
     let mut results: Vec<Option<TaskResult>> =
-        (0..order.len() + copies.len()).map(|_| None).collect();
+        (0..firsts.len() + copies.len()).map(|_| None).collect();
     let mut failed = false;
-    for (i, task) in order {
+    for (i, task) in first_index.iter().copied().zip(firsts.clone()) {
         if failed {
             results[i] = Some(Err(CoordError::Internal(
                 "not run: an earlier part failed".into(),
@@ -40,15 +43,19 @@ pub(super) async fn ordered_tasks(
         results[i] = Some(r);
     }
     if failed {
-        for (i, _) in copies {
+        for i in index {
             results[i] = Some(Err(CoordError::Internal(
                 "not run: an earlier part failed".into(),
             )));
         }
     } else {
-        let (index, tasks): (Vec<usize>, Vec<Task>) = copies.into_iter().unzip();
-        let n = tasks.len();
-        let mut out = run_tasks(engine, catalog, tasks, params, txn_id, session).await;
+        let first_results: Vec<&TaskResult> = first_index
+            .iter()
+            .filter_map(|i| results[*i].as_ref())
+            .collect();
+        hand_changes_from(&mut copies, &firsts, &first_results);
+        let n = copies.len();
+        let mut out = run_tasks(engine, catalog, copies, params, txn_id, session).await;
         // A cancel or timeout answers with one error for all.
         if out.len() != n {
             let e = out
@@ -159,4 +166,34 @@ pub(super) fn replicated_shard(catalog: &Catalog, shard: u64) -> bool {
     catalog
         .shard(shard)
         .is_some_and(|(g, s)| g.replicas > 1 || s.write_nodes().nth(1).is_some())
+}
+
+/// Marks the first copies whose shards have other copies among `copies` to record their row
+/// changes, which those copies then apply ([`hand_changes`]).
+pub(super) fn capture_for(firsts: &mut [Task], copies: &[Task]) {
+    for f in firsts {
+        f.capture = copies.iter().any(|c| c.target.shard == f.target.shard);
+    }
+}
+
+/// Gives each copy the row changes its shard's first copy recorded: it applies them instead of
+/// running the statement again. A copy whose first copy recorded none (it wrote a document
+/// table) runs the statement.
+pub(super) fn hand_changes(copies: &mut [Task], firsts: &[Task], results: &[TaskResult]) {
+    let results: Vec<&TaskResult> = results.iter().collect();
+    hand_changes_from(copies, firsts, &results);
+}
+
+fn hand_changes_from(copies: &mut [Task], firsts: &[Task], results: &[&TaskResult]) {
+    let recorded: std::collections::HashMap<u64, Arc<Vec<u8>>> = firsts
+        .iter()
+        .zip(results)
+        .filter_map(|(f, r)| match r {
+            Ok((_, _, _, Some(changes))) => Some((f.target.shard, Arc::new(changes.clone()))),
+            _ => None,
+        })
+        .collect();
+    for c in copies {
+        c.changes = recorded.get(&c.target.shard).cloned();
+    }
 }

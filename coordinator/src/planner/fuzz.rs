@@ -6,7 +6,7 @@ mod tests {
     use crate::planner::testing::catalog;
     use crate::planner::{plan, PlanCtx};
     use crate::sql::dialect::RewriteCtx;
-    use crate::sql::infer::param_types;
+    use crate::sql::param_types::param_types;
     use crate::sql::params;
     use crate::sql::parse::parse;
     use tessera_shared::Value;

@@ -203,18 +203,46 @@ pub fn plan(stmt: &Statement, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> 
             first_words(other)
         ))),
     }?;
+    // Copies apply the row changes of a write's first copy, so every value is computed once.
+    // Two kinds of copies run the statement themselves: a document table's (its writes are
+    // not recorded as row changes) and a reference table's (one per node, each written on
+    // its own).
     if let Plan::Distributed {
-        merge: Merge::Replicated { .. },
-        ..
+        merge, write: true, ..
     } = &planned.plan
     {
-        if let Some(f) = volatile_function(stmt) {
+        let replicated = matches!(merge, Merge::Replicated { .. });
+        let own = names_table(stmt, ctx.catalog, |t| {
+            (replicated && t.storage == crate::catalog::Storage::Document)
+                || t.distribution == crate::catalog::Distribution::Reference
+        });
+        if let Some(f) = volatile_function(stmt).filter(|_| own) {
             return Err(CoordError::unsupported(format!(
-                "{f}() in a write to a replicated table: every copy would compute its own value; pass the value in instead"
+                "{f}() in a write to a reference table or a replicated document table: every copy would compute its own value; pass the value in instead"
             )));
         }
     }
     Ok(planned)
+}
+
+/// Whether `stmt` names a table for which `pred` holds.
+fn names_table(
+    stmt: &Statement,
+    catalog: &Catalog,
+    pred: impl Fn(&crate::catalog::Table) -> bool,
+) -> bool {
+    sqlparser::ast::visit_relations(stmt, |r| {
+        let hit = crate::sql::names::table_name(r)
+            .ok()
+            .and_then(|n| catalog.tables.get(&n))
+            .is_some_and(&pred);
+        if hit {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .is_break()
 }
 
 /// A function whose value differs per call (and so per replica), if `node` calls one.

@@ -426,7 +426,9 @@ fn rewrite_function_named(
         "bool_or" => over(f, 1, &format!("max({})", a(0)))?,
         "greatest" => call(f, "max")?,
         "least" => call(f, "min")?,
-        "gen_random_uuid" | "uuid_generate_v4" => string_lit(&random_uuid()),
+        // One value per row, computed where the row is written (on a replicated write, once: the
+        // copies apply the first copy's row changes).
+        "gen_random_uuid" | "uuid_generate_v4" => over(f, 0, "tessera_gen_random_uuid()")?,
         "json_build_object" | "jsonb_build_object" => call(f, "json_object")?,
         "jsonb_set" | "jsonb_set_lax" if nargs >= 3 => call(f, "tessera_jsonb_set")?,
         "jsonb_typeof" | "json_typeof" => over(f, 1, &format!("tessera_jsonb_typeof({})", a(0)))?,
@@ -457,32 +459,6 @@ fn rewrite_function_named(
         "json_build_array" | "jsonb_build_array" => call(f, "json_array")?,
         _ => return Ok(None),
     }))
-}
-
-fn random_uuid() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut bytes = [0u8; 16];
-    for chunk in bytes.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// SQL text for SQLite: `$n` placeholders become `?n`.

@@ -243,8 +243,11 @@ pub async fn create_table(
             )
         })
         .collect();
-    if opts.replicas.unwrap_or(engine.config.default_replicas) > 1 {
-        // Defaults are computed by each copy: only deterministic ones keep copies equal.
+    if opts.replicas.unwrap_or(engine.config.default_replicas) > 1
+        && table.storage == Storage::Document
+    {
+        // A document table's copies compute its defaults each (their writes are not recorded
+        // as row changes): only deterministic ones keep copies equal.
         for cd in &ct.columns {
             for o in &cd.options {
                 if let ColumnOption::Default(e) = &o.option {
@@ -253,7 +256,7 @@ pub async fn create_table(
                         crate::planner::volatile_function(e).or(time.then(|| "now".to_string()))
                     {
                         return Err(CoordError::unsupported(format!(
-                            "DEFAULT {f}() on a replicated table: every copy would compute its own value; give the value in each INSERT (now() in a statement is one value for every copy), or keep one copy with WITH (replicas = 1)"
+                            "DEFAULT {f}() on a replicated document table: every copy would compute its own value; give the value in each INSERT (now() in a statement is one value for every copy), or keep one copy with WITH (replicas = 1)"
                         )));
                     }
                 }
