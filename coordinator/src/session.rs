@@ -121,7 +121,7 @@ pub fn default_settings() -> BTreeMap<String, String> {
         ("application_name", ""),
         ("client_encoding", "UTF8"),
         ("datestyle", "ISO, MDY"),
-        ("default_transaction_isolation", "serializable"),
+        ("default_transaction_isolation", "read committed"),
         ("extra_float_digits", "1"),
         ("integer_datetimes", "on"),
         ("intervalstyle", "postgres"),
@@ -134,7 +134,7 @@ pub fn default_settings() -> BTreeMap<String, String> {
         ("tessera.cache", "on"),
         ("tessera.statement_memory", DEFAULT_STATEMENT_MEMORY),
         ("timezone", "UTC"),
-        ("transaction_isolation", "serializable"),
+        ("transaction_isolation", "read committed"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

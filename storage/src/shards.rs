@@ -328,8 +328,10 @@ impl ShardRegistry {
         let main_db = self.lock_key(shard_id);
         match worker
             .run(move |c| {
+                let savepoint = work.sets_savepoint();
                 let r = work.in_txn(c, &t);
                 holders.note(c, main_db, txn_id);
+                crate::work::fresh_snapshot_next(c, savepoint);
                 r
             })
             .await

@@ -35,7 +35,59 @@ pub struct Done {
     pub changes: Option<Vec<u8>>,
 }
 
+thread_local! {
+    /// Whether the transaction this thread serves has set a savepoint (each transaction has a
+    /// connection thread of its own, `shards.rs`).
+    static SAVEPOINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// READ COMMITTED as PostgreSQL has it: each statement sees what committed before it began.
+/// After a batch, a transaction holding no write lock on this shard ends its SQLite read
+/// transaction and opens another, so its next statement reads the newest committed rows;
+/// once it has written, it holds the shard's write lock and nothing else commits here
+/// meanwhile. A transaction that set a savepoint keeps its snapshot (ending the read
+/// transaction would release the savepoint).
+pub(crate) fn fresh_snapshot_next(c: &Connection, work_set_savepoint: bool) {
+    if work_set_savepoint {
+        SAVEPOINTS.with(|s| s.set(true));
+    }
+    if SAVEPOINTS.with(|s| s.get()) || c.is_autocommit() {
+        return;
+    }
+    // An unattached database (the reference database itself) has no state: not writing.
+    let writing = |db| {
+        matches!(
+            c.transaction_state(Some(db)),
+            Ok(rusqlite::TransactionState::Write)
+        )
+    };
+    if !writing(rusqlite::MAIN_DB) && !writing(c"ref") {
+        if let Err(e) = c.execute_batch("COMMIT") {
+            tracing::warn!(error = %e, "could not renew a transaction's read snapshot");
+        }
+        // Whatever happened, the transaction stays open: a later write must not autocommit.
+        if c.is_autocommit() {
+            if let Err(e) = c.execute_batch("BEGIN") {
+                tracing::error!(error = %e, "could not reopen a transaction after renewing its snapshot");
+            }
+        }
+    }
+}
+
 impl Work {
+    /// Whether the work sets a savepoint.
+    pub(crate) fn sets_savepoint(&self) -> bool {
+        match self {
+            Work::Run { statements, .. } => statements.iter().any(|s| {
+                s.sql
+                    .trim_start()
+                    .get(..9)
+                    .is_some_and(|h| h.eq_ignore_ascii_case("SAVEPOINT"))
+            }),
+            Work::Apply { .. } => false,
+        }
+    }
+
     /// Does the work outside any open transaction: all of it in one SQLite transaction.
     pub(crate) fn autocommit(
         self,

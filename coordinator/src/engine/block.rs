@@ -5,7 +5,7 @@ use crate::error::CoordError;
 use crate::planner::Target;
 use crate::session::{new_txn_id, OpenTxn, Session};
 use crate::sql::names::ident;
-use sqlparser::ast::Statement;
+use sqlparser::ast::{Statement, TransactionIsolationLevel, TransactionMode};
 
 impl Engine {
     /// Runs `stmt` when it controls the transaction block; `None` for any other statement.
@@ -15,7 +15,9 @@ impl Engine {
         stmt: &Statement,
     ) -> Option<Result<QueryResult, CoordError>> {
         Some(match stmt {
-            Statement::StartTransaction { .. } => Ok(begin(session)),
+            Statement::StartTransaction { modes, .. } => {
+                isolation_modes(modes).map(|()| begin(session))
+            }
             Statement::Commit { .. } => self.commit(session).await,
             Statement::Savepoint { name } => self
                 .savepoint(session, &ident(name))
@@ -93,4 +95,35 @@ fn ended(tag: &'static str) -> QueryResult {
         completion: Completion::End(tag),
         ..QueryResult::command(tag, None)
     }
+}
+
+/// The isolation level Tessera gives for `level` (a setting's text), or `0A000`: READ
+/// COMMITTED as PostgreSQL's (READ UNCOMMITTED is the same there); REPEATABLE READ and
+/// SERIALIZABLE are refused rather than run as something weaker.
+pub(super) fn isolation(level: &str) -> Result<&'static str, CoordError> {
+    let level = level.trim().to_ascii_lowercase();
+    match level.split_whitespace().collect::<Vec<_>>().join(" ").as_str() {
+        "read committed" | "read uncommitted" => Ok("read committed"),
+        "repeatable read" | "serializable" => Err(CoordError::unsupported(format!(
+            "isolation level {} is not supported yet: Tessera runs every transaction at READ COMMITTED (each statement reads what committed before it began)",
+            level.to_uppercase()
+        ))),
+        _ => Err(CoordError::invalid_setting("transaction_isolation", &level)),
+    }
+}
+
+/// Checks the isolation level among `BEGIN`'s or `SET TRANSACTION`'s modes ([`isolation`]).
+pub(super) fn isolation_modes(modes: &[TransactionMode]) -> Result<(), CoordError> {
+    for m in modes {
+        if let TransactionMode::IsolationLevel(level) = m {
+            let text = match level {
+                TransactionIsolationLevel::ReadUncommitted => "read uncommitted",
+                TransactionIsolationLevel::ReadCommitted => "read committed",
+                TransactionIsolationLevel::RepeatableRead => "repeatable read",
+                _ => "serializable",
+            };
+            isolation(text)?;
+        }
+    }
+    Ok(())
 }

@@ -83,7 +83,8 @@ pub fn set(session: &mut Session, set: &Set) -> Result<QueryResult, CoordError> 
                 .settings
                 .insert("client_encoding".into(), charset_name.to_string());
         }
-        Set::SetTransaction { .. } | Set::SetSessionAuthorization(_) | Set::SetRole { .. } => {}
+        Set::SetTransaction { modes, .. } => crate::engine::block::isolation_modes(modes)?,
+        Set::SetSessionAuthorization(_) | Set::SetRole { .. } => {}
         other => {
             return Err(CoordError::unsupported(format!(
                 "{other} is not supported yet"
@@ -127,6 +128,9 @@ fn checked(name: &str, value: String) -> Result<String, CoordError> {
         "tessera.statement_memory" => crate::exec::budget::parse_memory(&value)
             .map(|_| value.clone())
             .ok_or_else(invalid),
+        "default_transaction_isolation" | "transaction_isolation" => {
+            crate::engine::block::isolation(&value).map(str::to_string)
+        }
         "read_consistency" => ["leader", "follower"]
             .into_iter()
             .find(|v| value.eq_ignore_ascii_case(v))
