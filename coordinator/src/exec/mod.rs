@@ -17,7 +17,7 @@ use crate::cluster::{Cluster, Observed};
 use crate::error::CoordError;
 use crate::planner::{Merge, Plan, Planned, Target};
 use crate::session::{new_txn_id, Session};
-use crate::txn::commit::{copies_unchanged, copy_lost_error, lost_copies};
+use crate::txn::commit::{copies_unchanged, copy_lost_error, diverged_copies, lost_copies};
 use crate::txn::TxnManager;
 use futures::future::join_all;
 use merge::{concat, merge_sorted};
@@ -221,7 +221,8 @@ pub async fn execute_observed(
                 // A lost copy leaves its shard (when enough remain) so the retry goes on
                 // without it; this transaction has written it and fails.
                 let lost = lost_copies(&catalog, &targets, &results);
-                if !lost.is_empty() && engine.txn.drop_lost_copies(&lost).await.is_ok() {
+                let diverged = diverged_copies(&targets, &results);
+                if !lost.is_empty() && engine.txn.drop_lost_copies(&lost, &diverged).await.is_ok() {
                     return Err(copy_lost_error(&lost));
                 }
                 results

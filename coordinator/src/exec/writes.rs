@@ -128,7 +128,11 @@ pub(super) async fn implicit_write(
             tracing::debug!(error = %rb, "rollback after a failed write failed; shards roll back on their idle timeout");
         }
         attempts += 1;
-        if lost.is_empty() || attempts > 2 || engine.txn.drop_lost_copies(&lost).await.is_err() {
+        let diverged = diverged_copies(&targets, &results);
+        if lost.is_empty()
+            || attempts > 2
+            || engine.txn.drop_lost_copies(&lost, &diverged).await.is_err()
+        {
             return Err(e);
         }
         work = without_copies(work, primaries, &lost)?;

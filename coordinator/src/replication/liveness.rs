@@ -76,6 +76,8 @@ pub fn spawn(repl: Weak<Replication>) -> tokio::task::JoinHandle<()> {
         let mut last_ok: HashMap<u64, Instant> = HashMap::new();
         let mut was_detecting = false;
         let mut repairing: Option<tokio::task::JoinHandle<()>> = None;
+        // Copies are compared once each time this coordinator starts detecting (verify.rs).
+        let mut verify = false;
         loop {
             let Some(repl) = repl.upgrade() else {
                 if let Some(r) = repairing.take() {
@@ -90,6 +92,7 @@ pub fn spawn(repl: Weak<Replication>) -> tokio::task::JoinHandle<()> {
                 // A fill's coordinator may have died (with the old leader, or before a
                 // restart): no fill outlives a change of detector.
                 super::repair::abandon_fills(&repl, true).await;
+                verify = true;
             }
             was_detecting = now_detecting;
             // No longer the detector: a repair under way stops (the new leader abandons it).
@@ -105,10 +108,19 @@ pub fn spawn(repl: Weak<Replication>) -> tokio::task::JoinHandle<()> {
                 // detection must go on meanwhile), one copy at a time.
                 if repairing.as_ref().is_none_or(|r| r.is_finished()) {
                     let e = Arc::downgrade(&repl);
+                    let verify_first = std::mem::take(&mut verify);
                     repairing = Some(tokio::spawn(async move {
                         let Some(repl) = e.upgrade() else {
                             return;
                         };
+                        if verify_first {
+                            let dropped = super::verify::verify_copies(&repl).await;
+                            tracing::info!(
+                                dropped = dropped.len(),
+                                "compared every replicated shard's copies"
+                            );
+                            return;
+                        }
                         match super::repair::repair_once(&repl).await {
                             Ok(Some(done)) => tracing::warn!(%done, "replica repaired"),
                             Ok(None) => {}

@@ -3,13 +3,14 @@
 //!
 //! - [`liveness`]: storage-node failure detection; [`repair`]: re-replication;
 //!   [`fill`]: filling a new copy online; [`moves`]: moves, drain and decommission;
-//!   [`placement`]: where a new copy goes.
+//!   [`placement`]: where a new copy goes; [`verify`]: copies compared after a restart.
 
 pub mod fill;
 pub mod liveness;
 pub mod moves;
 pub mod placement;
 pub mod repair;
+pub mod verify;
 
 use crate::catalog::store::CatalogStore;
 use crate::catalog::{Catalog, CatalogCommand, GroupKind, Liveness, Node, Table};

@@ -29,7 +29,13 @@ impl TxnManager {
     /// Takes lost copies out of their shards. Refused (and the write fails as it would have)
     /// when a shard would keep fewer than a majority of its declared copies: a coordinator cut
     /// off from the others' nodes cannot shrink a shard to the copies it still reaches.
-    pub async fn drop_lost_copies(&self, lost: &[Target]) -> Result<(), CoordError> {
+    /// `diverged` are the lost copies whose rows disagree with their first copy: they leave
+    /// even though their node answers.
+    pub async fn drop_lost_copies(
+        &self,
+        lost: &[Target],
+        diverged: &[Target],
+    ) -> Result<(), CoordError> {
         for t in lost {
             let catalog = self.catalog.snapshot();
             let Some((g, _)) = catalog.shard(t.shard) else {
@@ -43,7 +49,7 @@ impl TxnManager {
                 self.cluster.versions(node, vec![]),
             )
             .await;
-            if matches!(probe, Ok(Ok(_))) {
+            if !diverged.contains(t) && matches!(probe, Ok(Ok(_))) {
                 return Err(CoordError::Internal(format!(
                     "node {} answers again; its copy of shard {} stays",
                     node.name, t.shard
@@ -60,7 +66,8 @@ impl TxnManager {
             tracing::warn!(
                 shard = t.shard,
                 node = t.node,
-                "unreachable copy left its shard; writes go on with the others"
+                diverged = diverged.contains(t),
+                "a copy unreachable or disagreeing with its first copy left its shard; writes go on with the others"
             );
         }
         Ok(())
@@ -78,7 +85,7 @@ impl TxnManager {
                 .iter()
                 .zip(&done)
                 .all(|(t, r)| r.is_ok() || lost.contains(t));
-        if committed_elsewhere && self.drop_lost_copies(&lost).await.is_ok() {
+        if committed_elsewhere && self.drop_lost_copies(&lost, &[]).await.is_ok() {
             self.log.done(txn_id)?;
             return Ok(());
         }
@@ -130,7 +137,18 @@ impl TxnManager {
     }
 }
 
-/// The targets whose node could not be reached, on shards with more than one copy.
+/// Whether `e` says a copy is lost to its shard: its node cannot be reached, or its rows
+/// disagree with the shard's first copy (`XX001` from applying the first copy's row changes;
+/// such a copy leaves and is rebuilt by repair, never left serving).
+pub fn copy_is_lost(e: &CoordError) -> bool {
+    match e {
+        CoordError::NodeUnavailable { .. } => true,
+        CoordError::Storage { sqlstate, .. } => sqlstate == "XX001",
+        _ => false,
+    }
+}
+
+/// The targets lost to their shards ([`copy_is_lost`]), on shards with more than one copy.
 pub fn lost_copies<T>(
     catalog: &Catalog,
     targets: &[Target],
@@ -139,7 +157,7 @@ pub fn lost_copies<T>(
     let mut lost: Vec<Target> = targets
         .iter()
         .zip(results)
-        .filter(|(_, r)| matches!(r, Err(CoordError::NodeUnavailable { .. })))
+        .filter(|(_, r)| r.as_ref().err().is_some_and(copy_is_lost))
         .map(|(t, _)| *t)
         .filter(|t| {
             catalog
@@ -152,12 +170,24 @@ pub fn lost_copies<T>(
     lost
 }
 
+/// The targets whose copy disagreed with its shard's first copy (`XX001`).
+pub fn diverged_copies<T>(targets: &[Target], results: &[Result<T, CoordError>]) -> Vec<Target> {
+    targets
+        .iter()
+        .zip(results)
+        .filter(
+            |(_, r)| matches!(r, Err(CoordError::Storage { sqlstate, .. }) if sqlstate == "XX001"),
+        )
+        .map(|(t, _)| *t)
+        .collect()
+}
+
 /// 40001 for a transaction that wrote a copy which then left its shard.
 pub fn copy_lost_error(lost: &[Target]) -> CoordError {
     CoordError::Storage {
         sqlstate: "40001".into(),
         message: format!(
-            "could not serialize access: the copy of shard {} on node {} became unreachable and left the shard; retry the transaction",
+            "could not serialize access: the copy of shard {} on node {} became unreachable or disagreed with its first copy, and left the shard; retry the transaction",
             lost[0].shard, lost[0].node
         ),
     }
