@@ -183,14 +183,27 @@ fn load_state(dir: &Path) -> anyhow::Result<Option<LocalState>> {
 }
 
 async fn stop(procs: &mut [Proc]) {
+    // Coordinators first (they may be finishing commits on the storage nodes), then storage
+    // nodes; each kind all at once, so stopping takes at most twice the 10 s limit, however many
+    // processes there are.
+    let (coordinators, storage): (Vec<&mut Proc>, Vec<&mut Proc>) = procs
+        .iter_mut()
+        .partition(|p| p.name.starts_with("coordinator"));
+    stop_all(coordinators).await;
+    stop_all(storage).await;
+}
+
+async fn stop_all(procs: Vec<&mut Proc>) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    // Coordinator first (it is last in the list), then storage nodes.
-    for p in procs.iter_mut().rev() {
+    for p in procs.iter() {
         if let Some(pid) = p.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_secs(10), p.child.wait())
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for p in procs {
+        if tokio::time::timeout_at(deadline, p.child.wait())
             .await
             .is_err()
         {
