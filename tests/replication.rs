@@ -269,14 +269,9 @@ async fn copies_hold_the_values_their_first_copy_computed() {
     assert_eq!(sqlstate(&e), "0A000", "{e:?}");
 }
 
-/// A copy whose rows disagree with its shard's first copy (here: rows deleted behind
-/// Tessera's back) is found by the next write that changes them, leaves its shard instead of
-/// drifting further or failing the write, and repair rebuilds it from the first copy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_that_disagrees_leaves_and_is_rebuilt() {
-    let cluster = Cluster::start(3, 2);
-    let c = cluster.client().await;
-    let rows: Vec<String> = (1..=40).map(|i| format!("({i}, 0)")).collect();
+/// Table `d`: rows `(i, i)` for i in 1..=40, in three copies per shard.
+async fn forty_rows_in_three_copies(c: &tokio_postgres::Client) {
+    let rows: Vec<String> = (1..=40).map(|i| format!("({i}, {i})")).collect();
     c.batch_execute(&format!(
         "CREATE TABLE d (id int PRIMARY KEY, v int) WITH (replicas = 3);
          INSERT INTO d VALUES {}",
@@ -284,57 +279,71 @@ async fn a_copy_that_disagrees_leaves_and_is_rebuilt() {
     ))
     .await
     .expect("setup");
-    // A copy that is not its shard's first: the second row of a shard in replica_check.
+}
+
+/// A shard and the node of its second copy (replica_check lists a shard's first copy first).
+async fn a_second_copy(c: &tokio_postgres::Client) -> (i64, String) {
     let check = c
         .query("SHOW tessera.replica_check", &[])
         .await
         .expect("check");
-    let (shard, node) = check
+    let shard: i64 = check[0].get(0);
+    let node = check
         .iter()
-        .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
-        .find(|(s, _)| check.iter().filter(|r| r.get::<_, i64>(0) == *s).count() == 3)
-        .map(|(s, _)| {
-            let second = check
-                .iter()
-                .filter(|r| r.get::<_, i64>(0) == s)
-                .nth(1)
-                .map(|r| r.get::<_, String>(1))
-                .expect("second copy");
-            (s, second)
-        })
-        .expect("a shard with three copies");
-    let file = cluster.dir.join(&node).join(format!("shard-{shard}.db"));
+        .filter(|r| r.get::<_, i64>(0) == shard)
+        .nth(1)
+        .map(|r| r.get(1))
+        .expect("a second copy");
+    (shard, node)
+}
+
+/// Changes `d` in the SQLite file of a copy, behind Tessera's back.
+fn damage(dir: &std::path::Path, node: &str, shard: i64, sql: &str) {
+    let file = dir.join(node).join(format!("shard-{shard}.db"));
     let copy = rusqlite::Connection::open(&file).expect("open the copy");
     copy.busy_timeout(Duration::from_secs(5))
         .expect("busy timeout");
-    let removed = copy.execute("DELETE FROM d", []).expect("damage the copy");
-    assert!(removed > 0, "the copy held rows");
-    drop(copy);
-    // The write goes on, on the copies that agree.
-    let n = c
-        .execute("UPDATE d SET v = v + 1", &[])
-        .await
-        .expect("update despite the damaged copy");
-    assert_eq!(n, 40);
-    // Repair brings the shard back to three agreeing copies.
+    let changed = copy.execute(sql, []).expect("damage the copy");
+    assert!(changed > 0, "the copy held rows");
+}
+
+/// Waits until `shard` has three copies and every copy of every shard agrees; then checks
+/// the sum of `d.v`.
+async fn healed(c: &tokio_postgres::Client, shard: i64, sum: i64) {
     let healed = common::wait_until(120, || async {
         let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
             return false;
         };
-        let of_shard: Vec<_> = check
-            .iter()
-            .filter(|r| r.get::<_, i64>(0) == shard)
-            .collect();
-        of_shard.len() == 3 && check.iter().all(|r| r.get::<_, bool>(4))
+        check.iter().filter(|r| r.get::<_, i64>(0) == shard).count() == 3
+            && check.iter().all(|r| r.get::<_, bool>(4))
     })
     .await;
     assert!(healed, "shard {shard} has three agreeing copies again");
-    let sum: i64 = c
+    let got: i64 = c
         .query_one("SELECT sum(v)::int8 FROM d", &[])
         .await
         .expect("sum")
         .get(0);
-    assert_eq!(sum, 40);
+    assert_eq!(got, sum);
+}
+
+/// A copy whose rows disagree with its shard's first copy (here: rows deleted behind
+/// Tessera's back) is found by the next write that changes them, leaves its shard instead of
+/// drifting further or failing the write, and repair rebuilds it from the first copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_disagrees_leaves_and_is_rebuilt() {
+    let cluster = Cluster::start(3, 2);
+    let c = cluster.client().await;
+    forty_rows_in_three_copies(&c).await;
+    let (shard, node) = a_second_copy(&c).await;
+    damage(&cluster.dir, &node, shard, "DELETE FROM d");
+    // The write goes on, on the copies that agree.
+    let n = c
+        .execute("UPDATE d SET v = 0", &[])
+        .await
+        .expect("update despite the damaged copy");
+    assert_eq!(n, 40);
+    healed(&c, shard, 0).await;
 }
 
 /// After a restart, every replicated shard's copies are compared before anything else, and
@@ -345,51 +354,15 @@ async fn copies_are_compared_after_a_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start_in(tmp.path(), 3, 2);
     let c = cluster.client().await;
-    let rows: Vec<String> = (1..=40).map(|i| format!("({i}, {i})")).collect();
-    c.batch_execute(&format!(
-        "CREATE TABLE d (id int PRIMARY KEY, v int) WITH (replicas = 3);
-         INSERT INTO d VALUES {}",
-        rows.join(", ")
-    ))
-    .await
-    .expect("setup");
-    let check = c
-        .query("SHOW tessera.replica_check", &[])
-        .await
-        .expect("check");
-    let shard: i64 = check[0].get(0);
-    let second: String = check
-        .iter()
-        .filter(|r| r.get::<_, i64>(0) == shard)
-        .nth(1)
-        .map(|r| r.get(1))
-        .expect("a second copy");
+    forty_rows_in_three_copies(&c).await;
+    let (shard, node) = a_second_copy(&c).await;
     drop(c);
     let dir = cluster.stop();
-    let file = dir.join(&second).join(format!("shard-{shard}.db"));
-    let copy = rusqlite::Connection::open(&file).expect("open the copy");
-    let changed = copy
-        .execute("UPDATE d SET v = -v", [])
-        .expect("damage the copy");
-    assert!(changed > 0, "the copy held rows");
-    drop(copy);
+    damage(&dir, &node, shard, "UPDATE d SET v = -v");
     let cluster = Cluster::start_in(&dir, 3, 2);
     let c = cluster.client().await;
-    let healed = common::wait_until(120, || async {
-        let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
-            return false;
-        };
-        check.iter().filter(|r| r.get::<_, i64>(0) == shard).count() == 3
-            && check.iter().all(|r| r.get::<_, bool>(4))
-    })
-    .await;
-    assert!(healed, "shard {shard} has three agreeing copies again");
-    let sum: i64 = c
-        .query_one("SELECT sum(v)::int8 FROM d", &[])
-        .await
-        .expect("sum")
-        .get(0);
-    assert_eq!(sum, 820, "the majority's rows were kept");
+    // The majority's rows are kept.
+    healed(&c, shard, 820).await;
 }
 
 /// `tessera admin node decommission`: the node's copies, single ones included, move to the
