@@ -88,10 +88,20 @@ async fn scram_logins_roles_and_privileges() {
         "ALTER ROLE alice SUPERUSER",
         "ALTER ROLE postgres PASSWORD 'x'",
         "DROP ROLE reader",
+        // Cluster administration is for superusers too.
+        "SELECT tessera_cache_clear()",
+        "SELECT tessera_drain('storage-1')",
+        "SELECT tessera_decommission('storage-1')",
+        "SELECT create_distributed_table('t', 'id', '8')",
+        "SELECT create_reference_table('t')",
     ] {
         let e = alice.batch_execute(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&e), "42501", "{sql}");
     }
+    admin
+        .batch_execute("SELECT tessera_cache_clear()")
+        .await
+        .expect("a superuser administers");
     // A role changes its own password; the old one stops working.
     alice
         .batch_execute("ALTER USER alice PASSWORD 'alice-2'")

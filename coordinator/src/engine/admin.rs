@@ -5,6 +5,7 @@
 use super::{ddl, Completion, Engine, QueryResult};
 use crate::catalog::Distribution;
 use crate::error::CoordError;
+use crate::session::Session;
 use crate::sql::infer::OutputColumn;
 use crate::sql::names::function_name;
 use sqlparser::ast::*;
@@ -59,9 +60,12 @@ impl Engine {
     /// Runs the administration call `name(args)` (see [`utility_call`]).
     pub(super) async fn admin_call(
         &self,
+        session: &Session,
         name: String,
         args: Vec<String>,
     ) -> Result<QueryResult, CoordError> {
+        // Before anything changes: moving data and clearing caches is for superusers.
+        self.require_superuser(session, &format!("call {name}()"))?;
         if matches!(
             name.as_str(),
             "tessera_decommission" | "tessera_drain" | "tessera_move_shard"

@@ -259,7 +259,7 @@ impl Engine {
             } => self.explain(session, statement, *analyze, params, &rctx).await,
             Statement::Query(q) if utility_call(q).is_some() => {
                 let (name, args) = utility_call(q).unwrap_or_default();
-                self.admin_call(name, args).await
+                self.admin_call(session, name, args).await
             }
             Statement::Query(_)
             | Statement::Insert(_)

@@ -76,8 +76,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Role management needs a superuser (when passwords are enforced).
-    fn require_superuser(&self, session: &Session, what: &str) -> Result<(), CoordError> {
+    /// Role management and cluster administration need a superuser (when passwords are
+    /// enforced).
+    pub(super) fn require_superuser(
+        &self,
+        session: &Session,
+        what: &str,
+    ) -> Result<(), CoordError> {
         if !self.auth_enforced() {
             return Ok(());
         }
