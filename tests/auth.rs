@@ -98,6 +98,17 @@ async fn scram_logins_roles_and_privileges() {
         let e = alice.batch_execute(sql).await.expect_err(sql);
         assert_eq!(sqlstate(&e), "42501", "{sql}");
     }
+    // Switching roles is refused, not answered `SET` while nothing changes.
+    for sql in ["SET ROLE postgres", "SET SESSION AUTHORIZATION postgres"] {
+        let e = alice.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), "0A000", "{sql}");
+    }
+    alice
+        .batch_execute(
+            "SET ROLE alice; SET ROLE NONE; RESET ROLE; SET SESSION AUTHORIZATION DEFAULT",
+        )
+        .await
+        .expect("the session's own role");
     admin
         .batch_execute("SELECT tessera_cache_clear()")
         .await

@@ -84,7 +84,22 @@ pub fn set(session: &mut Session, set: &Set) -> Result<QueryResult, CoordError> 
                 .insert("client_encoding".into(), charset_name.to_string());
         }
         Set::SetTransaction { modes, .. } => crate::engine::block::isolation_modes(modes)?,
-        Set::SetSessionAuthorization(_) | Set::SetRole { .. } => {}
+        // Another role for the session is not supported yet: refused, never answered `SET`
+        // while nothing changes. Naming the session's own role (or none) changes nothing.
+        Set::SetRole { role_name, .. } => {
+            if let Some(r) = role_name {
+                same_role(session, &crate::sql::names::ident(r), "SET ROLE")?;
+            }
+        }
+        Set::SetSessionAuthorization(p) => {
+            if let sqlparser::ast::SetSessionAuthorizationParamKind::User(u) = &p.kind {
+                same_role(
+                    session,
+                    &crate::sql::names::ident(u),
+                    "SET SESSION AUTHORIZATION",
+                )?;
+            }
+        }
         other => {
             return Err(CoordError::unsupported(format!(
                 "{other} is not supported yet"
@@ -100,6 +115,17 @@ pub fn set(session: &mut Session, set: &Set) -> Result<QueryResult, CoordError> 
             rows: None,
         },
     })
+}
+
+/// `0A000` unless `role` is the session's own.
+fn same_role(session: &Session, role: &str, what: &str) -> Result<(), CoordError> {
+    if role == session.user {
+        return Ok(());
+    }
+    Err(CoordError::unsupported(format!(
+        "{what} to another role is not supported yet: this session stays \"{}\"",
+        session.user
+    )))
 }
 
 /// `value` for the setting `name` as stored, or PostgreSQL's `22023` when the setting does not
