@@ -49,11 +49,8 @@ pub(super) async fn ordered_tasks(
             )));
         }
     } else {
-        let first_results: Vec<&TaskResult> = first_index
-            .iter()
-            .filter_map(|i| results[*i].as_ref())
-            .collect();
-        hand_changes_from(&mut copies, &firsts, &first_results);
+        let first_results = first_index.iter().filter_map(|i| results[*i].as_ref());
+        hand_changes(&mut copies, &firsts, first_results);
         let n = copies.len();
         let mut out = run_tasks(engine, catalog, copies, params, txn_id, session).await;
         // A cancel or timeout answers with one error for all.
@@ -180,15 +177,14 @@ pub(super) fn capture_for(firsts: &mut [Task], copies: &[Task]) {
     }
 }
 
-/// Gives each copy the row changes its shard's first copy recorded: it applies them instead of
-/// running the statement again. A copy whose first copy recorded none (it wrote a document
-/// table) runs the statement.
-pub(super) fn hand_changes(copies: &mut [Task], firsts: &[Task], results: &[TaskResult]) {
-    let results: Vec<&TaskResult> = results.iter().collect();
-    hand_changes_from(copies, firsts, &results);
-}
-
-fn hand_changes_from(copies: &mut [Task], firsts: &[Task], results: &[&TaskResult]) {
+/// Gives each copy the row changes its shard's first copy recorded (`results` are the first
+/// copies' results, in order): it applies them instead of running the statement again. A copy
+/// whose first copy recorded none (it wrote a document table) runs the statement.
+pub(super) fn hand_changes<'a>(
+    copies: &mut [Task],
+    firsts: &[Task],
+    results: impl IntoIterator<Item = &'a TaskResult>,
+) {
     let recorded: std::collections::HashMap<u64, Arc<Vec<u8>>> = firsts
         .iter()
         .zip(results)
