@@ -12,6 +12,7 @@
 //! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`work`]: one request's work on a shard copy: statements (their row changes recorded), or row changes applied.
+//! - [`space`]: room to commit: a prepare fails on a full disk (`53100`), a commit after it does not.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
 //! - [`versions`]: per-table data versions that change after every committed write (result-cache coherence).
 //! - [`service`]: the gRPC service translating requests into shard work.
@@ -29,6 +30,7 @@ pub mod manifest;
 pub mod pgfn;
 pub mod service;
 pub mod shards;
+pub mod space;
 pub mod versions;
 pub mod work;
 pub mod worker;

@@ -464,8 +464,20 @@ impl ShardRegistry {
             return Err(StorageError::NoSuchTxn(txn_id));
         };
         let ms = self.client_idle().as_millis() as u64;
+        let dir = self.config.data_dir.clone();
         match worker
-            .run(move |_| {
+            .run(move |c| {
+                // The transaction's pages go to the WAL now, and a reserve stays free: a full
+                // disk fails here, before any shard commits, rather than at a commit after
+                // others committed.
+                c.cache_flush().map_err(|e| match StorageError::from(e) {
+                    StorageError::Sql {
+                        sqlstate: "53100",
+                        message,
+                    } => crate::space::full(shard_id, message),
+                    other => other,
+                })?;
+                crate::space::check_reserve(&dir, shard_id)?;
                 idle.fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             })

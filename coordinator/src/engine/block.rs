@@ -52,9 +52,19 @@ impl Engine {
             return Ok(ended("ROLLBACK"));
         }
         let written: Vec<Target> = txn.written.iter().copied().collect();
-        if let Err(e) = crate::txn::commit::copies_unchanged(&self.catalog.snapshot(), &written) {
+        let catalog = self.catalog.snapshot();
+        if let Err(e) = crate::txn::commit::copies_unchanged(&catalog, &written) {
             let _ = self.txn.finish_all(&targets, txn.id, false).await;
             return Err(e);
+        }
+        // Every written shard prepares before the decision: one that cannot (a full disk,
+        // 53100) fails the transaction before any shard commits.
+        if written.len() > 1 {
+            let prepared = self.txn.prepare_all(&catalog, &written, txn.id).await;
+            if let Some(e) = prepared.into_iter().find_map(Result::err) {
+                let _ = self.txn.finish_all(&targets, txn.id, false).await;
+                return Err(e);
+            }
         }
         self.txn.commit_all(&targets, txn.id).await?;
         Ok(ended("COMMIT"))

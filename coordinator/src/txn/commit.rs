@@ -77,7 +77,15 @@ impl TxnManager {
     /// fail the commit if every other target committed and the lost copy leaves its shard (a
     /// majority remaining): nobody reads it again. Otherwise as [`TxnManager::finish_all`].
     pub async fn commit_all(&self, targets: &[Target], txn_id: u64) -> Result<(), CoordError> {
-        let done = self.finish_each(targets, txn_id, true).await?;
+        let done = match self.finish_each(targets, txn_id, true).await {
+            Ok(done) => done,
+            // The decision could not be recorded (its disk is full): nothing committed, and
+            // nothing may stay prepared holding locks.
+            Err(e) => {
+                let _ = self.finish_each(targets, txn_id, false).await;
+                return Err(e);
+            }
+        };
         let catalog = self.catalog.snapshot();
         let lost = lost_copies(&catalog, targets, &done);
         let committed_elsewhere = !lost.is_empty()
@@ -86,13 +94,22 @@ impl TxnManager {
                 .zip(&done)
                 .all(|(t, r)| r.is_ok() || lost.contains(t));
         if committed_elsewhere && self.drop_lost_copies(&lost, &[]).await.is_ok() {
-            self.log.done(txn_id)?;
+            self.done(txn_id);
             return Ok(());
         }
         if done.iter().all(|r| r.is_ok()) && targets.len() > 1 {
-            self.log.done(txn_id)?;
+            self.done(txn_id);
         }
         fold_finish(targets, done, txn_id, true)
+    }
+
+    /// Records that every target of `txn_id` committed. Failing to is no failure of the commit:
+    /// a decision without `done` only makes the next start send COMMIT again, which a shard
+    /// that committed answers as done.
+    fn done(&self, txn_id: u64) {
+        if let Err(e) = self.log.done(txn_id) {
+            tracing::warn!(txn_id, error = %e, "could not record a finished commit; the next start finishes it again");
+        }
     }
 
     /// Commits or rolls back `txn_id` on every target. Returns the first failure; a commit that
@@ -105,7 +122,7 @@ impl TxnManager {
     ) -> Result<(), CoordError> {
         let results = self.finish_each(targets, txn_id, commit).await?;
         if commit && results.iter().all(|r| r.is_ok()) && targets.len() > 1 {
-            self.log.done(txn_id)?;
+            self.done(txn_id);
         }
         fold_finish(targets, results, txn_id, commit)
     }
