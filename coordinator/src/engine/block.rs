@@ -57,10 +57,16 @@ impl Engine {
             let _ = self.txn.finish_all(&targets, txn.id, false).await;
             return Err(e);
         }
-        // Every written shard prepares before the decision: one that cannot (a full disk,
+        // Every written shard still in the transaction (a rollback to a savepoint ends those
+        // first touched after it) prepares before the decision: one that cannot (a full disk,
         // 53100) fails the transaction before any shard commits.
-        if written.len() > 1 {
-            let prepared = self.txn.prepare_all(&catalog, &written, txn.id).await;
+        let writing: Vec<Target> = written
+            .iter()
+            .copied()
+            .filter(|t| txn.touched.contains(t))
+            .collect();
+        if writing.len() > 1 {
+            let prepared = self.txn.prepare_all(&catalog, &writing, txn.id).await;
             if let Some(e) = prepared.into_iter().find_map(Result::err) {
                 let _ = self.txn.finish_all(&targets, txn.id, false).await;
                 return Err(e);
