@@ -27,7 +27,8 @@
 //!
 //! Transactions and copies:
 //! - [`txn`]: the commit protocol across shards and copies, and its decision log.
-//! - [`replication`]: failure detection, re-replication, fills, moves, placement of copies.
+//! - [`replication`]: failure detection, re-replication, fills, moves, placement of copies,
+//!   and the comparison of copies after a restart.
 //!
 //! The ground:
 //! - [`cluster`]: gRPC (or in-process) clients to storage nodes.
