@@ -154,42 +154,6 @@ unsafe fn change_table(it: *mut ffi::sqlite3_changeset_iter) -> Option<String> {
     )
 }
 
-/// The tables a patchset changes, in the order it first changes them.
-pub fn tables(changes: &[u8]) -> Result<Vec<String>, StorageError> {
-    let mut out: Vec<String> = Vec::new();
-    if changes.is_empty() {
-        return Ok(out);
-    }
-    let len = c_int::try_from(changes.len()).map_err(|_| too_big())?;
-    let mut it: *mut ffi::sqlite3_changeset_iter = std::ptr::null_mut();
-    // SAFETY: SQLite only reads the `len` bytes at `changes` (the pointer is `*mut` in its
-    // signature alone), which outlive the iterator, finalized below.
-    let rc = unsafe { ffi::sqlite3changeset_start(&mut it, len, changes.as_ptr() as *mut c_void) };
-    if rc != ffi::SQLITE_OK {
-        return Err(corrupt(rc));
-    }
-    let mut rc;
-    loop {
-        // SAFETY: `it` is the live iterator started above.
-        rc = unsafe { ffi::sqlite3changeset_next(it) };
-        if rc != ffi::SQLITE_ROW {
-            break;
-        }
-        // SAFETY: `it` is positioned on a change (SQLITE_ROW).
-        if let Some(t) = unsafe { change_table(it) } {
-            if !out.contains(&t) {
-                out.push(t);
-            }
-        }
-    }
-    // SAFETY: finalizes the iterator started above, once.
-    let done = unsafe { ffi::sqlite3changeset_finalize(it) };
-    if rc != ffi::SQLITE_DONE || done != ffi::SQLITE_OK {
-        return Err(corrupt(if rc != ffi::SQLITE_DONE { rc } else { done }));
-    }
-    Ok(out)
-}
-
 fn too_big() -> StorageError {
     StorageError::Sql {
         sqlstate: "54000",
@@ -197,18 +161,25 @@ fn too_big() -> StorageError {
     }
 }
 
-fn corrupt(rc: c_int) -> StorageError {
-    StorageError::Sql {
-        sqlstate: "XX001",
-        message: format!("unreadable row changes from the shard's first copy (SQLite code {rc})"),
-    }
-}
-
-/// What the conflict handler of [`apply`] knows and learns.
+/// What the callbacks of [`apply`] know and learn.
 struct Conflicts {
     lenient: bool,
     /// The first conflict met, described (strict mode).
     first: Option<String>,
+    /// The tables the patchset changes, as SQLite names them before applying each one's changes.
+    tables: Vec<String>,
+}
+
+unsafe extern "C" fn on_table(ctx: *mut c_void, table: *const c_char) -> c_int {
+    // SAFETY: as for `on_conflict`; SQLite passes a NUL-terminated table name, copied at once.
+    let conflicts = unsafe { &mut *ctx.cast::<Conflicts>() };
+    if !table.is_null() {
+        let name = unsafe { CStr::from_ptr(table) }
+            .to_string_lossy()
+            .into_owned();
+        conflicts.tables.push(name);
+    }
+    1
 }
 
 unsafe extern "C" fn on_conflict(
@@ -243,17 +214,22 @@ unsafe extern "C" fn on_conflict(
 }
 
 /// Applies a patchset captured on the shard's first copy to `conn` (inside its open
-/// transaction; SQLite applies it within a savepoint, all or nothing). `lenient` for a copy
-/// being filled: a row it lacks is skipped and a row it holds already is replaced. Otherwise
-/// any conflict fails with `XX001`.
-pub fn apply(conn: &Connection, changes: &[u8], lenient: bool) -> Result<(), StorageError> {
+/// transaction; SQLite applies it within a savepoint, all or nothing), and returns the tables
+/// it changed. `lenient` for a copy being filled: a row it lacks is skipped and a row it holds
+/// already is replaced. Otherwise any conflict fails with `XX001`.
+pub fn apply(
+    conn: &Connection,
+    changes: &[u8],
+    lenient: bool,
+) -> Result<Vec<String>, StorageError> {
     if changes.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
     let len = c_int::try_from(changes.len()).map_err(|_| too_big())?;
     let mut conflicts = Conflicts {
         lenient,
         first: None,
+        tables: Vec::new(),
     };
     // SAFETY: `conn.handle()` is the open connection, borrowed for the call; SQLite only reads
     // the `len` bytes at `changes`; `conflicts` outlives the call and is reached only through
@@ -263,13 +239,13 @@ pub fn apply(conn: &Connection, changes: &[u8], lenient: bool) -> Result<(), Sto
             conn.handle(),
             len,
             changes.as_ptr() as *mut c_void,
-            None,
+            Some(on_table),
             Some(on_conflict),
             (&mut conflicts as *mut Conflicts).cast(),
         )
     };
     if rc == ffi::SQLITE_OK {
-        return Ok(());
+        return Ok(conflicts.tables);
     }
     match conflicts.first {
         Some(conflict) => Err(StorageError::Sql {
@@ -278,7 +254,7 @@ pub fn apply(conn: &Connection, changes: &[u8], lenient: bool) -> Result<(), Sto
                 "this copy disagrees with its shard's first copy ({conflict}); the write was not applied here"
             ),
         }),
-        None => check(conn, rc),
+        None => check(conn, rc).map(|()| conflicts.tables),
     }
 }
 
@@ -311,17 +287,18 @@ mod tests {
         out
     }
 
-    /// Runs `sql` on `first` while capturing, then applies the patchset to `copy`.
-    fn replicate(first: &Connection, copy: &Connection, sql: &str) -> Vec<u8> {
+    /// Runs `sql` on `first` while capturing, then applies the patchset to `copy`; returns the
+    /// tables it changed.
+    fn replicate(first: &Connection, copy: &Connection, sql: &str) -> Vec<String> {
         first.execute_batch("BEGIN").expect("begin");
         let capture = Capture::start(first).expect("start");
         first.execute_batch(sql).expect("run");
         let changes = capture.finish(first).expect("finish").expect("captured");
         first.execute_batch("COMMIT").expect("commit");
         copy.execute_batch("BEGIN").expect("begin");
-        apply(copy, &changes, false).expect("apply");
+        let tables = apply(copy, &changes, false).expect("apply");
         copy.execute_batch("COMMIT").expect("commit");
-        changes
+        tables
     }
 
     #[test]
@@ -335,7 +312,7 @@ mod tests {
              UPDATE __tessera_doclock SET n = n + 1;",
         );
         assert_eq!(dump(&a), dump(&b));
-        let changes = replicate(
+        let tables = replicate(
             &a,
             &b,
             "UPDATE k SET v = hex(randomblob(4)) WHERE id = 1;
@@ -345,7 +322,7 @@ mod tests {
         );
         assert_eq!(dump(&a), dump(&b));
         assert_eq!(dump(&a).len(), 2);
-        assert_eq!(tables(&changes).expect("tables"), vec!["k", "r"]);
+        assert_eq!(tables, vec!["k", "r"]);
         // Tessera's own tables are not replicated.
         let n: i64 = b
             .query_row("SELECT n FROM __tessera_doclock", [], |r| r.get(0))

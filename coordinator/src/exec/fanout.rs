@@ -49,9 +49,9 @@ pub(super) async fn run_tasks_to_end(
         async move {
             let t = task.target;
             let node = catalog.node(t.node)?;
-            let work = match &task.changes {
+            let work = match task.changes {
                 Some(changes) => Work::Apply {
-                    changes: changes.to_vec(),
+                    changes,
                     lenient: catalog
                         .shard(t.shard)
                         .is_some_and(|(_, s)| s.filling.contains(&t.node)),

@@ -82,7 +82,7 @@ pub(super) struct Task {
     /// The first copy of a replicated write: record the row changes for the other copies.
     pub(super) capture: bool,
     /// Another copy: apply the first copy's row changes instead of running `sql`.
-    pub(super) changes: Option<Arc<Vec<u8>>>,
+    pub(super) changes: Option<Vec<u8>>,
 }
 
 impl Task {

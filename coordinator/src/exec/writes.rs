@@ -185,15 +185,17 @@ pub(super) fn hand_changes<'a>(
     firsts: &[Task],
     results: impl IntoIterator<Item = &'a TaskResult>,
 ) {
-    let recorded: std::collections::HashMap<u64, Arc<Vec<u8>>> = firsts
+    let recorded: std::collections::HashMap<u64, &Vec<u8>> = firsts
         .iter()
         .zip(results)
         .filter_map(|(f, r)| match r {
-            Ok((_, _, _, Some(changes))) => Some((f.target.shard, Arc::new(changes.clone()))),
+            Ok((_, _, _, Some(changes))) => Some((f.target.shard, changes)),
             _ => None,
         })
         .collect();
     for c in copies {
-        c.changes = recorded.get(&c.target.shard).cloned();
+        c.changes = recorded
+            .get(&c.target.shard)
+            .map(|changes| changes.to_vec());
     }
 }

@@ -158,11 +158,12 @@ impl TxnManager {
 /// disagree with the shard's first copy (`XX001` from applying the first copy's row changes;
 /// such a copy leaves and is rebuilt by repair, never left serving).
 pub fn copy_is_lost(e: &CoordError) -> bool {
-    match e {
-        CoordError::NodeUnavailable { .. } => true,
-        CoordError::Storage { sqlstate, .. } => sqlstate == "XX001",
-        _ => false,
-    }
+    matches!(e, CoordError::NodeUnavailable { .. }) || copy_diverged(e)
+}
+
+/// Whether `e` says a copy's rows disagree with its shard's first copy (`XX001`).
+fn copy_diverged(e: &CoordError) -> bool {
+    matches!(e, CoordError::Storage { sqlstate, .. } if sqlstate == "XX001")
 }
 
 /// The targets lost to their shards ([`copy_is_lost`]), on shards with more than one copy.
@@ -192,9 +193,7 @@ pub fn diverged_copies<T>(targets: &[Target], results: &[Result<T, CoordError>])
     targets
         .iter()
         .zip(results)
-        .filter(
-            |(_, r)| matches!(r, Err(CoordError::Storage { sqlstate, .. }) if sqlstate == "XX001"),
-        )
+        .filter(|(_, r)| r.as_ref().err().is_some_and(copy_diverged))
         .map(|(t, _)| *t)
         .collect()
 }
