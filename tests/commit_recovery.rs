@@ -1,6 +1,9 @@
 //! A coordinator that dies after deciding a multi-shard commit, before any shard commits:
 //! the restarted coordinator finishes the commit from its decision log, so no half-committed
-//! statement is ever visible. Roles run as separate processes, as on separate hosts.
+//! statement is ever visible. And a storage node that dies after its prepare, before its
+//! commit, with every other process killed -9 after it: the prepared transaction's row
+//! changes were on its disk, so the restarted cluster commits them there too. Roles run as
+//! separate processes, as on separate hosts.
 
 mod common;
 
@@ -100,4 +103,98 @@ async fn a_decided_commit_survives_a_coordinator_crash() {
             .get::<_, i64>(0),
         24
     );
+}
+
+fn storage_role(name: &str, listen: &str, dir: &std::path::Path, env: &[(&str, &str)]) -> Role {
+    let data = dir.join(name).display().to_string();
+    Role::start(
+        &[
+            "storage",
+            "--listen",
+            listen,
+            "--name",
+            name,
+            "--data-dir",
+            &data,
+        ],
+        env,
+    )
+}
+
+async fn connect(port: u16) -> tokio_postgres::Client {
+    let conn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let (c, h) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(h);
+    c
+}
+
+/// Node s2 aborts when told to commit a prepared transaction: s1's shards committed, s2's had
+/// only prepared. Then the coordinator and s1 are killed -9 too, and everything restarts. The
+/// restarted coordinator re-sends its decision; s2 finds the transaction in doubt (its
+/// changes in its prepared log) and commits it: all twenty rows, on every shard. Before the
+/// prepared log, s2 answered that it knew no such transaction, and the statement stayed
+/// half committed for good (the rows of s1's shards only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_dies_between_prepare_and_commit_commits_after_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut s1 = storage_role("s1", "127.0.0.1:0", dir.path(), &[]);
+    let mut s2 = storage_role(
+        "s2",
+        "127.0.0.1:0",
+        dir.path(),
+        &[("TESSERA_FAULT", "crash-before-prepared-commit")],
+    );
+    let storage = format!("s1={},s2={}", s1.addr, s2.addr);
+    let coord_dir = dir.path().join("coord").display().to_string();
+    let coord_args = [
+        "coordinator",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &coord_dir,
+        "--default-shards",
+        "4",
+        "--storage",
+        &storage,
+    ];
+    let mut coord = Role::start(&coord_args, &[]);
+    let c = connect(coord.port()).await;
+    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text) PARTITION BY HASH (id)")
+        .await
+        .expect("create");
+    let values: Vec<String> = (1..=20).map(|i| format!("({i}, 'v{i}')")).collect();
+    let r = c
+        .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await;
+    assert!(r.is_err(), "s2 should have died mid-commit");
+    assert!(!s2.child.wait().expect("wait").success());
+    // Every other process dies too, without a chance to finish anything.
+    for role in [&mut coord, &mut s1] {
+        common::kill9(role.child.id());
+        let _ = role.child.wait();
+    }
+    let (a1, a2) = (s1.addr.clone(), s2.addr.clone());
+    drop((s1, s2, coord));
+    let _s1 = storage_role("s1", &a1, dir.path(), &[]);
+    let _s2 = storage_role("s2", &a2, dir.path(), &[]);
+    let coord = Role::start(&coord_args, &[]);
+    let c = connect(coord.port()).await;
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM t ORDER BY id", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=20).collect::<Vec<i64>>(),
+        "every shard committed the decided transaction"
+    );
+    // No shard is left in doubt: each takes writes again.
+    c.batch_execute("INSERT INTO t VALUES (21, 'x'), (22, 'y'), (23, 'z'), (24, 'w')")
+        .await
+        .expect("insert after recovery");
 }

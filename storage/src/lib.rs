@@ -12,6 +12,9 @@
 //! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`work`]: one request's work on a shard copy: statements (their row changes recorded), or row changes applied.
+//! - [`txn_changes`]: an open transaction's row changes so far on a copy, cut back at `ROLLBACK TO SAVEPOINT`.
+//! - [`prepared`]: the node's prepared log: a prepared transaction's row changes on disk (group-committed) until it ends.
+//! - [`in_doubt`]: transactions prepared before a restart and not yet decided; their shards take no writes meanwhile.
 //! - [`space`]: room to commit: a prepare fails on a full disk (`53100`), a commit after it does not.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
 //! - [`versions`]: per-table data versions that change after every committed write (result-cache coherence).
@@ -24,13 +27,16 @@ pub mod docstore;
 pub mod doctab;
 pub mod error;
 pub mod exec;
+pub mod in_doubt;
 pub mod jsonfn;
 pub mod jsonsrf;
 pub mod manifest;
 pub mod pgfn;
+pub mod prepared;
 pub mod service;
 pub mod shards;
 pub mod space;
+pub mod txn_changes;
 pub mod versions;
 pub mod work;
 pub mod worker;

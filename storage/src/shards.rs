@@ -1,7 +1,9 @@
 //! The shard registry: which shards this node hosts, their autocommit workers and open transactions.
 
 use crate::exec::run_batch;
+use crate::in_doubt::InDoubt;
 use crate::manifest::{Manifest, ShardEntry, ShardKindOnDisk};
+use crate::prepared::{PreparedLog, Record, COMMITTED_TABLE};
 use crate::versions::{ChangeTracker, DataVersions};
 pub use crate::work::{Done, Work};
 use crate::worker::Worker;
@@ -52,6 +54,10 @@ pub struct ShardRegistry {
     holders: Arc<LockHolders>,
     /// Rows of document tables (all shards of this node).
     docs: Arc<crate::docstore::DocStore>,
+    /// The row changes of transactions prepared here, on disk until they end.
+    prepared: Arc<PreparedLog>,
+    /// Transactions prepared before the last stop and not yet decided.
+    in_doubt: Arc<InDoubt>,
 }
 
 /// Database → the transaction holding its write lock, as far as this node knows.
@@ -111,18 +117,24 @@ impl ShardRegistry {
             &config.data_dir.join("documents"),
             &config.synchronous,
         )?);
-        let reg = ShardRegistry {
+        let (prepared, records) =
+            PreparedLog::open(&config.data_dir.join("prepared.db"), &config.synchronous)?;
+        let mut reg = ShardRegistry {
             docs,
-            config,
             manifest: Mutex::new(manifest.clone()),
             shards: DashMap::new(),
             txns: Arc::new(DashMap::new()),
             versions: Arc::new(DataVersions::new()),
             holders: Arc::default(),
+            prepared: Arc::new(prepared),
+            in_doubt: Arc::new(InDoubt::new(vec![], Duration::ZERO)),
+            config,
         };
         for entry in &manifest.shards {
             reg.open_shard(entry.id, entry.kind)?;
         }
+        let undecided = reg.sort_out_prepared(records, &manifest)?;
+        reg.in_doubt = Arc::new(InDoubt::new(undecided, reg.client_idle()));
         tracing::info!(shards = manifest.shards.len(), dir = %reg.config.data_dir.display(), "opened shards");
         Ok(reg)
     }
@@ -137,6 +149,9 @@ impl ShardRegistry {
     fn open_shard(&self, id: u64, kind: ShardKindOnDisk) -> Result<Shard, StorageError> {
         let path = self.shard_path(id, kind);
         let mut conn = open_connection(&self.config, &path, kind, self.doc_module(id))?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS main.{COMMITTED_TABLE} (txn INTEGER PRIMARY KEY)"
+        ))?;
         let tracker = self.tracker(&mut conn, id, kind)?;
         let worker = Worker::spawn(
             format!("shard-{id}"),
@@ -257,6 +272,12 @@ impl ShardRegistry {
             }
         }
         shard.worker.close().await;
+        for txn in self.in_doubt.drop_shard(id) {
+            self.prepared.forget(txn, id);
+        }
+        for txn in self.prepared.live_on(id) {
+            self.prepared.forget(txn, id);
+        }
         if shard.kind == ShardKindOnDisk::Sql {
             self.docs.drop_shard(id)?;
             for suffix in ["", "-wal", "-shm"] {
@@ -307,6 +328,8 @@ impl ShardRegistry {
         work: Work,
         idle: Option<Duration>,
     ) -> Result<Done, StorageError> {
+        let asked = matches!(work, Work::Run { capture: true, .. });
+        let in_doubt = self.in_doubt_on(shard_id).then(|| self.in_doubt.clone());
         if txn_id == 0 {
             let shard = self.shard(shard_id)?;
             let t = shard.tracker.clone();
@@ -314,12 +337,17 @@ impl ShardRegistry {
             return shard
                 .worker
                 .run(move |c| {
-                    if fenced.load(std::sync::atomic::Ordering::SeqCst) {
-                        if let Work::Run { statements, .. } = &work {
-                            refuse_writes_while_fenced(c, shard_id, statements)?;
-                        }
+                    if fenced.load(std::sync::atomic::Ordering::SeqCst)
+                        && matches!(work, Work::Run { .. })
+                    {
+                        refuse_writes(c, &work, || Some(fenced_error(shard_id)))?;
                     }
-                    work.autocommit(c, &t)
+                    if let Some(d) = &in_doubt {
+                        refuse_writes(c, &work, || d.refuse_writes(shard_id).err())?;
+                    }
+                    let mut done = work.autocommit(c, &t)?;
+                    done.changes = done.changes.filter(|_| asked);
+                    Ok(done)
                 })
                 .await;
         }
@@ -328,8 +356,11 @@ impl ShardRegistry {
         let main_db = self.lock_key(shard_id);
         match worker
             .run(move |c| {
+                if let Some(d) = &in_doubt {
+                    refuse_writes(c, &work, || d.refuse_writes(shard_id).err())?;
+                }
                 let savepoint = work.sets_savepoint();
-                let r = work.in_txn(c, &t);
+                let r = work.in_open_txn(c, &t);
                 holders.note(c, main_db, txn_id);
                 crate::work::fresh_snapshot_next(c, savepoint);
                 r
@@ -399,6 +430,7 @@ impl ShardRegistry {
         conn.execute_batch("BEGIN")?;
         let txns = self.txns.clone();
         let holders = self.holders.clone();
+        let prepared = self.prepared.clone();
         let idle = Arc::new(std::sync::atomic::AtomicU64::new(
             idle.unwrap_or_else(|| self.client_idle()).as_millis() as u64,
         ));
@@ -409,6 +441,7 @@ impl ShardRegistry {
             move |c| {
                 tracing::warn!(txn_id, shard_id, "rolling back idle transaction");
                 let _ = c.execute_batch("ROLLBACK");
+                prepared.forget(txn_id, shard_id);
                 txns.remove(&(txn_id, shard_id));
                 holders.release(txn_id);
             },
@@ -422,7 +455,8 @@ impl ShardRegistry {
     }
 
     /// Commits or rolls back a transaction's work on one shard. Rolling back an
-    /// unknown transaction succeeds (it holds nothing); committing one fails.
+    /// unknown transaction succeeds (it holds nothing); committing one fails, unless it is in
+    /// doubt here ([`crate::in_doubt`]): then its recorded changes commit.
     pub async fn finish_txn(
         &self,
         shard_id: u64,
@@ -430,14 +464,30 @@ impl ShardRegistry {
         commit: bool,
     ) -> Result<(), StorageError> {
         let Some((_, (worker, _, _))) = self.txns.remove(&(txn_id, shard_id)) else {
-            return if commit {
-                Err(StorageError::NoSuchTxn(txn_id))
-            } else {
-                Ok(())
-            };
+            return self.finish_in_doubt(shard_id, txn_id, commit).await;
         };
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
-        let r = match worker.run(move |c| Ok(c.execute_batch(sql)?)).await {
+        let prepared = self.prepared.clone();
+        let finish = move |c: &mut Connection| {
+            let recorded = prepared.holds(txn_id, shard_id);
+            if commit
+                && crate::txn_changes::prepared()
+                && std::env::var("TESSERA_FAULT").as_deref() == Ok("crash-before-prepared-commit")
+            {
+                // Test hook: die after the prepare, before this copy commits.
+                std::process::abort();
+            }
+            if commit && recorded {
+                crate::work::note_committed(c, txn_id)?;
+            }
+            c.execute_batch(sql)?;
+            if recorded {
+                prepared.forget(txn_id, shard_id);
+                prune_committed(c, &prepared, shard_id);
+            }
+            Ok(())
+        };
+        let r = match worker.run(finish).await {
             Err(StorageError::WorkerGone) if commit => Err(StorageError::NoSuchTxn(txn_id)),
             Err(StorageError::WorkerGone) => Ok(()),
             r => r,
@@ -465,6 +515,7 @@ impl ShardRegistry {
         };
         let ms = self.client_idle().as_millis() as u64;
         let dir = self.config.data_dir.clone();
+        let prepared = self.prepared.clone();
         match worker
             .run(move |c| {
                 // The transaction's pages go to the WAL now, and a reserve stays free: a full
@@ -478,6 +529,17 @@ impl ShardRegistry {
                     other => other,
                 })?;
                 crate::space::check_reserve(&dir, shard_id)?;
+                // Its row changes on disk: a crash of this process before the decision leaves
+                // it in doubt, not lost.
+                match crate::txn_changes::snapshot() {
+                    Some(changes) => prepared.put(txn_id, shard_id, changes)?,
+                    None => tracing::debug!(
+                        txn_id,
+                        shard_id,
+                        "a prepared transaction that wrote document tables is not recorded"
+                    ),
+                }
+                crate::txn_changes::note_prepared();
                 idle.fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             })
@@ -486,6 +548,88 @@ impl ShardRegistry {
             Err(StorageError::WorkerGone) => Err(StorageError::NoSuchTxn(txn_id)),
             r => r,
         }
+    }
+
+    /// Decides a transaction that is not open here: one in doubt commits its recorded changes
+    /// or forgets them; an unknown one rolls back as a no-op and fails to commit.
+    async fn finish_in_doubt(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        commit: bool,
+    ) -> Result<(), StorageError> {
+        let Some(changes) = self.in_doubt.take(txn_id, shard_id) else {
+            return if commit {
+                Err(StorageError::NoSuchTxn(txn_id))
+            } else {
+                Ok(())
+            };
+        };
+        if commit {
+            let shard = self.shard(shard_id)?;
+            let t = shard.tracker.clone();
+            let recorded = changes.clone();
+            let r = shard
+                .worker
+                .run(move |c| crate::work::commit_recorded(c, &t, txn_id, &recorded))
+                .await;
+            if let Err(e) = r {
+                self.in_doubt.put_back(txn_id, shard_id, changes);
+                return Err(e);
+            }
+            tracing::info!(txn_id, shard_id, "committed an in-doubt transaction");
+        }
+        self.prepared.forget(txn_id, shard_id);
+        Ok(())
+    }
+
+    /// Whether a transaction is in doubt on `shard` (those whose wait ran out rolled back).
+    fn in_doubt_on(&self, shard: u64) -> bool {
+        for (txn, s) in self.in_doubt.expired() {
+            self.prepared.forget(txn, s);
+        }
+        self.in_doubt.on(shard)
+    }
+
+    /// Sorts the prepared log's records at start: a transaction whose id is in its shard's
+    /// committed table committed before the stop (its record is forgotten); the others are in
+    /// doubt. Then the committed tables are emptied: they only tell records left behind.
+    fn sort_out_prepared(
+        &self,
+        records: Vec<Record>,
+        manifest: &Manifest,
+    ) -> Result<Vec<Record>, StorageError> {
+        let mut undecided = Vec::new();
+        for r in records {
+            let Some(entry) = manifest.shards.iter().find(|e| e.id == r.shard) else {
+                self.prepared.forget_durably(r.txn, r.shard)?;
+                continue;
+            };
+            let c = Connection::open(self.shard_path(entry.id, entry.kind))?;
+            let committed: bool = c.query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM main.{COMMITTED_TABLE} WHERE txn = ?1)"),
+                [r.txn as i64],
+                |row| row.get(0),
+            )?;
+            if committed {
+                self.prepared.forget_durably(r.txn, r.shard)?;
+            } else {
+                tracing::warn!(txn = r.txn, shard = r.shard, "a transaction prepared before the restart is in doubt until its coordinator decides it");
+                undecided.push(r);
+            }
+        }
+        for entry in &manifest.shards {
+            let c = Connection::open(self.shard_path(entry.id, entry.kind))?;
+            let any: bool = c.query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM main.{COMMITTED_TABLE})"),
+                [],
+                |row| row.get(0),
+            )?;
+            if any {
+                c.execute(&format!("DELETE FROM main.{COMMITTED_TABLE}"), [])?;
+            }
+        }
+        Ok(undecided)
     }
 
     /// Sizes and per-table row counts of every shard.
@@ -537,29 +681,62 @@ impl ShardRegistry {
     }
 }
 
-/// Refuses a batch with a writing statement on a fenced shard: 40001, for the coordinator or
-/// client to retry with a plan that writes every copy in a checked transaction.
-fn refuse_writes_while_fenced(
+/// Refuses work that writes rows with `refusal`'s error, if it gives one. Schema changes reach
+/// every copy (the one being filled included) and are not refused.
+fn refuse_writes(
     conn: &Connection,
-    shard_id: u64,
-    statements: &[Statement],
+    work: &Work,
+    refusal: impl FnOnce() -> Option<StorageError>,
 ) -> Result<(), StorageError> {
-    for st in statements {
-        // Schema changes reach every copy, the one being filled included: not refused.
-        let head = st.sql.trim_start().get(..6).unwrap_or("");
-        let ddl = ["CREATE", "DROP T", "DROP I", "ALTER "]
-            .iter()
-            .any(|p| head.eq_ignore_ascii_case(p));
-        if !ddl && !conn.prepare_cached(&st.sql)?.readonly() {
-            return Err(StorageError::Sql {
-                sqlstate: "40001",
-                message: format!(
-                    "could not serialize access: shard {shard_id} is being copied and this write was planned before the copy began; retry"
-                ),
-            });
+    let writes = match work {
+        Work::Apply { changes, .. } => !changes.is_empty(),
+        Work::Run { statements, .. } => {
+            let mut writes = false;
+            for st in statements {
+                let head = st.sql.trim_start().get(..6).unwrap_or("");
+                let ddl = ["CREATE", "DROP T", "DROP I", "ALTER "]
+                    .iter()
+                    .any(|p| head.eq_ignore_ascii_case(p));
+                if !ddl && !conn.prepare_cached(&st.sql)?.readonly() {
+                    writes = true;
+                    break;
+                }
+            }
+            writes
         }
+    };
+    match refusal().filter(|_| writes) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// 40001 for a write to a fenced shard, for the coordinator or client to retry with a plan
+/// that writes every copy in a checked transaction.
+fn fenced_error(shard_id: u64) -> StorageError {
+    StorageError::Sql {
+        sqlstate: "40001",
+        message: format!(
+            "could not serialize access: shard {shard_id} is being copied and this write was planned before the copy began; retry"
+        ),
+    }
+}
+
+/// Now and then (one commit of a recorded transaction in 1,024 on this node), empties a
+/// shard's committed table of every transaction no longer recorded in the prepared log: the
+/// table only tells, after a crash, which left-behind records committed.
+fn prune_committed(c: &Connection, prepared: &PreparedLog, shard: u64) {
+    static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1024 != 1023 {
+        return;
+    }
+    let live = serde_json::to_string(&prepared.live_on(shard)).unwrap_or_else(|_| "[]".into());
+    let sql = format!(
+        "DELETE FROM main.{COMMITTED_TABLE} WHERE txn NOT IN (SELECT value FROM json_each(?1))"
+    );
+    if let Err(e) = c.execute(&sql, [live]) {
+        tracing::warn!(shard, error = %e, "could not prune the committed table");
+    }
 }
 
 /// The worker hook that publishes a connection's committed writes.
@@ -635,246 +812,4 @@ fn open_connection(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tessera_shared::proto::ShardKind;
-
-    fn write(sql: &str) -> Vec<Statement> {
-        vec![Statement {
-            sql: sql.into(),
-            params: vec![],
-            returns_rows: false,
-        }]
-    }
-
-    /// Two transactions lock two shards in opposite orders. The younger one's wait for the
-    /// older one's lock ends after `younger_wait_ms` with 40001; the older one, waiting for
-    /// the younger one's lock, then gets it and commits. Without the ordering both waited out
-    /// the lock timeout, and the older one (waiting first) was the one to fail.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lock_cycle_fails_the_younger_transaction() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let reg = Arc::new(
-            ShardRegistry::open(StorageConfig {
-                data_dir: dir.path().to_path_buf(),
-                busy_timeout_ms: 20_000,
-                younger_wait_ms: 50,
-                ..StorageConfig::default()
-            })
-            .expect("open"),
-        );
-        for shard in [1, 2] {
-            reg.create_shard(
-                shard,
-                ShardKind::Sql,
-                vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".into()],
-            )
-            .await
-            .expect("shard");
-        }
-        let (older, younger) = (100, 200);
-        reg.execute(1, older, write("INSERT INTO t VALUES (1, 1)"))
-            .await
-            .expect("older locks shard 1");
-        reg.execute(2, younger, write("INSERT INTO t VALUES (2, 2)"))
-            .await
-            .expect("younger locks shard 2");
-        // The older one waits for shard 2 (held by the younger one)...
-        let r = reg.clone();
-        let older_waits = tokio::spawn(async move {
-            r.execute(2, older, write("INSERT INTO t VALUES (3, 1)"))
-                .await
-        });
-        // ...while the younger one asks for shard 1: a cycle.
-        let e = reg
-            .execute(1, younger, write("INSERT INTO t VALUES (4, 2)"))
-            .await
-            .expect_err("the younger transaction gives way");
-        assert_eq!(e.sqlstate(), "40001", "{e:?}");
-        reg.finish_txn(1, younger, false).await.expect("rollback");
-        reg.finish_txn(2, younger, false).await.expect("rollback");
-        older_waits
-            .await
-            .expect("join")
-            .expect("the older transaction gets the lock");
-        for shard in [1, 2] {
-            reg.finish_txn(shard, older, true).await.expect("commit");
-        }
-        let rows = reg
-            .execute(
-                2,
-                0,
-                vec![Statement {
-                    sql: "SELECT k FROM t ORDER BY k".into(),
-                    params: vec![],
-                    returns_rows: true,
-                }],
-            )
-            .await
-            .expect("read");
-        // Shard 2 has the older transaction's row only: the younger one's was rolled back.
-        assert_eq!(rows[0].rows.len(), 1, "{rows:?}");
-        assert!(
-            reg.holders.0.is_empty(),
-            "finished transactions hold no locks"
-        );
-    }
-
-    /// A shard dropped and created again (repair re-copying onto a node that held a stale copy)
-    /// must not be touched by connections of the old copy. SQLite deletes a database's WAL by
-    /// name when its last connection closes; a connection of the old copy closing after the
-    /// new copy opened deleted the new copy's WAL, and the shard then failed with "disk I/O
-    /// error" (seen in CI after a storage node restart).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_recreated_shard_is_not_touched_by_the_old_copys_connections() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let reg = ShardRegistry::open(StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..StorageConfig::default()
-        })
-        .expect("open");
-        let schema = || vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".to_string()];
-        reg.create_shard(1, ShardKind::Sql, schema())
-            .await
-            .expect("shard");
-        reg.execute(1, 0, write("INSERT INTO t VALUES (1, 1)"))
-            .await
-            .expect("write");
-        // A transaction of the old copy is open when the shard is dropped.
-        reg.execute(1, 77, write("INSERT INTO t VALUES (2, 2)"))
-            .await
-            .expect("txn write");
-        reg.drop_shard(1).await.expect("drop");
-        assert_eq!(
-            open_files_named(dir.path(), "shard-1.db"),
-            0,
-            "a connection of the dropped copy is still open"
-        );
-        reg.create_shard(1, ShardKind::Sql, schema())
-            .await
-            .expect("again");
-        for k in 10..20 {
-            reg.execute(1, 0, write(&format!("INSERT INTO t VALUES ({k}, 0)")))
-                .await
-                .expect("write to the new copy");
-        }
-        // The old transaction ends (its connection closes) after the new copy has a WAL.
-        let _ = reg.finish_txn(1, 77, false).await;
-        for txn in 100..105 {
-            reg.execute(1, txn, write(&format!("INSERT INTO t VALUES ({txn}, 1)")))
-                .await
-                .expect("a new connection writes");
-            reg.finish_txn(1, txn, true).await.expect("commit");
-        }
-        let rows = reg
-            .execute(
-                1,
-                0,
-                vec![Statement {
-                    sql: "SELECT count(*) FROM t".into(),
-                    params: vec![],
-                    returns_rows: true,
-                }],
-            )
-            .await
-            .expect("read");
-        assert_eq!(
-            tessera_shared::Value::from(rows[0].rows[0].values[0].clone()),
-            tessera_shared::Value::Integer(15),
-            "{rows:?}"
-        );
-        drop(reg);
-        // Reopened from disk, the new copy has every committed row and nothing of the old one.
-        let reg = ShardRegistry::open(StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..StorageConfig::default()
-        })
-        .expect("reopen");
-        let rows = reg
-            .execute(
-                1,
-                0,
-                vec![Statement {
-                    sql: "SELECT count(*), sum(k = 1) FROM t".into(),
-                    params: vec![],
-                    returns_rows: true,
-                }],
-            )
-            .await
-            .expect("read after reopen");
-        assert_eq!(
-            tessera_shared::Value::from(rows[0].rows[0].values[0].clone()),
-            tessera_shared::Value::Integer(15),
-            "{rows:?}"
-        );
-    }
-
-    /// A statement's own transaction, opened with a short idle limit, is rolled back after it
-    /// (its coordinator died); once prepared it keeps the client-transaction limit, so a
-    /// coordinator that decided to commit finds it open when it comes back.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn prepared_transactions_outlive_the_short_idle_limit() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let reg = ShardRegistry::open(StorageConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..StorageConfig::default()
-        })
-        .expect("open");
-        reg.create_shard(
-            1,
-            ShardKind::Sql,
-            vec!["CREATE TABLE t (k INTEGER PRIMARY KEY)".into()],
-        )
-        .await
-        .expect("shard");
-        let short = Some(Duration::from_millis(100));
-        reg.execute_idle(1, 10, write("INSERT INTO t VALUES (1)"), short)
-            .await
-            .expect("abandoned");
-        reg.execute_idle(1, 11, write("INSERT INTO t VALUES (2)"), short)
-            .await
-            .expect_err("the abandoned transaction holds the lock");
-        reg.finish_txn(1, 11, false).await.expect("rollback");
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let e = reg.finish_txn(1, 10, true).await.expect_err("rolled back");
-        assert_eq!(e.sqlstate(), "25P02");
-        reg.execute_idle(1, 12, write("INSERT INTO t VALUES (3)"), short)
-            .await
-            .expect("the lock is free again");
-        reg.prepare_txn(1, 12).await.expect("prepare");
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        reg.finish_txn(1, 12, true)
-            .await
-            .expect("a prepared transaction is still there");
-        let rows = reg
-            .execute(
-                1,
-                0,
-                vec![Statement {
-                    sql: "SELECT k FROM t".into(),
-                    params: vec![],
-                    returns_rows: true,
-                }],
-            )
-            .await
-            .expect("read");
-        assert_eq!(rows[0].rows.len(), 1, "{rows:?}");
-    }
-
-    /// How many of this process's open files are `dir/<name>*`.
-    fn open_files_named(dir: &Path, name: &str) -> usize {
-        let prefix = dir.join(name);
-        std::fs::read_dir("/proc/self/fd")
-            .expect("fds")
-            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .filter(|p| p.to_string_lossy().starts_with(&*prefix.to_string_lossy()))
-            .count()
-    }
-
-    #[test]
-    fn waited_time_grows_with_attempts() {
-        assert_eq!(waited_ms(0), 0);
-        assert_eq!(waited_ms(5), 1);
-        assert_eq!(waited_ms(55), 51);
-    }
-}
+mod tests;

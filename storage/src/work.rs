@@ -3,6 +3,7 @@
 
 use crate::capture::{self, Capture};
 use crate::exec::{run_batch, run_statement};
+use crate::txn_changes;
 use crate::versions::ChangeTracker;
 use crate::StorageError;
 use rusqlite::Connection;
@@ -118,6 +119,64 @@ impl Work {
         }
     }
 
+    /// Does the work inside an open client transaction (its own connection thread), recording
+    /// its row changes for a durable prepare ([`crate::txn_changes`]). Only the changes the
+    /// caller asked for are returned.
+    pub(crate) fn in_open_txn(
+        self,
+        c: &Connection,
+        t: &ChangeTracker,
+    ) -> Result<Done, StorageError> {
+        match self {
+            Work::Run {
+                statements,
+                capture,
+            } => {
+                let savepoints: Vec<_> = statements
+                    .iter()
+                    .filter_map(|s| txn_changes::SavepointOp::parse(&s.sql))
+                    .collect();
+                if !savepoints.is_empty() {
+                    if statements.len() > 1 {
+                        // Not what the coordinator sends; unknown changes are safe, not wrong.
+                        txn_changes::make_opaque();
+                    }
+                    let ops: Vec<String> = statements.iter().map(|s| s.sql.clone()).collect();
+                    let done = Work::Run {
+                        statements,
+                        capture,
+                    }
+                    .in_txn(c, t)?;
+                    for sql in &ops {
+                        if let Some(op) = txn_changes::SavepointOp::parse(sql) {
+                            txn_changes::savepoint(&op);
+                        }
+                    }
+                    return Ok(done);
+                }
+                let reads_only = !capture && all_read_only(c, &statements)?;
+                let mut done = Work::Run {
+                    statements,
+                    capture: !reads_only,
+                }
+                .in_txn(c, t)?;
+                if !reads_only {
+                    match capture {
+                        true => txn_changes::record(done.changes.clone()),
+                        false => txn_changes::record(done.changes.take()),
+                    }
+                }
+                Ok(done)
+            }
+            Work::Apply { changes, lenient } => {
+                let kept = changes.clone();
+                let done = Work::Apply { changes, lenient }.in_txn(c, t)?;
+                txn_changes::record(Some(kept));
+                Ok(done)
+            }
+        }
+    }
+
     /// Does the work inside the connection's open transaction.
     pub(crate) fn in_txn(self, c: &Connection, t: &ChangeTracker) -> Result<Done, StorageError> {
         match self {
@@ -155,4 +214,51 @@ impl Work {
             }
         }
     }
+}
+
+/// Whether every statement only reads (a read needs no record of changes).
+fn all_read_only(c: &Connection, statements: &[Statement]) -> Result<bool, StorageError> {
+    for s in statements {
+        if !c.prepare_cached(&s.sql)?.readonly() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Commits an in-doubt transaction ([`crate::in_doubt`]) on its shard: its recorded row
+/// changes, in order, and its id in the shard's committed table, in one SQLite transaction.
+pub(crate) fn commit_recorded(
+    c: &mut Connection,
+    t: &ChangeTracker,
+    txn: u64,
+    changes: &[Vec<u8>],
+) -> Result<(), StorageError> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| {
+        for segment in changes {
+            t.will_change(&capture::apply(c, segment, false)?);
+        }
+        note_committed(c, txn)
+    })();
+    match applied {
+        Ok(()) => Ok(c.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Records in the shard's committed table, inside the committing transaction, that `txn`
+/// committed here (see [`crate::prepared`]).
+pub(crate) fn note_committed(c: &Connection, txn: u64) -> Result<(), StorageError> {
+    c.execute(
+        &format!(
+            "INSERT OR IGNORE INTO main.{} (txn) VALUES (?1)",
+            crate::prepared::COMMITTED_TABLE
+        ),
+        [txn as i64],
+    )?;
+    Ok(())
 }

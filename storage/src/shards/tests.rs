@@ -1,0 +1,359 @@
+//! The shard registry's tests: lock cycles, recreated shards, idle and prepared transactions.
+
+use super::*;
+use tessera_shared::proto::ShardKind;
+
+fn write(sql: &str) -> Vec<Statement> {
+    vec![Statement {
+        sql: sql.into(),
+        params: vec![],
+        returns_rows: false,
+    }]
+}
+
+/// Two transactions lock two shards in opposite orders. The younger one's wait for the
+/// older one's lock ends after `younger_wait_ms` with 40001; the older one, waiting for
+/// the younger one's lock, then gets it and commits. Without the ordering both waited out
+/// the lock timeout, and the older one (waiting first) was the one to fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_cycle_fails_the_younger_transaction() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reg = Arc::new(
+        ShardRegistry::open(StorageConfig {
+            data_dir: dir.path().to_path_buf(),
+            busy_timeout_ms: 20_000,
+            younger_wait_ms: 50,
+            ..StorageConfig::default()
+        })
+        .expect("open"),
+    );
+    for shard in [1, 2] {
+        reg.create_shard(
+            shard,
+            ShardKind::Sql,
+            vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".into()],
+        )
+        .await
+        .expect("shard");
+    }
+    let (older, younger) = (100, 200);
+    reg.execute(1, older, write("INSERT INTO t VALUES (1, 1)"))
+        .await
+        .expect("older locks shard 1");
+    reg.execute(2, younger, write("INSERT INTO t VALUES (2, 2)"))
+        .await
+        .expect("younger locks shard 2");
+    // The older one waits for shard 2 (held by the younger one)...
+    let r = reg.clone();
+    let older_waits = tokio::spawn(async move {
+        r.execute(2, older, write("INSERT INTO t VALUES (3, 1)"))
+            .await
+    });
+    // ...while the younger one asks for shard 1: a cycle.
+    let e = reg
+        .execute(1, younger, write("INSERT INTO t VALUES (4, 2)"))
+        .await
+        .expect_err("the younger transaction gives way");
+    assert_eq!(e.sqlstate(), "40001", "{e:?}");
+    reg.finish_txn(1, younger, false).await.expect("rollback");
+    reg.finish_txn(2, younger, false).await.expect("rollback");
+    older_waits
+        .await
+        .expect("join")
+        .expect("the older transaction gets the lock");
+    for shard in [1, 2] {
+        reg.finish_txn(shard, older, true).await.expect("commit");
+    }
+    let rows = reg
+        .execute(
+            2,
+            0,
+            vec![Statement {
+                sql: "SELECT k FROM t ORDER BY k".into(),
+                params: vec![],
+                returns_rows: true,
+            }],
+        )
+        .await
+        .expect("read");
+    // Shard 2 has the older transaction's row only: the younger one's was rolled back.
+    assert_eq!(rows[0].rows.len(), 1, "{rows:?}");
+    assert!(
+        reg.holders.0.is_empty(),
+        "finished transactions hold no locks"
+    );
+}
+
+/// A shard dropped and created again (repair re-copying onto a node that held a stale copy)
+/// must not be touched by connections of the old copy. SQLite deletes a database's WAL by
+/// name when its last connection closes; a connection of the old copy closing after the
+/// new copy opened deleted the new copy's WAL, and the shard then failed with "disk I/O
+/// error" (seen in CI after a storage node restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_shard_is_not_touched_by_the_old_copys_connections() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reg = ShardRegistry::open(StorageConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    })
+    .expect("open");
+    let schema = || vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".to_string()];
+    reg.create_shard(1, ShardKind::Sql, schema())
+        .await
+        .expect("shard");
+    reg.execute(1, 0, write("INSERT INTO t VALUES (1, 1)"))
+        .await
+        .expect("write");
+    // A transaction of the old copy is open when the shard is dropped.
+    reg.execute(1, 77, write("INSERT INTO t VALUES (2, 2)"))
+        .await
+        .expect("txn write");
+    reg.drop_shard(1).await.expect("drop");
+    assert_eq!(
+        open_files_named(dir.path(), "shard-1.db"),
+        0,
+        "a connection of the dropped copy is still open"
+    );
+    reg.create_shard(1, ShardKind::Sql, schema())
+        .await
+        .expect("again");
+    for k in 10..20 {
+        reg.execute(1, 0, write(&format!("INSERT INTO t VALUES ({k}, 0)")))
+            .await
+            .expect("write to the new copy");
+    }
+    // The old transaction ends (its connection closes) after the new copy has a WAL.
+    let _ = reg.finish_txn(1, 77, false).await;
+    for txn in 100..105 {
+        reg.execute(1, txn, write(&format!("INSERT INTO t VALUES ({txn}, 1)")))
+            .await
+            .expect("a new connection writes");
+        reg.finish_txn(1, txn, true).await.expect("commit");
+    }
+    let rows = reg
+        .execute(
+            1,
+            0,
+            vec![Statement {
+                sql: "SELECT count(*) FROM t".into(),
+                params: vec![],
+                returns_rows: true,
+            }],
+        )
+        .await
+        .expect("read");
+    assert_eq!(
+        tessera_shared::Value::from(rows[0].rows[0].values[0].clone()),
+        tessera_shared::Value::Integer(15),
+        "{rows:?}"
+    );
+    drop(reg);
+    // Reopened from disk, the new copy has every committed row and nothing of the old one.
+    let reg = ShardRegistry::open(StorageConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    })
+    .expect("reopen");
+    let rows = reg
+        .execute(
+            1,
+            0,
+            vec![Statement {
+                sql: "SELECT count(*), sum(k = 1) FROM t".into(),
+                params: vec![],
+                returns_rows: true,
+            }],
+        )
+        .await
+        .expect("read after reopen");
+    assert_eq!(
+        tessera_shared::Value::from(rows[0].rows[0].values[0].clone()),
+        tessera_shared::Value::Integer(15),
+        "{rows:?}"
+    );
+}
+
+/// A statement's own transaction, opened with a short idle limit, is rolled back after it
+/// (its coordinator died); once prepared it keeps the client-transaction limit, so a
+/// coordinator that decided to commit finds it open when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transactions_outlive_the_short_idle_limit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reg = ShardRegistry::open(StorageConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    })
+    .expect("open");
+    reg.create_shard(
+        1,
+        ShardKind::Sql,
+        vec!["CREATE TABLE t (k INTEGER PRIMARY KEY)".into()],
+    )
+    .await
+    .expect("shard");
+    let short = Some(Duration::from_millis(100));
+    reg.execute_idle(1, 10, write("INSERT INTO t VALUES (1)"), short)
+        .await
+        .expect("abandoned");
+    reg.execute_idle(1, 11, write("INSERT INTO t VALUES (2)"), short)
+        .await
+        .expect_err("the abandoned transaction holds the lock");
+    reg.finish_txn(1, 11, false).await.expect("rollback");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e = reg.finish_txn(1, 10, true).await.expect_err("rolled back");
+    assert_eq!(e.sqlstate(), "25P02");
+    reg.execute_idle(1, 12, write("INSERT INTO t VALUES (3)"), short)
+        .await
+        .expect("the lock is free again");
+    reg.prepare_txn(1, 12).await.expect("prepare");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    reg.finish_txn(1, 12, true)
+        .await
+        .expect("a prepared transaction is still there");
+    let rows = reg
+        .execute(
+            1,
+            0,
+            vec![Statement {
+                sql: "SELECT k FROM t".into(),
+                params: vec![],
+                returns_rows: true,
+            }],
+        )
+        .await
+        .expect("read");
+    assert_eq!(rows[0].rows.len(), 1, "{rows:?}");
+}
+
+/// How many of this process's open files are `dir/<name>*`.
+fn open_files_named(dir: &Path, name: &str) -> usize {
+    let prefix = dir.join(name);
+    std::fs::read_dir("/proc/self/fd")
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.to_string_lossy().starts_with(&*prefix.to_string_lossy()))
+        .count()
+}
+
+#[test]
+fn waited_time_grows_with_attempts() {
+    assert_eq!(waited_ms(0), 0);
+    assert_eq!(waited_ms(5), 1);
+    assert_eq!(waited_ms(55), 51);
+}
+
+async fn read(reg: &ShardRegistry, shard: u64, sql: &str) -> Vec<i64> {
+    let st = Statement {
+        sql: sql.into(),
+        params: vec![],
+        returns_rows: true,
+    };
+    reg.execute(shard, 0, vec![st])
+        .await
+        .expect("read")
+        .remove(0)
+        .rows
+        .into_iter()
+        .map(|r| match tessera_shared::Value::from(r.values[0].clone()) {
+            tessera_shared::Value::Integer(i) => i,
+            v => panic!("not an integer: {v:?}"),
+        })
+        .collect()
+}
+
+/// A copy whose process stops between its prepare and its commit keeps the transaction's row
+/// changes: reopened, the transaction is in doubt (its shard refuses writes, reads go on)
+/// until COMMIT applies exactly what was prepared (a savepoint's undone writes excluded) or
+/// ROLLBACK forgets it; one that committed before the stop is neither applied again nor
+/// left in doubt. Without the prepared log the reopened shards simply lacked the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transactions_survive_a_restart_in_doubt() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = || StorageConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let reg = ShardRegistry::open(config()).expect("open");
+    for shard in [1, 2] {
+        reg.create_shard(
+            shard,
+            ShardKind::Sql,
+            vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".into()],
+        )
+        .await
+        .expect("shard");
+    }
+    reg.execute(1, 0, write("INSERT INTO t VALUES (1, 0), (2, 0)"))
+        .await
+        .expect("rows before");
+    // Transaction 101 prepares and commits before the stop; 102 prepares and rolls back.
+    reg.execute(1, 101, write("INSERT INTO t VALUES (11, 101)"))
+        .await
+        .expect("101");
+    reg.prepare_txn(1, 101).await.expect("prepare 101");
+    reg.finish_txn(1, 101, true).await.expect("commit 101");
+    reg.execute(2, 102, write("INSERT INTO t VALUES (21, 102)"))
+        .await
+        .expect("102");
+    reg.prepare_txn(2, 102).await.expect("prepare 102");
+    reg.finish_txn(2, 102, false).await.expect("roll back 102");
+    // Transaction 100 on both shards, with a savepoint rolled back on shard 1, prepared.
+    for sql in [
+        "UPDATE t SET v = 100 WHERE k = 1",
+        "SAVEPOINT \"s\"",
+        "INSERT INTO t VALUES (50, 0)",
+        "ROLLBACK TO \"s\"",
+        "DELETE FROM t WHERE k = 2",
+        "INSERT INTO t VALUES (10, 100)",
+    ] {
+        reg.execute(1, 100, write(sql)).await.expect(sql);
+    }
+    reg.execute(2, 100, write("INSERT INTO t VALUES (20, 100)"))
+        .await
+        .expect("shard 2");
+    for shard in [1, 2] {
+        reg.prepare_txn(shard, 100).await.expect("prepare");
+    }
+    // A record left behind by a stop between 101's commit and its forget.
+    reg.prepared
+        .put(101, 1, vec![])
+        .expect("a left-behind record");
+    reg.close();
+    drop(reg);
+
+    let reg = ShardRegistry::open(config()).expect("reopen");
+    assert_eq!(
+        read(&reg, 1, "SELECT k FROM t ORDER BY k").await,
+        [1, 2, 11]
+    );
+    let e = reg
+        .execute(1, 0, write("INSERT INTO t VALUES (99, 0)"))
+        .await
+        .expect_err("a shard with a transaction in doubt takes no writes");
+    assert_eq!(e.sqlstate(), "40001", "{e}");
+    let e = reg
+        .execute(2, 7, write("INSERT INTO t VALUES (99, 0)"))
+        .await
+        .expect_err("nor in a transaction");
+    assert_eq!(e.sqlstate(), "40001", "{e}");
+    reg.finish_txn(2, 7, false).await.expect("end 7");
+    reg.finish_txn(1, 100, true).await.expect("commit in doubt");
+    reg.finish_txn(2, 100, false)
+        .await
+        .expect("roll back in doubt");
+    assert_eq!(
+        read(&reg, 1, "SELECT k * 1000 + v FROM t ORDER BY k").await,
+        [1100, 10100, 11101]
+    );
+    assert!(read(&reg, 2, "SELECT k FROM t").await.is_empty());
+    reg.execute(1, 0, write("INSERT INTO t VALUES (99, 0)"))
+        .await
+        .expect("writes again once decided");
+    reg.close();
+    drop(reg);
+    // Nothing stays in doubt after the decisions.
+    let reg = ShardRegistry::open(config()).expect("reopen again");
+    reg.execute(2, 0, write("INSERT INTO t VALUES (99, 0)"))
+        .await
+        .expect("no transaction in doubt");
+}
