@@ -58,7 +58,7 @@ pub struct Engine {
     /// Settings.
     pub config: CoordinatorConfig,
     /// Transactions across shards: the commit protocol and its decision log.
-    pub txn: crate::txn::TxnManager,
+    pub txn: Arc<crate::txn::TxnManager>,
     /// Copies of shards: failure detection, repair, moves.
     pub replication: Arc<crate::replication::Replication>,
     /// Work this coordinator started in the background (the rollback of a dropped session's

@@ -75,11 +75,12 @@ impl Engine {
             }
         }
         let (txnlog, pending) = crate::txn::log::DecisionLog::open(&config.data_dir)?;
-        let txn = crate::txn::TxnManager {
+        let txn = Arc::new(crate::txn::TxnManager {
             catalog: catalog.clone(),
             cluster: cluster.clone(),
             log: txnlog,
-        };
+            undelivered: Default::default(),
+        });
         let tasks = tokio_util::task::TaskTracker::new();
         let replication = Arc::new(crate::replication::Replication {
             tasks: tasks.clone(),
@@ -105,6 +106,7 @@ impl Engine {
         };
         engine.bootstrap_superuser().await?;
         engine.recover(pending).await;
+        crate::txn::resolve::spawn(Arc::downgrade(&engine.txn));
         Ok(engine)
     }
 
@@ -114,7 +116,7 @@ impl Engine {
         // idle limit.
         for (txn, targets) in self.txn.log.take_undecided() {
             if let Err(e) = self.txn.finish_all(&targets, txn, false).await {
-                tracing::warn!(txn, error = %e, "rolling back an undecided transaction failed; it ends on the idle limit");
+                tracing::warn!(txn, error = %e, "rolling back an undecided transaction failed; retrying in the background");
             }
         }
         for (txn, targets) in pending {
@@ -132,7 +134,8 @@ impl Engine {
                     Err(CoordError::Storage { sqlstate, .. }) if sqlstate == "25P02" => {}
                     Err(e) => {
                         all_ok = false;
-                        tracing::error!(txn, shard = t.shard, error = %e, "cannot finish a decided commit; will retry at next start");
+                        tracing::warn!(txn, shard = t.shard, error = %e, "cannot finish a decided commit yet; retrying in the background");
+                        self.txn.undelivered.note(txn, true, vec![*t]);
                     }
                 }
             }

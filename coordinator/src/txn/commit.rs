@@ -150,7 +150,19 @@ impl TxnManager {
                 self.cluster.finish_txn(node, t.shard, txn_id, commit).await
             }
         });
-        Ok(join_all(futs).await)
+        let results = join_all(futs).await;
+        // A decision a prepared copy did not hear is sent again until it does (a single
+        // target never prepared: nothing of it outlives its connection).
+        if targets.len() > 1 {
+            let missed = targets
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.as_ref().err().is_some_and(super::resolve::needs_retry))
+                .map(|(t, _)| *t)
+                .collect();
+            self.undelivered.note(txn_id, commit, missed);
+        }
+        Ok(results)
     }
 }
 

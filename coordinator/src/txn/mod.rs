@@ -2,10 +2,12 @@
 //! recovery. Code below the engine reaches them through a [`TxnManager`], never the engine.
 //!
 //! - [`log`]: the durable log of commit decisions; [`commit`]: prepare, decide, commit or roll
-//!   back every shard a transaction touched, and what happens to a copy lost on the way.
+//!   back every shard a transaction touched, and what happens to a copy lost on the way;
+//!   [`resolve`]: decisions a shard did not hear, sent again in the background.
 
 pub mod commit;
 pub mod log;
+pub mod resolve;
 
 use crate::catalog::store::CatalogStore;
 use crate::cluster::Cluster;
@@ -20,4 +22,6 @@ pub struct TxnManager {
     pub cluster: Arc<Cluster>,
     /// Durable multi-shard commit decisions.
     pub log: log::DecisionLog,
+    /// Decisions some shard has not heard yet.
+    pub undelivered: resolve::Undeliverable,
 }
