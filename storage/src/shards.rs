@@ -470,12 +470,8 @@ impl ShardRegistry {
         let prepared = self.prepared.clone();
         let finish = move |c: &mut Connection| {
             let recorded = prepared.holds(txn_id, shard_id);
-            if commit
-                && crate::txn_changes::prepared()
-                && std::env::var("TESSERA_FAULT").as_deref() == Ok("crash-before-prepared-commit")
-            {
-                // Test hook: die after the prepare, before this copy commits.
-                std::process::abort();
+            if commit && crate::txn_changes::prepared() {
+                crash_before_prepared_commit();
             }
             if commit && recorded {
                 crate::work::note_committed(c, txn_id)?;
@@ -719,6 +715,23 @@ fn fenced_error(shard_id: u64) -> StorageError {
         message: format!(
             "could not serialize access: shard {shard_id} is being copied and this write was planned before the copy began; retry"
         ),
+    }
+}
+
+/// Test hook: with `TESSERA_FAULT=crash-before-prepared-commit`, the process dies at the
+/// commit of its `TESSERA_FAULT_AFTER`-th prepared transaction (the first by default), after
+/// its prepare and before its commit.
+fn crash_before_prepared_commit() {
+    static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if std::env::var("TESSERA_FAULT").as_deref() != Ok("crash-before-prepared-commit") {
+        return;
+    }
+    let after: u64 = std::env::var("TESSERA_FAULT_AFTER")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= after {
+        std::process::abort();
     }
 }
 
