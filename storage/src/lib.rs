@@ -17,6 +17,8 @@
 //! - [`in_doubt`]: transactions prepared before a restart and not yet decided; their shards take no writes meanwhile.
 //! - [`space`]: room to commit: a prepare fails on a full disk (`53100`), a commit after it does not.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
+//! - [`txn_conn`]: a transaction's connection thread, pooled per shard between transactions.
+//! - [`locks`]: who holds each shard's write lock, and how long a transaction waits for it.
 //! - [`versions`]: per-table data versions that change after every committed write (result-cache coherence).
 //! - [`service`]: the gRPC service translating requests into shard work.
 //! - [`error`]: typed errors and their SQLSTATE, carried to the coordinator in gRPC metadata.
@@ -30,6 +32,7 @@ pub mod exec;
 pub mod in_doubt;
 pub mod jsonfn;
 pub mod jsonsrf;
+pub mod locks;
 pub mod manifest;
 pub mod pgfn;
 pub mod prepared;
@@ -37,6 +40,7 @@ pub mod service;
 pub mod shards;
 pub mod space;
 pub mod txn_changes;
+pub mod txn_conn;
 pub mod versions;
 pub mod work;
 pub mod worker;

@@ -19,6 +19,7 @@ use dashmap::DashSet;
 use rusqlite::{params, Connection};
 use std::path::Path;
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 /// Format version of `prepared.db`.
 pub const PREPARED_LOG_VERSION: i64 = 1;
@@ -108,9 +109,10 @@ impl PreparedLog {
         let live: Arc<DashSet<(u64, u64)>> =
             Arc::new(records.iter().map(|r| (r.txn, r.shard)).collect());
         let (tx, rx) = mpsc::channel();
+        let forgotten = live.clone();
         std::thread::Builder::new()
             .name("prepared-log".into())
-            .spawn(move || writer(conn, rx))?;
+            .spawn(move || writer(conn, rx, &forgotten))?;
         Ok((
             PreparedLog {
                 tx: std::sync::Mutex::new(tx),
@@ -144,15 +146,18 @@ impl PreparedLog {
     }
 
     /// Forgets the record of `txn` on `shard` (its transaction ended there), without waiting.
+    /// The deletion reaches the disk with the next prepare's fsync (or within
+    /// [`LAZY_FORGET`]): a record still on disk after a crash is recognised by its shard's
+    /// committed table, or, rolled back, holds a shard's writes until its decision comes
+    /// again. The record counts as kept ([`PreparedLog::holds`]) until then.
     pub fn forget(&self, txn: u64, shard: u64) {
-        if self.live.remove(&(txn, shard)).is_some() {
+        if self.live.contains(&(txn, shard)) {
             let _ = self.send(Op::Forget(txn, shard, None));
         }
     }
 
     /// Forgets the record of `txn` on `shard` and returns once that is on disk.
     pub fn forget_durably(&self, txn: u64, shard: u64) -> Result<(), StorageError> {
-        self.live.remove(&(txn, shard));
         let (done, wait) = mpsc::channel();
         self.send(Op::Forget(txn, shard, Some(done)))?;
         wait.recv().map_err(|_| StorageError::WorkerGone)?
@@ -173,11 +178,40 @@ impl PreparedLog {
     }
 }
 
-/// The writer thread: every request waiting is written in one transaction, one fsync.
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
-        let mut ops = vec![first];
-        ops.extend(rx.try_iter());
+/// How long a forget may wait for a prepare's fsync to take it to disk.
+pub const LAZY_FORGET: Duration = Duration::from_millis(200);
+
+/// The writer thread: every request waiting is written in one transaction, one fsync. Forgets
+/// nobody waits for ride along with the next batch that must reach the disk (a prepare), so a
+/// transaction costs one fsync of this log, not two. A record leaves `live` once its forget is
+/// on disk.
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, live: &DashSet<(u64, u64)>) {
+    let mut lazy: Vec<Op> = Vec::new();
+    let mut oldest = Instant::now();
+    loop {
+        let first = if lazy.is_empty() {
+            rx.recv().ok()
+        } else {
+            match rx.recv_timeout(LAZY_FORGET.saturating_sub(oldest.elapsed())) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            }
+        };
+        let stopping = first.is_none() && lazy.is_empty();
+        if stopping {
+            return;
+        }
+        let mut ops: Vec<Op> = first.into_iter().chain(rx.try_iter()).collect();
+        let urgent = ops.iter().any(|op| !matches!(op, Op::Forget(_, _, None)));
+        if lazy.is_empty() {
+            oldest = Instant::now();
+        }
+        if !urgent && oldest.elapsed() < LAZY_FORGET {
+            lazy.append(&mut ops);
+            continue;
+        }
+        ops.append(&mut lazy);
         let result = write_all(&mut conn, &ops).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, "the prepared log could not be written");
@@ -192,10 +226,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>) {
                 message: format!("could not record a prepared transaction: {message}"),
             });
             match op {
-                Op::Put(_, done) | Op::Forget(_, _, Some(done)) => {
+                Op::Put(_, done) => {
                     let _ = done.send(reply);
                 }
-                Op::Forget(_, _, None) => {}
+                Op::Forget(txn, shard, done) => {
+                    if reply.is_ok() {
+                        live.remove(&(txn, shard));
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(reply);
+                    }
+                }
             }
         }
     }

@@ -2,8 +2,10 @@
 
 use crate::exec::run_batch;
 use crate::in_doubt::InDoubt;
+use crate::locks::LockHolders;
 use crate::manifest::{Manifest, ShardEntry, ShardKindOnDisk};
 use crate::prepared::{PreparedLog, Record, COMMITTED_TABLE};
+use crate::txn_conn::{TxnConn, TxnPool};
 use crate::versions::{ChangeTracker, DataVersions};
 pub use crate::work::{Done, Work};
 use crate::worker::Worker;
@@ -18,13 +20,6 @@ use tessera_shared::REFERENCE_SCOPE;
 
 /// File name of the node's reference database.
 pub const REFERENCE_DB: &str = "reference.db";
-
-/// An open transaction's connection thread, its change tracker, and its idle limit (ms).
-type TxnConn = (
-    Worker,
-    Arc<ChangeTracker>,
-    Arc<std::sync::atomic::AtomicU64>,
-);
 
 /// An open shard.
 #[derive(Clone)]
@@ -47,6 +42,8 @@ pub struct ShardRegistry {
     shards: DashMap<u64, Shard>,
     /// Open transactions by (txn id, shard id); each owns a connection thread.
     txns: Arc<DashMap<(u64, u64), TxnConn>>,
+    /// Connections of finished transactions, ready for the next ones (by shard).
+    pool: Arc<TxnPool>,
     /// Data versions of every table, for coordinators' result caches.
     versions: Arc<DataVersions>,
     /// Which open transaction holds each database's write lock (shard id, or
@@ -58,47 +55,6 @@ pub struct ShardRegistry {
     prepared: Arc<PreparedLog>,
     /// Transactions prepared before the last stop and not yet decided.
     in_doubt: Arc<InDoubt>,
-}
-
-/// Database → the transaction holding its write lock, as far as this node knows.
-///
-/// SQLite locks a whole database for writing, and a distributed transaction holds such
-/// locks on several shards until it commits, so two transactions that lock two shards in
-/// opposite orders would wait for each other until the lock timeout. Transaction ids are
-/// ordered by start time (the coordinator makes them so). A transaction waits for a younger
-/// holder as long as the lock timeout allows, but for an older one only `younger_wait_ms`
-/// (then it fails with SQLSTATE 40001, to be retried). Every cycle of waiting transactions
-/// has a younger-waits-for-older edge, so every cycle breaks within that time, while a
-/// queue behind a hot row's shard (an older holder finishing within milliseconds) still
-/// waits instead of failing. With no wait at all ("wait-die"), pgbench's hot branch rows
-/// failed three transactions in four.
-#[derive(Default)]
-struct LockHolders(DashMap<u64, u64>);
-
-impl LockHolders {
-    /// Whether a transaction older than `txn` holds the lock of `db`.
-    fn older_holds(&self, db: u64, txn: u64) -> bool {
-        self.0.get(&db).is_some_and(|h| *h < txn)
-    }
-
-    /// Records the locks `txn` holds after a batch on `conn` (`main_db` is the key of its main
-    /// database).
-    fn note(&self, conn: &Connection, main_db: u64, txn: u64) {
-        use rusqlite::TransactionState;
-        if let Ok(TransactionState::Write) = conn.transaction_state(Some(rusqlite::MAIN_DB)) {
-            self.0.insert(main_db, txn);
-        }
-        if main_db != REFERENCE_SCOPE {
-            if let Ok(TransactionState::Write) = conn.transaction_state(Some(c"ref")) {
-                self.0.insert(REFERENCE_SCOPE, txn);
-            }
-        }
-    }
-
-    /// Forgets the locks of a finished transaction.
-    fn release(&self, txn: u64) {
-        self.0.retain(|_, h| *h != txn);
-    }
 }
 
 impl ShardRegistry {
@@ -124,6 +80,7 @@ impl ShardRegistry {
             manifest: Mutex::new(manifest.clone()),
             shards: DashMap::new(),
             txns: Arc::new(DashMap::new()),
+            pool: Arc::default(),
             versions: Arc::new(DataVersions::new()),
             holders: Arc::default(),
             prepared: Arc::new(prepared),
@@ -264,12 +221,15 @@ impl ShardRegistry {
             .filter(|(_, shard)| *shard == id)
             .collect();
         for key in open {
-            if let Some((_, (worker, _, _))) = self.txns.remove(&key) {
-                worker.close().await;
+            if let Some((_, conn)) = self.txns.remove(&key) {
+                conn.worker.close().await;
             }
             if !self.txns.iter().any(|e| e.key().0 == key.0) {
                 self.holders.release(key.0);
             }
+        }
+        for conn in self.pool.drain(id) {
+            conn.worker.close().await;
         }
         shard.worker.close().await;
         for txn in self.in_doubt.drop_shard(id) {
@@ -351,7 +311,9 @@ impl ShardRegistry {
                 })
                 .await;
         }
-        let (worker, t, _) = self.txn_worker(shard_id, txn_id, idle)?;
+        let TxnConn {
+            worker, tracker: t, ..
+        } = self.txn_worker(shard_id, txn_id, idle)?;
         let holders = self.holders.clone();
         let main_db = self.lock_key(shard_id);
         match worker
@@ -399,6 +361,9 @@ impl ShardRegistry {
         }
     }
 
+    /// The connection of transaction `txn_id` on a shard: its own, once it has one; else one
+    /// from the shard's pool, or a new one. Its idle limit is `idle` (by default the
+    /// configured `txn_idle_timeout_secs`).
     fn txn_worker(
         &self,
         shard_id: u64,
@@ -408,6 +373,17 @@ impl ShardRegistry {
         if let Some(w) = self.txns.get(&(txn_id, shard_id)) {
             return Ok(w.clone());
         }
+        let conn = match self.pool.take(shard_id) {
+            Some(conn) => conn,
+            None => self.new_txn_conn(shard_id)?,
+        };
+        conn.serve(txn_id, idle.unwrap_or_else(|| self.client_idle()));
+        self.txns.insert((txn_id, shard_id), conn.clone());
+        Ok(conn)
+    }
+
+    /// A new transaction connection to a shard, with a transaction begun.
+    fn new_txn_conn(&self, shard_id: u64) -> Result<TxnConn, StorageError> {
         let shard = self.shard(shard_id)?;
         let mut conn = open_connection(
             &self.config,
@@ -416,29 +392,25 @@ impl ShardRegistry {
             self.doc_module(shard_id),
         )?;
         let tracker = self.tracker(&mut conn, shard_id, shard.kind)?;
-        let holders = self.holders.clone();
-        let main_db = self.lock_key(shard_id);
-        let younger_wait_ms = self.config.younger_wait_ms;
-        conn.busy_handler(Some(move |attempt: i32| {
-            let older = holders.older_holds(main_db, txn_id)
-                || holders.older_holds(REFERENCE_SCOPE, txn_id);
-            if older && waited_ms(attempt) >= younger_wait_ms {
-                return false;
-            }
-            wait_for_lock(attempt)
-        }))?;
+        let serving = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        conn.busy_handler(Some(crate::locks::txn_busy_handler(
+            self.holders.clone(),
+            self.lock_key(shard_id),
+            serving.clone(),
+            self.config.younger_wait_ms,
+        )))?;
         conn.execute_batch("BEGIN")?;
         let txns = self.txns.clone();
         let holders = self.holders.clone();
         let prepared = self.prepared.clone();
-        let idle = Arc::new(std::sync::atomic::AtomicU64::new(
-            idle.unwrap_or_else(|| self.client_idle()).as_millis() as u64,
-        ));
+        let idle = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX / 4));
+        let current = serving.clone();
         let worker = Worker::spawn(
-            format!("txn-{txn_id}-{shard_id}"),
+            format!("txn-{shard_id}"),
             conn,
             Some(idle.clone()),
             move |c| {
+                let txn_id = current.load(std::sync::atomic::Ordering::SeqCst);
                 tracing::warn!(txn_id, shard_id, "rolling back idle transaction");
                 let _ = c.execute_batch("ROLLBACK");
                 prepared.forget(txn_id, shard_id);
@@ -447,11 +419,12 @@ impl ShardRegistry {
             },
             Some(publisher(&tracker)),
         )?;
-        self.txns.insert(
-            (txn_id, shard_id),
-            (worker.clone(), tracker.clone(), idle.clone()),
-        );
-        Ok((worker, tracker, idle))
+        Ok(TxnConn {
+            worker,
+            tracker,
+            idle,
+            serving,
+        })
     }
 
     /// Commits or rolls back a transaction's work on one shard. Rolling back an
@@ -463,7 +436,7 @@ impl ShardRegistry {
         txn_id: u64,
         commit: bool,
     ) -> Result<(), StorageError> {
-        let Some((_, (worker, _, _))) = self.txns.remove(&(txn_id, shard_id)) else {
+        let Some((_, conn)) = self.txns.remove(&(txn_id, shard_id)) else {
             return self.finish_in_doubt(shard_id, txn_id, commit).await;
         };
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
@@ -477,16 +450,29 @@ impl ShardRegistry {
                 crate::work::note_committed(c, txn_id)?;
             }
             c.execute_batch(sql)?;
-            if recorded {
+            if recorded && commit {
+                // On disk with the next prepare: the committed table tells it meanwhile.
                 prepared.forget(txn_id, shard_id);
                 prune_committed(c, &prepared, shard_id);
+            } else if recorded {
+                // Nothing else would tell a rolled-back record from an undecided one.
+                prepared.forget_durably(txn_id, shard_id)?;
             }
-            Ok(())
+            // Ready for the next transaction: nothing of this one's state left on the thread,
+            // a transaction begun (a deferred BEGIN takes no lock and no snapshot yet).
+            crate::work::reset_for_next_txn();
+            Ok(c.execute_batch("BEGIN").is_ok())
         };
-        let r = match worker.run(finish).await {
+        let r = match conn.worker.run(finish).await {
+            Ok(reusable) => {
+                if reusable {
+                    self.pool.put(shard_id, conn);
+                }
+                Ok(())
+            }
             Err(StorageError::WorkerGone) if commit => Err(StorageError::NoSuchTxn(txn_id)),
             Err(StorageError::WorkerGone) => Ok(()),
-            r => r,
+            Err(e) => Err(e),
         };
         if !self.txns.iter().any(|e| e.key().0 == txn_id) {
             self.holders.release(txn_id);
@@ -506,7 +492,9 @@ impl ShardRegistry {
     /// It runs as a job of the transaction's thread, so it is ordered with the idle check: a
     /// transaction already rolled back for idling answers [`StorageError::NoSuchTxn`].
     pub async fn prepare_txn(&self, shard_id: u64, txn_id: u64) -> Result<(), StorageError> {
-        let Some((worker, _, idle)) = self.txns.get(&(txn_id, shard_id)).map(|e| e.clone()) else {
+        let Some(TxnConn { worker, idle, .. }) =
+            self.txns.get(&(txn_id, shard_id)).map(|e| e.clone())
+        else {
             return Err(StorageError::NoSuchTxn(txn_id));
         };
         let ms = self.client_idle().as_millis() as u64;
@@ -574,8 +562,13 @@ impl ShardRegistry {
                 return Err(e);
             }
             tracing::info!(txn_id, shard_id, "committed an in-doubt transaction");
+            self.prepared.forget(txn_id, shard_id);
+        } else {
+            let prepared = self.prepared.clone();
+            tokio::task::spawn_blocking(move || prepared.forget_durably(txn_id, shard_id))
+                .await
+                .map_err(|_| StorageError::WorkerGone)??;
         }
-        self.prepared.forget(txn_id, shard_id);
         Ok(())
     }
 
@@ -762,31 +755,6 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-/// The lock wait limit, shared by every connection of this node (a busy handler is a plain fn).
-static BUSY_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(2000);
-
-/// Waits for another transaction's lock: short sleeps growing to 1 ms (SQLite's own handler
-/// sleeps up to 100 ms at a time, which stalls short contended transactions), until the
-/// configured limit; then the statement fails with SQLITE_BUSY (SQLSTATE 40001).
-fn wait_for_lock(attempt: i32) -> bool {
-    if waited_ms(attempt) >= BUSY_TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed) {
-        return false;
-    }
-    let step_us = (50u64 << attempt.clamp(0, 5) as u32).min(1000);
-    std::thread::sleep(Duration::from_micros(step_us));
-    true
-}
-
-/// Milliseconds slept by [`wait_for_lock`] before attempt `attempt`: attempts 0..5 sleep
-/// 50..800 µs (1.55 ms in all); each later attempt sleeps 1 ms.
-fn waited_ms(attempt: i32) -> u64 {
-    if attempt < 5 {
-        0
-    } else {
-        (1550 + (attempt as u64 - 5) * 1000) / 1000
-    }
-}
-
 /// Opens a shard database with Tessera's settings: WAL, the configured fsync level,
 /// case-sensitive LIKE (as in Postgres), and the reference database attached as `ref`.
 fn open_connection(
@@ -804,11 +772,8 @@ fn open_connection(
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA case_sensitive_like = ON; PRAGMA foreign_keys = OFF;"
     ))?;
-    BUSY_TIMEOUT_MS.store(
-        config.busy_timeout_ms.max(1),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    conn.busy_handler(Some(wait_for_lock))?;
+    crate::locks::set_busy_timeout_ms(config.busy_timeout_ms);
+    conn.busy_handler(Some(crate::locks::wait_for_lock))?;
     conn.set_prepared_statement_cache_capacity(256);
     crate::jsonfn::register(&conn)?;
     crate::pgfn::register(&conn)?;

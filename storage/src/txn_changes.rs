@@ -95,6 +95,11 @@ pub fn savepoint(op: &SavepointOp<'_>) {
     });
 }
 
+/// Forgets everything recorded: the thread's connection serves another transaction next.
+pub fn reset() {
+    CURRENT.with(|c| *c.borrow_mut() = Changes::default());
+}
+
 /// Notes that the transaction prepared (its commit decision is being taken).
 pub fn note_prepared() {
     CURRENT.with(|c| c.borrow_mut().prepared = true);

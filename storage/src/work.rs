@@ -75,6 +75,13 @@ pub(crate) fn fresh_snapshot_next(c: &Connection, work_set_savepoint: bool) {
     }
 }
 
+/// Clears what a finished transaction left on its connection's thread, before the connection
+/// serves another ([`crate::txn_conn`]).
+pub(crate) fn reset_for_next_txn() {
+    SAVEPOINTS.with(|s| s.set(false));
+    txn_changes::reset();
+}
+
 impl Work {
     /// Whether the work sets a savepoint.
     pub(crate) fn sets_savepoint(&self) -> bool {

@@ -79,7 +79,7 @@ async fn a_lock_cycle_fails_the_younger_transaction() {
     // Shard 2 has the older transaction's row only: the younger one's was rolled back.
     assert_eq!(rows[0].rows.len(), 1, "{rows:?}");
     assert!(
-        reg.holders.0.is_empty(),
+        reg.holders.is_empty(),
         "finished transactions hold no locks"
     );
 }
@@ -237,9 +237,9 @@ fn open_files_named(dir: &Path, name: &str) -> usize {
 
 #[test]
 fn waited_time_grows_with_attempts() {
-    assert_eq!(waited_ms(0), 0);
-    assert_eq!(waited_ms(5), 1);
-    assert_eq!(waited_ms(55), 51);
+    assert_eq!(crate::locks::waited_ms(0), 0);
+    assert_eq!(crate::locks::waited_ms(5), 1);
+    assert_eq!(crate::locks::waited_ms(55), 51);
 }
 
 async fn read(reg: &ShardRegistry, shard: u64, sql: &str) -> Vec<i64> {
@@ -356,4 +356,82 @@ async fn prepared_transactions_survive_a_restart_in_doubt() {
     reg.execute(2, 0, write("INSERT INTO t VALUES (99, 0)"))
         .await
         .expect("no transaction in doubt");
+}
+
+/// Threads of this process whose name is `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == name)
+        .count()
+}
+
+/// Transactions one after another reuse one connection and thread, and none inherits the
+/// last one's state: its savepoint (which would pin the next one's snapshot, breaking READ
+/// COMMITTED) or its recorded row changes (which would be prepared again with the next one's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_start_each_transaction_afresh() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = || StorageConfig {
+        data_dir: dir.path().to_path_buf(),
+        ..StorageConfig::default()
+    };
+    let reg = ShardRegistry::open(config()).expect("open");
+    reg.create_shard(
+        1,
+        ShardKind::Sql,
+        vec!["CREATE TABLE t (k INTEGER PRIMARY KEY)".into()],
+    )
+    .await
+    .expect("shard");
+    for txn in 1..=10 {
+        reg.execute(1, txn, write("SAVEPOINT \"s\""))
+            .await
+            .expect("savepoint");
+        reg.execute(1, txn, write(&format!("INSERT INTO t VALUES ({txn})")))
+            .await
+            .expect("insert");
+        reg.finish_txn(1, txn, true).await.expect("commit");
+    }
+    assert_eq!(
+        threads_named("txn-1"),
+        1,
+        "one pooled connection serves them all"
+    );
+    // READ COMMITTED: the next transaction on the pooled connection sees a later commit.
+    assert_eq!(read_in(&reg, 11, "SELECT count(*) FROM t").await, [10]);
+    reg.execute(1, 0, write("INSERT INTO t VALUES (100)"))
+        .await
+        .expect("another's write");
+    assert_eq!(read_in(&reg, 11, "SELECT count(*) FROM t").await, [11]);
+    // Its prepare records its own changes only: after a restart, COMMIT applies them alone.
+    reg.execute(1, 11, write("INSERT INTO t VALUES (200)"))
+        .await
+        .expect("insert");
+    reg.prepare_txn(1, 11).await.expect("prepare");
+    reg.close();
+    drop(reg);
+    let reg = ShardRegistry::open(config()).expect("reopen");
+    reg.finish_txn(1, 11, true).await.expect("commit in doubt");
+    assert_eq!(read(&reg, 1, "SELECT count(*) FROM t").await, [12]);
+}
+
+async fn read_in(reg: &ShardRegistry, txn: u64, sql: &str) -> Vec<i64> {
+    let st = Statement {
+        sql: sql.into(),
+        params: vec![],
+        returns_rows: true,
+    };
+    reg.execute(1, txn, vec![st])
+        .await
+        .expect("read")
+        .remove(0)
+        .rows
+        .into_iter()
+        .map(|r| match tessera_shared::Value::from(r.values[0].clone()) {
+            tessera_shared::Value::Integer(i) => i,
+            v => panic!("not an integer: {v:?}"),
+        })
+        .collect()
 }
