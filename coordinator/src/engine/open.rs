@@ -78,7 +78,7 @@ impl Engine {
         let txn = Arc::new(crate::txn::TxnManager {
             catalog: catalog.clone(),
             cluster: cluster.clone(),
-            log: txnlog,
+            log: Arc::new(txnlog),
             undelivered: Default::default(),
         });
         let tasks = tokio_util::task::TaskTracker::new();

@@ -137,7 +137,11 @@ impl TxnManager {
     ) -> Result<Vec<Result<(), CoordError>>, CoordError> {
         let catalog = self.catalog.snapshot();
         if commit && targets.len() > 1 {
-            self.log.decide(txn_id, targets)?;
+            // The fsync off the async threads (shared with concurrent commits: log.rs).
+            let (log, decided) = (self.log.clone(), targets.to_vec());
+            tokio::task::spawn_blocking(move || log.decide(txn_id, &decided))
+                .await
+                .map_err(|e| CoordError::Internal(format!("decision log task: {e}")))??;
             if std::env::var("TESSERA_FAULT").as_deref() == Ok("crash-after-commit-decision") {
                 // Test hook: die between the decision and the shards' commits.
                 std::process::abort();

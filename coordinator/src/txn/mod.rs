@@ -21,7 +21,7 @@ pub struct TxnManager {
     /// Storage node clients.
     pub cluster: Arc<Cluster>,
     /// Durable multi-shard commit decisions.
-    pub log: log::DecisionLog,
+    pub log: Arc<log::DecisionLog>,
     /// Decisions some shard has not heard yet.
     pub undelivered: resolve::Undeliverable,
 }
