@@ -1,10 +1,13 @@
 //! The shard registry: which shards this node hosts, their autocommit workers and open transactions.
+//!
+//! - `open`: how a shard connection is opened; `refuse`: writes a fenced or in-doubt shard
+//!   refuses; `recovery`: the prepared log sorted out at start, in-doubt transactions decided.
 
 use crate::exec::run_batch;
 use crate::in_doubt::InDoubt;
 use crate::locks::LockHolders;
 use crate::manifest::{Manifest, ShardEntry, ShardKindOnDisk};
-use crate::prepared::{PreparedLog, Record, COMMITTED_TABLE};
+use crate::prepared::{PreparedLog, COMMITTED_TABLE};
 use crate::txn_conn::{TxnConn, TxnPool};
 use crate::versions::{ChangeTracker, DataVersions};
 pub use crate::work::{Done, Work};
@@ -17,6 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tessera_shared::proto::{ShardStats, Statement, StatementResult};
 use tessera_shared::REFERENCE_SCOPE;
+
+mod open;
+mod recovery;
+mod refuse;
+#[cfg(test)]
+mod tests;
+
+use open::open_connection;
+use refuse::{fenced_error, refuse_writes};
 
 /// File name of the node's reference database.
 pub const REFERENCE_DB: &str = "reference.db";
@@ -444,7 +456,7 @@ impl ShardRegistry {
         let finish = move |c: &mut Connection| {
             let recorded = prepared.holds(txn_id, shard_id);
             if commit && crate::txn_changes::prepared() {
-                crash_before_prepared_commit();
+                recovery::crash_before_prepared_commit();
             }
             if commit && recorded {
                 crate::work::note_committed(c, txn_id)?;
@@ -453,7 +465,7 @@ impl ShardRegistry {
             if recorded && commit {
                 // On disk with the next prepare: the committed table tells it meanwhile.
                 prepared.forget(txn_id, shard_id);
-                prune_committed(c, &prepared, shard_id);
+                recovery::prune_committed(c, &prepared, shard_id);
             } else if recorded {
                 // Nothing else would tell a rolled-back record from an undecided one.
                 prepared.forget_durably(txn_id, shard_id)?;
@@ -534,93 +546,6 @@ impl ShardRegistry {
         }
     }
 
-    /// Decides a transaction that is not open here: one in doubt commits its recorded changes
-    /// or forgets them; an unknown one rolls back as a no-op and fails to commit.
-    async fn finish_in_doubt(
-        &self,
-        shard_id: u64,
-        txn_id: u64,
-        commit: bool,
-    ) -> Result<(), StorageError> {
-        let Some(changes) = self.in_doubt.take(txn_id, shard_id) else {
-            return if commit {
-                Err(StorageError::NoSuchTxn(txn_id))
-            } else {
-                Ok(())
-            };
-        };
-        if commit {
-            let shard = self.shard(shard_id)?;
-            let t = shard.tracker.clone();
-            let recorded = changes.clone();
-            let r = shard
-                .worker
-                .run(move |c| crate::work::commit_recorded(c, &t, txn_id, &recorded))
-                .await;
-            if let Err(e) = r {
-                self.in_doubt.put_back(txn_id, shard_id, changes);
-                return Err(e);
-            }
-            tracing::info!(txn_id, shard_id, "committed an in-doubt transaction");
-            self.prepared.forget(txn_id, shard_id);
-        } else {
-            let prepared = self.prepared.clone();
-            tokio::task::spawn_blocking(move || prepared.forget_durably(txn_id, shard_id))
-                .await
-                .map_err(|_| StorageError::WorkerGone)??;
-        }
-        Ok(())
-    }
-
-    /// Whether a transaction is in doubt on `shard` (those whose wait ran out rolled back).
-    fn in_doubt_on(&self, shard: u64) -> bool {
-        for (txn, s) in self.in_doubt.expired() {
-            self.prepared.forget(txn, s);
-        }
-        self.in_doubt.on(shard)
-    }
-
-    /// Sorts the prepared log's records at start: a transaction whose id is in its shard's
-    /// committed table committed before the stop (its record is forgotten); the others are in
-    /// doubt. Then the committed tables are emptied: they only tell records left behind.
-    fn sort_out_prepared(
-        &self,
-        records: Vec<Record>,
-        manifest: &Manifest,
-    ) -> Result<Vec<Record>, StorageError> {
-        let mut undecided = Vec::new();
-        for r in records {
-            let Some(entry) = manifest.shards.iter().find(|e| e.id == r.shard) else {
-                self.prepared.forget_durably(r.txn, r.shard)?;
-                continue;
-            };
-            let c = Connection::open(self.shard_path(entry.id, entry.kind))?;
-            let committed: bool = c.query_row(
-                &format!("SELECT EXISTS (SELECT 1 FROM main.{COMMITTED_TABLE} WHERE txn = ?1)"),
-                [r.txn as i64],
-                |row| row.get(0),
-            )?;
-            if committed {
-                self.prepared.forget_durably(r.txn, r.shard)?;
-            } else {
-                tracing::warn!(txn = r.txn, shard = r.shard, "a transaction prepared before the restart is in doubt until its coordinator decides it");
-                undecided.push(r);
-            }
-        }
-        for entry in &manifest.shards {
-            let c = Connection::open(self.shard_path(entry.id, entry.kind))?;
-            let any: bool = c.query_row(
-                &format!("SELECT EXISTS (SELECT 1 FROM main.{COMMITTED_TABLE})"),
-                [],
-                |row| row.get(0),
-            )?;
-            if any {
-                c.execute(&format!("DELETE FROM main.{COMMITTED_TABLE}"), [])?;
-            }
-        }
-        Ok(undecided)
-    }
-
     /// Sizes and per-table row counts of every shard.
     pub async fn stats(&self) -> Result<Vec<ShardStats>, StorageError> {
         let shards: Vec<(u64, Shard)> = self
@@ -670,81 +595,6 @@ impl ShardRegistry {
     }
 }
 
-/// Refuses work that writes rows with `refusal`'s error, if it gives one. Schema changes reach
-/// every copy (the one being filled included) and are not refused.
-fn refuse_writes(
-    conn: &Connection,
-    work: &Work,
-    refusal: impl FnOnce() -> Option<StorageError>,
-) -> Result<(), StorageError> {
-    let writes = match work {
-        Work::Apply { changes, .. } => !changes.is_empty(),
-        Work::Run { statements, .. } => {
-            let mut writes = false;
-            for st in statements {
-                let head = st.sql.trim_start().get(..6).unwrap_or("");
-                let ddl = ["CREATE", "DROP T", "DROP I", "ALTER "]
-                    .iter()
-                    .any(|p| head.eq_ignore_ascii_case(p));
-                if !ddl && !conn.prepare_cached(&st.sql)?.readonly() {
-                    writes = true;
-                    break;
-                }
-            }
-            writes
-        }
-    };
-    match refusal().filter(|_| writes) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// 40001 for a write to a fenced shard, for the coordinator or client to retry with a plan
-/// that writes every copy in a checked transaction.
-fn fenced_error(shard_id: u64) -> StorageError {
-    StorageError::Sql {
-        sqlstate: "40001",
-        message: format!(
-            "could not serialize access: shard {shard_id} is being copied and this write was planned before the copy began; retry"
-        ),
-    }
-}
-
-/// Test hook: with `TESSERA_FAULT=crash-before-prepared-commit`, the process dies at the
-/// commit of its `TESSERA_FAULT_AFTER`-th prepared transaction (the first by default), after
-/// its prepare and before its commit.
-fn crash_before_prepared_commit() {
-    static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if std::env::var("TESSERA_FAULT").as_deref() != Ok("crash-before-prepared-commit") {
-        return;
-    }
-    let after: u64 = std::env::var("TESSERA_FAULT_AFTER")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    if SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= after {
-        std::process::abort();
-    }
-}
-
-/// Now and then (one commit of a recorded transaction in 1,024 on this node), empties a
-/// shard's committed table of every transaction no longer recorded in the prepared log: the
-/// table only tells, after a crash, which left-behind records committed.
-fn prune_committed(c: &Connection, prepared: &PreparedLog, shard: u64) {
-    static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1024 != 1023 {
-        return;
-    }
-    let live = serde_json::to_string(&prepared.live_on(shard)).unwrap_or_else(|_| "[]".into());
-    let sql = format!(
-        "DELETE FROM main.{COMMITTED_TABLE} WHERE txn NOT IN (SELECT value FROM json_each(?1))"
-    );
-    if let Err(e) = c.execute(&sql, [live]) {
-        tracing::warn!(shard, error = %e, "could not prune the committed table");
-    }
-}
-
 /// The worker hook that publishes a connection's committed writes.
 fn publisher(tracker: &Arc<ChangeTracker>) -> crate::worker::AfterJob {
     let t = tracker.clone();
@@ -754,40 +604,3 @@ fn publisher(tracker: &Arc<ChangeTracker>) -> crate::worker::AfterJob {
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
-
-/// Opens a shard database with Tessera's settings: WAL, the configured fsync level,
-/// case-sensitive LIKE (as in Postgres), and the reference database attached as `ref`.
-fn open_connection(
-    config: &StorageConfig,
-    path: &Path,
-    kind: ShardKindOnDisk,
-    docs: Option<(Arc<crate::docstore::DocStore>, u64)>,
-) -> Result<Connection, StorageError> {
-    let mut conn = Connection::open(path)?;
-    let sync = match config.synchronous.as_str() {
-        "normal" => "NORMAL",
-        "off" => "OFF",
-        _ => "FULL",
-    };
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA case_sensitive_like = ON; PRAGMA foreign_keys = OFF;"
-    ))?;
-    crate::locks::set_busy_timeout_ms(config.busy_timeout_ms);
-    conn.busy_handler(Some(crate::locks::wait_for_lock))?;
-    conn.set_prepared_statement_cache_capacity(256);
-    crate::jsonfn::register(&conn)?;
-    crate::pgfn::register(&conn)?;
-    crate::jsonsrf::register(&conn)?;
-    if let (ShardKindOnDisk::Sql, Some((store, shard))) = (kind, docs) {
-        crate::doctab::register(&conn, store, shard)?;
-    }
-    if kind == ShardKindOnDisk::Sql {
-        let reference = config.data_dir.join(REFERENCE_DB);
-        conn.execute("ATTACH DATABASE ?1 AS ref", [reference.to_string_lossy()])?;
-        conn.execute_batch(&format!("PRAGMA ref.synchronous = {sync};"))?;
-    }
-    Ok(conn)
-}
-
-#[cfg(test)]
-mod tests;
