@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{kill9, sqlstate, Cluster};
+use common::{kill9, sqlstate, Cluster, Rng};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,22 +25,6 @@ const ARGS: &[&str] = &[
     "--repair-pause-ms",
     "0",
 ];
-
-/// A small deterministic generator (xorshift64*): the run is a function of its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A connection to whichever coordinator answers first, starting at `first` (libpq-style
 /// multi-host string).
@@ -110,34 +94,13 @@ async fn three_agreeing_copies(ports: &[u16]) -> bool {
     let Some(c) = connect_any(ports, 0).await else {
         return false;
     };
-    let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
-        return false;
-    };
-    let mut copies: HashMap<i64, usize> = HashMap::new();
-    for r in &check {
-        *copies.entry(r.get(0)).or_default() += 1;
-    }
-    copies.len() == 4
-        && copies.values().all(|n| *n == 3)
-        && check.iter().all(|r| r.get::<_, bool>(4))
+    common::copies_agree(&c, 4, 3).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_kills_of_any_process_lose_no_acknowledged_write() {
-    let seed: u64 = std::env::var("TESSERA_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-        | 1;
-    let rounds: usize = std::env::var("TESSERA_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
+    let seed = common::seed_from_env("TESSERA_CHAOS_SEED");
+    let rounds = common::count_from_env("TESSERA_CHAOS_ROUNDS", 6);
     println!("chaos seed {seed} ({rounds} rounds): TESSERA_CHAOS_SEED={seed} replays it");
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().expect("tmp");
@@ -262,13 +225,7 @@ async fn random_kills_of_any_process_lose_no_acknowledged_write() {
         "seed {seed}: copies after the full crash"
     );
     let c = connect_any(&ports, 0).await.expect("a coordinator");
-    let rows: Vec<i64> = c
-        .query("SELECT id FROM ledger ORDER BY id", &[])
-        .await
-        .expect("read")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rows = common::bigints(&c, "SELECT id FROM ledger ORDER BY id").await;
     assert_eq!(
         rows.len(),
         acked.len(),

@@ -37,22 +37,9 @@ async fn a_decided_commit_survives_a_coordinator_crash() {
         ],
         &[],
     );
-    let storage = format!("s1={},s2={}", s1.addr, s2.addr);
-    let coord_args = [
-        "coordinator",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &d("coord"),
-        "--default-shards",
-        "4",
-        "--storage",
-        &storage,
-    ];
-    let mut coord = Role::start(
-        &coord_args,
-        &[("TESSERA_FAULT", "crash-after-commit-decision")],
-    );
+    let coord_args = coordinator_args(dir.path(), &format!("s1={},s2={}", s1.addr, s2.addr));
+    let args: Vec<&str> = coord_args.iter().map(String::as_str).collect();
+    let mut coord = Role::start(&args, &[("TESSERA_FAULT", "crash-after-commit-decision")]);
     let conn = format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres",
         coord.port()
@@ -61,19 +48,12 @@ async fn a_decided_commit_survives_a_coordinator_crash() {
         .await
         .expect("connect");
     tokio::spawn(h);
-    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text) PARTITION BY HASH (id)")
-        .await
-        .expect("create");
-    let values: Vec<String> = (1..=20).map(|i| format!("({i}, 'v{i}')")).collect();
-    // Twenty keys land on all four shards on both nodes: a multi-shard commit, and the crash.
-    let r = c
-        .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
-        .await;
+    let r = twenty_rows(&c).await;
     assert!(r.is_err(), "the coordinator should have died mid-commit");
     let status = coord.child.wait().expect("wait");
     assert!(!status.success());
     // A new coordinator on the same catalog and decision log finishes the commit.
-    let coord2 = Role::start(&coord_args, &[]);
+    let coord2 = coordinator(&coord_args);
     let conn = format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres",
         coord2.port()
@@ -121,6 +101,41 @@ fn storage_role(name: &str, listen: &str, dir: &std::path::Path, env: &[(&str, &
     )
 }
 
+/// Creates `t` over four shards and inserts twenty keys in one statement: they land on every
+/// shard on both nodes, a multi-shard commit.
+async fn twenty_rows(c: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text) PARTITION BY HASH (id)")
+        .await
+        .expect("create");
+    let values: Vec<String> = (1..=20).map(|i| format!("({i}, 'v{i}')")).collect();
+    c.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await
+}
+
+/// The arguments of a coordinator over `storage`, its data in `dir/coord`.
+fn coordinator_args(dir: &std::path::Path, storage: &str) -> Vec<String> {
+    let data = dir.join("coord").display().to_string();
+    [
+        "coordinator",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--default-shards",
+        "4",
+        "--storage",
+        storage,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A coordinator started with `args`.
+fn coordinator(args: &[String]) -> Role {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Role::start(&args, &[])
+}
+
 async fn connect(port: u16) -> tokio_postgres::Client {
     let conn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
     let (c, h) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
@@ -146,28 +161,10 @@ async fn a_copy_that_dies_between_prepare_and_commit_commits_after_restart() {
         dir.path(),
         &[("TESSERA_FAULT", "crash-before-prepared-commit")],
     );
-    let storage = format!("s1={},s2={}", s1.addr, s2.addr);
-    let coord_dir = dir.path().join("coord").display().to_string();
-    let coord_args = [
-        "coordinator",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &coord_dir,
-        "--default-shards",
-        "4",
-        "--storage",
-        &storage,
-    ];
-    let mut coord = Role::start(&coord_args, &[]);
+    let coord_args = coordinator_args(dir.path(), &format!("s1={},s2={}", s1.addr, s2.addr));
+    let mut coord = coordinator(&coord_args);
     let c = connect(coord.port()).await;
-    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text) PARTITION BY HASH (id)")
-        .await
-        .expect("create");
-    let values: Vec<String> = (1..=20).map(|i| format!("({i}, 'v{i}')")).collect();
-    let r = c
-        .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
-        .await;
+    let r = twenty_rows(&c).await;
     assert!(r.is_err(), "s2 should have died mid-commit");
     assert!(!s2.child.wait().expect("wait").success());
     // Every other process dies too, without a chance to finish anything.
@@ -179,17 +176,10 @@ async fn a_copy_that_dies_between_prepare_and_commit_commits_after_restart() {
     drop((s1, s2, coord));
     let _s1 = storage_role("s1", &a1, dir.path(), &[]);
     let _s2 = storage_role("s2", &a2, dir.path(), &[]);
-    let coord = Role::start(&coord_args, &[]);
+    let coord = coordinator(&coord_args);
     let c = connect(coord.port()).await;
-    let ids: Vec<i64> = c
-        .query("SELECT id FROM t ORDER BY id", &[])
-        .await
-        .expect("read")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
     assert_eq!(
-        ids,
+        common::bigints(&c, "SELECT id FROM t ORDER BY id").await,
         (1..=20).collect::<Vec<i64>>(),
         "every shard committed the decided transaction"
     );
@@ -214,31 +204,12 @@ async fn a_restarted_copy_hears_the_decision_it_missed() {
         dir.path(),
         &[("TESSERA_FAULT", "crash-before-prepared-commit")],
     );
-    let storage = format!("s1={},s2={}", _s1.addr, s2.addr);
-    let coord_dir = dir.path().join("coord").display().to_string();
-    let coord = Role::start(
-        &[
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &coord_dir,
-            "--default-shards",
-            "4",
-            "--storage",
-            &storage,
-        ],
-        &[],
-    );
+    let coord = coordinator(&coordinator_args(
+        dir.path(),
+        &format!("s1={},s2={}", _s1.addr, s2.addr),
+    ));
     let c = connect(coord.port()).await;
-    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, v text) PARTITION BY HASH (id)")
-        .await
-        .expect("create");
-    let values: Vec<String> = (1..=20).map(|i| format!("({i}, 'v{i}')")).collect();
-    let e = c
-        .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
-        .await
-        .expect_err("s2 died mid-commit");
+    let e = twenty_rows(&c).await.expect_err("s2 died mid-commit");
     assert_eq!(common::sqlstate(&e), "40003", "{e}");
     assert!(!s2.child.wait().expect("wait").success());
     let a2 = s2.addr.clone();

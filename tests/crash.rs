@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{Cluster, Rng};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,18 +24,6 @@ fn rows_of(stmt: i64) -> i64 {
         1
     } else {
         10
-    }
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
 }
 
@@ -89,36 +77,10 @@ fn running(pid: u32) -> bool {
     })
 }
 
-/// Whether every shard of `t` has three agreeing copies.
-async fn agreeing_copies(c: &tokio_postgres::Client) -> bool {
-    let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
-        return false;
-    };
-    let mut copies: HashMap<i64, usize> = HashMap::new();
-    for r in &check {
-        *copies.entry(r.get(0)).or_default() += 1;
-    }
-    copies.len() == 4
-        && copies.values().all(|n| *n == 3)
-        && check.iter().all(|r| r.get::<_, bool>(4))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_process_killed_mid_write_leaves_whole_statements_only() {
-    let seed: u64 = std::env::var("TESSERA_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-        | 1;
-    let rounds: usize = std::env::var("TESSERA_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+    let seed = common::seed_from_env("TESSERA_CRASH_SEED");
+    let rounds = common::count_from_env("TESSERA_CRASH_ROUNDS", 4);
     println!("crash seed {seed} ({rounds} rounds): TESSERA_CRASH_SEED={seed} replays it");
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().expect("tmp");
@@ -195,7 +157,7 @@ async fn every_process_killed_mid_write_leaves_whole_statements_only() {
             .await
             .expect("connect after the crash");
         assert!(
-            common::wait_until(60, || agreeing_copies(&c)).await,
+            common::wait_until(60, || common::copies_agree(&c, 4, 3)).await,
             "round {round} (seed {seed}): copies disagree after the crash"
         );
         let counts: HashMap<i64, i64> = c

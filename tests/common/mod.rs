@@ -502,3 +502,65 @@ impl Drop for Postgres {
             .output();
     }
 }
+
+/// A small deterministic generator (xorshift64*): a seeded test run is a function of its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The seed in environment variable `var` (to replay a run), else one from the clock; odd.
+pub fn seed_from_env(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+        | 1
+}
+
+/// The count in environment variable `var`, else `default`.
+pub fn count_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether `SHOW tessera.replica_check` shows `shards` shards of `copies` agreeing copies each.
+pub async fn copies_agree(c: &tokio_postgres::Client, shards: usize, copies: usize) -> bool {
+    let Ok(check) = c.query("SHOW tessera.replica_check", &[]).await else {
+        return false;
+    };
+    let mut per_shard: std::collections::HashMap<i64, usize> = Default::default();
+    for r in &check {
+        *per_shard.entry(r.get(0)).or_default() += 1;
+    }
+    per_shard.len() == shards
+        && per_shard.values().all(|n| *n == copies)
+        && check.iter().all(|r| r.get::<_, bool>(4))
+}
+
+/// The first column of `sql`'s rows, as bigints.
+pub async fn bigints(c: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    c.query(sql, &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

@@ -3,6 +3,32 @@
 use super::*;
 use tessera_shared::proto::ShardKind;
 
+/// The registry of a node whose data is in `dir`, with default settings.
+fn open_in(dir: &Path) -> ShardRegistry {
+    ShardRegistry::open(StorageConfig {
+        data_dir: dir.to_path_buf(),
+        ..StorageConfig::default()
+    })
+    .expect("open")
+}
+
+/// Creates shard `shard` with table `t (k INTEGER PRIMARY KEY, v INTEGER)`.
+async fn with_table(reg: &ShardRegistry, shard: u64) {
+    with_schema(
+        reg,
+        shard,
+        "CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)",
+    )
+    .await;
+}
+
+/// Creates shard `shard` with the table `schema` declares.
+async fn with_schema(reg: &ShardRegistry, shard: u64, schema: &str) {
+    reg.create_shard(shard, ShardKind::Sql, vec![schema.into()])
+        .await
+        .expect("shard");
+}
+
 fn write(sql: &str) -> Vec<Statement> {
     vec![Statement {
         sql: sql.into(),
@@ -28,13 +54,7 @@ async fn a_lock_cycle_fails_the_younger_transaction() {
         .expect("open"),
     );
     for shard in [1, 2] {
-        reg.create_shard(
-            shard,
-            ShardKind::Sql,
-            vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".into()],
-        )
-        .await
-        .expect("shard");
+        with_table(&reg, shard).await;
     }
     let (older, younger) = (100, 200);
     reg.execute(1, older, write("INSERT INTO t VALUES (1, 1)"))
@@ -92,11 +112,7 @@ async fn a_lock_cycle_fails_the_younger_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_shard_is_not_touched_by_the_old_copys_connections() {
     let dir = tempfile::tempdir().expect("tmp");
-    let reg = ShardRegistry::open(StorageConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    })
-    .expect("open");
+    let reg = open_in(dir.path());
     let schema = || vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".to_string()];
     reg.create_shard(1, ShardKind::Sql, schema())
         .await
@@ -149,11 +165,7 @@ async fn a_recreated_shard_is_not_touched_by_the_old_copys_connections() {
     );
     drop(reg);
     // Reopened from disk, the new copy has every committed row and nothing of the old one.
-    let reg = ShardRegistry::open(StorageConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    })
-    .expect("reopen");
+    let reg = open_in(dir.path());
     let rows = reg
         .execute(
             1,
@@ -179,18 +191,8 @@ async fn a_recreated_shard_is_not_touched_by_the_old_copys_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_transactions_outlive_the_short_idle_limit() {
     let dir = tempfile::tempdir().expect("tmp");
-    let reg = ShardRegistry::open(StorageConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    })
-    .expect("open");
-    reg.create_shard(
-        1,
-        ShardKind::Sql,
-        vec!["CREATE TABLE t (k INTEGER PRIMARY KEY)".into()],
-    )
-    .await
-    .expect("shard");
+    let reg = open_in(dir.path());
+    with_schema(&reg, 1, "CREATE TABLE t (k INTEGER PRIMARY KEY)").await;
     let short = Some(Duration::from_millis(100));
     reg.execute_idle(1, 10, write("INSERT INTO t VALUES (1)"), short)
         .await
@@ -243,22 +245,7 @@ fn waited_time_grows_with_attempts() {
 }
 
 async fn read(reg: &ShardRegistry, shard: u64, sql: &str) -> Vec<i64> {
-    let st = Statement {
-        sql: sql.into(),
-        params: vec![],
-        returns_rows: true,
-    };
-    reg.execute(shard, 0, vec![st])
-        .await
-        .expect("read")
-        .remove(0)
-        .rows
-        .into_iter()
-        .map(|r| match tessera_shared::Value::from(r.values[0].clone()) {
-            tessera_shared::Value::Integer(i) => i,
-            v => panic!("not an integer: {v:?}"),
-        })
-        .collect()
+    read_in(reg, shard, 0, sql).await
 }
 
 /// A copy whose process stops between its prepare and its commit keeps the transaction's row
@@ -269,19 +256,9 @@ async fn read(reg: &ShardRegistry, shard: u64, sql: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_transactions_survive_a_restart_in_doubt() {
     let dir = tempfile::tempdir().expect("tmp");
-    let config = || StorageConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    };
-    let reg = ShardRegistry::open(config()).expect("open");
+    let reg = open_in(dir.path());
     for shard in [1, 2] {
-        reg.create_shard(
-            shard,
-            ShardKind::Sql,
-            vec!["CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)".into()],
-        )
-        .await
-        .expect("shard");
+        with_table(&reg, shard).await;
     }
     reg.execute(1, 0, write("INSERT INTO t VALUES (1, 0), (2, 0)"))
         .await
@@ -321,7 +298,7 @@ async fn prepared_transactions_survive_a_restart_in_doubt() {
     reg.close();
     drop(reg);
 
-    let reg = ShardRegistry::open(config()).expect("reopen");
+    let reg = open_in(dir.path());
     assert_eq!(
         read(&reg, 1, "SELECT k FROM t ORDER BY k").await,
         [1, 2, 11]
@@ -352,7 +329,7 @@ async fn prepared_transactions_survive_a_restart_in_doubt() {
     reg.close();
     drop(reg);
     // Nothing stays in doubt after the decisions.
-    let reg = ShardRegistry::open(config()).expect("reopen again");
+    let reg = open_in(dir.path());
     reg.execute(2, 0, write("INSERT INTO t VALUES (99, 0)"))
         .await
         .expect("no transaction in doubt");
@@ -373,18 +350,8 @@ fn threads_named(name: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_connections_start_each_transaction_afresh() {
     let dir = tempfile::tempdir().expect("tmp");
-    let config = || StorageConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..StorageConfig::default()
-    };
-    let reg = ShardRegistry::open(config()).expect("open");
-    reg.create_shard(
-        1,
-        ShardKind::Sql,
-        vec!["CREATE TABLE t (k INTEGER PRIMARY KEY)".into()],
-    )
-    .await
-    .expect("shard");
+    let reg = open_in(dir.path());
+    with_schema(&reg, 1, "CREATE TABLE t (k INTEGER PRIMARY KEY)").await;
     for txn in 1..=10 {
         reg.execute(1, txn, write("SAVEPOINT \"s\""))
             .await
@@ -400,11 +367,11 @@ async fn pooled_connections_start_each_transaction_afresh() {
         "one pooled connection serves them all"
     );
     // READ COMMITTED: the next transaction on the pooled connection sees a later commit.
-    assert_eq!(read_in(&reg, 11, "SELECT count(*) FROM t").await, [10]);
+    assert_eq!(read_in(&reg, 1, 11, "SELECT count(*) FROM t").await, [10]);
     reg.execute(1, 0, write("INSERT INTO t VALUES (100)"))
         .await
         .expect("another's write");
-    assert_eq!(read_in(&reg, 11, "SELECT count(*) FROM t").await, [11]);
+    assert_eq!(read_in(&reg, 1, 11, "SELECT count(*) FROM t").await, [11]);
     // Its prepare records its own changes only: after a restart, COMMIT applies them alone.
     reg.execute(1, 11, write("INSERT INTO t VALUES (200)"))
         .await
@@ -412,18 +379,19 @@ async fn pooled_connections_start_each_transaction_afresh() {
     reg.prepare_txn(1, 11).await.expect("prepare");
     reg.close();
     drop(reg);
-    let reg = ShardRegistry::open(config()).expect("reopen");
+    let reg = open_in(dir.path());
     reg.finish_txn(1, 11, true).await.expect("commit in doubt");
     assert_eq!(read(&reg, 1, "SELECT count(*) FROM t").await, [12]);
 }
 
-async fn read_in(reg: &ShardRegistry, txn: u64, sql: &str) -> Vec<i64> {
+/// The first column of `sql`'s rows on `shard`, as integers, in `txn` (0: autocommit).
+async fn read_in(reg: &ShardRegistry, shard: u64, txn: u64, sql: &str) -> Vec<i64> {
     let st = Statement {
         sql: sql.into(),
         params: vec![],
         returns_rows: true,
     };
-    reg.execute(1, txn, vec![st])
+    reg.execute(shard, txn, vec![st])
         .await
         .expect("read")
         .remove(0)
