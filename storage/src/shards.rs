@@ -300,7 +300,6 @@ impl ShardRegistry {
         work: Work,
         idle: Option<Duration>,
     ) -> Result<Done, StorageError> {
-        let asked = matches!(work, Work::Run { capture: true, .. });
         let in_doubt = self.in_doubt_on(shard_id).then(|| self.in_doubt.clone());
         if txn_id == 0 {
             let shard = self.shard(shard_id)?;
@@ -317,9 +316,7 @@ impl ShardRegistry {
                     if let Some(d) = &in_doubt {
                         refuse_writes(c, &work, || d.refuse_writes(shard_id).err())?;
                     }
-                    let mut done = work.autocommit(c, &t)?;
-                    done.changes = done.changes.filter(|_| asked);
-                    Ok(done)
+                    work.autocommit(c, &t)
                 })
                 .await;
         }
