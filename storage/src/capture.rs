@@ -17,7 +17,7 @@
 //!   is lenient (its fill ends with a checksum that repairs any difference).
 #![allow(unsafe_code)]
 
-use crate::StorageError;
+use crate::error::StorageError;
 use rusqlite::ffi;
 use rusqlite::Connection;
 use std::ffi::{c_char, c_int, c_void, CStr};

@@ -11,7 +11,7 @@
 //! order-preserving: a tag, then big-endian integers with the sign bit flipped, reals with
 //! their bits ordered, text and blobs with 0x00 escaped as 0x00 0xFF and ended by 0x00 0x00.
 
-use crate::StorageError;
+use crate::error::StorageError;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rusqlite::types::Value;
 use serde::{Deserialize, Serialize};

@@ -21,7 +21,7 @@
 #![allow(unsafe_code)]
 
 use crate::docstore::{decode_row, encode_key, index_value, DocStore, PathIndex, INDEX_SLOTS};
-use crate::StorageError;
+use crate::error::StorageError;
 use fjall::Readable;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::vtab::{

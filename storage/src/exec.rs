@@ -1,7 +1,7 @@
 //! Runs statements on a SQLite connection: parameters bound by position, typed rows out.
 
+use crate::error::StorageError;
 use crate::versions::ChangeTracker;
-use crate::StorageError;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::Connection;
 use tessera_shared::proto::{Row, Statement, StatementResult};

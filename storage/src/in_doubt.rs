@@ -7,8 +7,8 @@
 //! transactions when it starts (`txn/log.rs`); one never resolved is rolled back after the
 //! node's idle limit for transactions, as an open prepared transaction would have been.
 
+use crate::error::StorageError;
 use crate::prepared::Record;
-use crate::StorageError;
 use dashmap::DashMap;
 use std::time::{Duration, Instant};
 

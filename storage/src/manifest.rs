@@ -1,6 +1,6 @@
 //! The versioned manifest of shards a node hosts, written atomically (temp file, fsync, rename).
 
-use crate::StorageError;
+use crate::error::StorageError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -14,7 +14,7 @@
 //!   SQLite transaction, so a record left behind by a crash between the commit and the forget
 //!   is recognised at start as committed, not applied twice.
 
-use crate::StorageError;
+use crate::error::StorageError;
 use dashmap::DashSet;
 use rusqlite::{params, Connection};
 use std::path::Path;

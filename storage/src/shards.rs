@@ -3,6 +3,8 @@
 //! - `open`: how a shard connection is opened; `refuse`: writes a fenced or in-doubt shard
 //!   refuses; `recovery`: the prepared log sorted out at start, in-doubt transactions decided.
 
+use crate::config::StorageConfig;
+use crate::error::StorageError;
 use crate::exec::run_batch;
 use crate::in_doubt::InDoubt;
 use crate::locks::LockHolders;
@@ -12,7 +14,6 @@ use crate::txn_conn::{TxnConn, TxnPool};
 use crate::versions::{ChangeTracker, DataVersions};
 pub use crate::work::{Done, Work};
 use crate::worker::Worker;
-use crate::{StorageConfig, StorageError};
 use dashmap::DashMap;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! for lack of space after other shards committed (a full disk fails the prepare instead, and
 //! nothing of the transaction commits anywhere: `53100`).
 
-use crate::StorageError;
+use crate::error::StorageError;
 use std::path::Path;
 
 /// Free space a prepare leaves for the commits that follow it: the commit frame of each open

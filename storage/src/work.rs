@@ -2,10 +2,10 @@
 //! first copy of a replicated write), or apply the row changes another copy recorded.
 
 use crate::capture::{self, Capture};
+use crate::error::StorageError;
 use crate::exec::{run_batch, run_statement};
 use crate::txn_changes;
 use crate::versions::ChangeTracker;
-use crate::StorageError;
 use rusqlite::Connection;
 use tessera_shared::proto::{Statement, StatementResult};
 

@@ -1,6 +1,6 @@
 //! A dedicated OS thread owning one SQLite connection; async callers send it closures.
 
-use crate::StorageError;
+use crate::error::StorageError;
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};

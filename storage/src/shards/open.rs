@@ -2,8 +2,9 @@
 //! Tessera's functions and document tables, and the reference database attached as `ref`.
 
 use super::REFERENCE_DB;
+use crate::config::StorageConfig;
+use crate::error::StorageError;
 use crate::manifest::ShardKindOnDisk;
-use crate::{StorageConfig, StorageError};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 //! deciding transactions in doubt, and keeping the committed tables small.
 
 use super::ShardRegistry;
+use crate::error::StorageError;
 use crate::manifest::Manifest;
 use crate::prepared::{PreparedLog, Record, COMMITTED_TABLE};
-use crate::StorageError;
 use rusqlite::Connection;
 
 impl ShardRegistry {

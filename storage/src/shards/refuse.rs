@@ -1,8 +1,8 @@
 //! What a shard refuses while it must not change: writes to a fenced shard (a copy of it is
 //! being filled) and to a shard with a transaction in doubt, both `40001` for a retry.
 
+use crate::error::StorageError;
 use crate::work::Work;
-use crate::StorageError;
 use rusqlite::Connection;
 
 /// Refuses work that writes rows with `refusal`'s error, if it gives one. Schema changes reach
