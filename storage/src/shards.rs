@@ -589,6 +589,7 @@ impl ShardRegistry {
     /// Rolls back open transactions and stops all workers.
     pub fn close(&self) {
         self.txns.clear();
+        self.pool.clear();
         self.shards.clear();
     }
 }

@@ -61,6 +61,11 @@ impl TxnPool {
         }
     }
 
+    /// Drops every pooled connection (their threads end).
+    pub fn clear(&self) {
+        self.0.clear();
+    }
+
     /// Every pooled connection to `shard` (it is being dropped).
     pub fn drain(&self, shard: u64) -> Vec<TxnConn> {
         self.0.remove(&shard).map(|(_, v)| v).unwrap_or_default()

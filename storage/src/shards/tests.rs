@@ -193,7 +193,9 @@ async fn prepared_transactions_outlive_the_short_idle_limit() {
     let dir = tempfile::tempdir().expect("tmp");
     let reg = open_in(dir.path());
     with_schema(&reg, 1, "CREATE TABLE t (k INTEGER PRIMARY KEY)").await;
-    let short = Some(Duration::from_millis(100));
+    // Long enough that the second writer's 50 ms wait for the older holder ends first, also on
+    // a loaded machine (with 100 ms, parallel tests let the idle rollback win the race).
+    let short = Some(Duration::from_millis(600));
     reg.execute_idle(1, 10, write("INSERT INTO t VALUES (1)"), short)
         .await
         .expect("abandoned");
@@ -201,14 +203,14 @@ async fn prepared_transactions_outlive_the_short_idle_limit() {
         .await
         .expect_err("the abandoned transaction holds the lock");
     reg.finish_txn(1, 11, false).await.expect("rollback");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let e = reg.finish_txn(1, 10, true).await.expect_err("rolled back");
     assert_eq!(e.sqlstate(), "25P02");
     reg.execute_idle(1, 12, write("INSERT INTO t VALUES (3)"), short)
         .await
         .expect("the lock is free again");
     reg.prepare_txn(1, 12).await.expect("prepare");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     reg.finish_txn(1, 12, true)
         .await
         .expect("a prepared transaction is still there");
@@ -351,37 +353,47 @@ fn threads_named(name: &str) -> usize {
 async fn pooled_connections_start_each_transaction_afresh() {
     let dir = tempfile::tempdir().expect("tmp");
     let reg = open_in(dir.path());
-    with_schema(&reg, 1, "CREATE TABLE t (k INTEGER PRIMARY KEY)").await;
+    // A shard id no other test uses: threads are counted process-wide.
+    const SHARD: u64 = 4242;
+    with_schema(&reg, SHARD, "CREATE TABLE t (k INTEGER PRIMARY KEY)").await;
     for txn in 1..=10 {
-        reg.execute(1, txn, write("SAVEPOINT \"s\""))
+        reg.execute(SHARD, txn, write("SAVEPOINT \"s\""))
             .await
             .expect("savepoint");
-        reg.execute(1, txn, write(&format!("INSERT INTO t VALUES ({txn})")))
+        reg.execute(SHARD, txn, write(&format!("INSERT INTO t VALUES ({txn})")))
             .await
             .expect("insert");
-        reg.finish_txn(1, txn, true).await.expect("commit");
+        reg.finish_txn(SHARD, txn, true).await.expect("commit");
     }
     assert_eq!(
-        threads_named("txn-1"),
+        threads_named(&format!("txn-{SHARD}")),
         1,
         "one pooled connection serves them all"
     );
     // READ COMMITTED: the next transaction on the pooled connection sees a later commit.
-    assert_eq!(read_in(&reg, 1, 11, "SELECT count(*) FROM t").await, [10]);
-    reg.execute(1, 0, write("INSERT INTO t VALUES (100)"))
+    assert_eq!(
+        read_in(&reg, SHARD, 11, "SELECT count(*) FROM t").await,
+        [10]
+    );
+    reg.execute(SHARD, 0, write("INSERT INTO t VALUES (100)"))
         .await
         .expect("another's write");
-    assert_eq!(read_in(&reg, 1, 11, "SELECT count(*) FROM t").await, [11]);
+    assert_eq!(
+        read_in(&reg, SHARD, 11, "SELECT count(*) FROM t").await,
+        [11]
+    );
     // Its prepare records its own changes only: after a restart, COMMIT applies them alone.
-    reg.execute(1, 11, write("INSERT INTO t VALUES (200)"))
+    reg.execute(SHARD, 11, write("INSERT INTO t VALUES (200)"))
         .await
         .expect("insert");
-    reg.prepare_txn(1, 11).await.expect("prepare");
+    reg.prepare_txn(SHARD, 11).await.expect("prepare");
     reg.close();
     drop(reg);
     let reg = open_in(dir.path());
-    reg.finish_txn(1, 11, true).await.expect("commit in doubt");
-    assert_eq!(read(&reg, 1, "SELECT count(*) FROM t").await, [12]);
+    reg.finish_txn(SHARD, 11, true)
+        .await
+        .expect("commit in doubt");
+    assert_eq!(read(&reg, SHARD, "SELECT count(*) FROM t").await, [12]);
 }
 
 /// The first column of `sql`'s rows on `shard`, as integers, in `txn` (0: autocommit).
