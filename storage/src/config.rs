@@ -27,6 +27,16 @@ pub struct StorageConfig {
     pub txn_idle_timeout_secs: u64,
 }
 
+/// SQLite's `synchronous` value for a node setting (`full` unless `normal` or `off`), shared by
+/// shard connections and the prepared log, which must sync alike.
+pub fn sqlite_synchronous(setting: &str) -> &'static str {
+    match setting {
+        "normal" => "NORMAL",
+        "off" => "OFF",
+        _ => "FULL",
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {

@@ -58,11 +58,7 @@ impl PreparedLog {
         synchronous: &str,
     ) -> Result<(PreparedLog, Vec<Record>), StorageError> {
         let conn = Connection::open(path)?;
-        let sync = match synchronous {
-            "normal" => "NORMAL",
-            "off" => "OFF",
-            _ => "FULL",
-        };
+        let sync = crate::config::sqlite_synchronous(synchronous);
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
         ))?;
@@ -212,19 +208,18 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, live: &DashSet<(u64, u64
             continue;
         }
         ops.append(&mut lazy);
-        let result = write_all(&mut conn, &ops).map_err(|e| e.to_string());
-        if let Err(e) = &result {
+        // Kept as SQLSTATE and text: every waiting request gets its own copy of the failure.
+        let result = write_all(&mut conn, &ops).map_err(|e| (e.sqlstate(), e.to_string()));
+        if let Err((_, e)) = &result {
             tracing::error!(error = %e, "the prepared log could not be written");
         }
         for op in ops {
-            let reply = result.clone().map_err(|message| StorageError::Sql {
-                sqlstate: if message.contains("full") {
-                    "53100"
-                } else {
-                    "58030"
-                },
-                message: format!("could not record a prepared transaction: {message}"),
-            });
+            let reply = result
+                .clone()
+                .map_err(|(sqlstate, message)| StorageError::Sql {
+                    sqlstate,
+                    message: format!("could not record a prepared transaction: {message}"),
+                });
             match op {
                 Op::Put(_, done) => {
                     let _ = done.send(reply);

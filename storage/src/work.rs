@@ -87,10 +87,10 @@ impl Work {
     pub(crate) fn sets_savepoint(&self) -> bool {
         match self {
             Work::Run { statements, .. } => statements.iter().any(|s| {
-                s.sql
-                    .trim_start()
-                    .get(..9)
-                    .is_some_and(|h| h.eq_ignore_ascii_case("SAVEPOINT"))
+                matches!(
+                    txn_changes::SavepointOp::parse(&s.sql),
+                    Some(txn_changes::SavepointOp::Set(_))
+                )
             }),
             Work::Apply { .. } => false,
         }

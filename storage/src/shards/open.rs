@@ -18,11 +18,7 @@ pub(super) fn open_connection(
     docs: Option<(Arc<crate::docstore::DocStore>, u64)>,
 ) -> Result<Connection, StorageError> {
     let mut conn = Connection::open(path)?;
-    let sync = match config.synchronous.as_str() {
-        "normal" => "NORMAL",
-        "off" => "OFF",
-        _ => "FULL",
-    };
+    let sync = crate::config::sqlite_synchronous(&config.synchronous);
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA case_sensitive_like = ON; PRAGMA foreign_keys = OFF;"
     ))?;
