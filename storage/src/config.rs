@@ -23,6 +23,11 @@ pub struct StorageConfig {
     /// so every lock cycle between transactions (two shards locked in opposite orders)
     /// breaks within this time. Default 50 ms.
     pub younger_wait_ms: u64,
+    /// How long a transaction waits for a row an *older* transaction locked before failing
+    /// with SQLSTATE 40P01 (PostgreSQL's `deadlock_timeout`): every cycle of row-lock waits
+    /// through several nodes breaks within this time; cycles on one node break at once.
+    /// Default 1000 ms.
+    pub deadlock_timeout_ms: u64,
     /// An open transaction idle this long is rolled back. Default 300 s.
     pub txn_idle_timeout_secs: u64,
 }
@@ -45,6 +50,7 @@ impl Default for StorageConfig {
             synchronous: "full".into(),
             busy_timeout_ms: 2000,
             younger_wait_ms: 50,
+            deadlock_timeout_ms: 1000,
             txn_idle_timeout_secs: 300,
         }
     }

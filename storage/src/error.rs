@@ -34,6 +34,10 @@ pub enum StorageError {
     /// The RPC server failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// A row the statement changed is locked by another open transaction, which must end
+    /// first ([`crate::row_locks`]); the statement is run again then. Never leaves this node.
+    #[error("a row is locked by transaction {0}")]
+    RowLocked(u64),
     /// The document store (fjall) failed, or holds a row this build cannot read.
     #[error("document store: {0}")]
     Documents(String),
@@ -46,6 +50,7 @@ impl StorageError {
             StorageError::Sql { sqlstate, .. } => sqlstate,
             StorageError::NoSuchShard(_) => "58030",
             StorageError::NoSuchTxn(_) => "25P02",
+            StorageError::RowLocked(_) => "55P03",
             StorageError::WorkerGone | StorageError::Transport(_) => "58000",
             StorageError::Io(_) | StorageError::Manifest(_) | StorageError::Documents(_) => "58030",
         }
@@ -132,7 +137,7 @@ fn clean_message(msg: &str) -> String {
 impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> Self {
         let code = match &e {
-            StorageError::Sql { .. } | StorageError::NoSuchTxn(_) => {
+            StorageError::Sql { .. } | StorageError::NoSuchTxn(_) | StorageError::RowLocked(_) => {
                 tonic::Code::FailedPrecondition
             }
             StorageError::NoSuchShard(_) => tonic::Code::NotFound,

@@ -144,6 +144,7 @@ mod tests {
             sql: sql.into(),
             params: params.into_iter().map(proto::Value::from).collect(),
             returns_rows: false,
+            lock: None,
         }
     }
 

@@ -12,12 +12,15 @@
 //! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`work`]: one request's work on a shard copy: statements (their row changes recorded), or row changes applied.
+//! - [`deferred`]: a transaction's statements run on arrival over its own changes kept aside, committed at its end.
 //! - [`txn_changes`]: an open transaction's row changes so far on a copy, cut back at `ROLLBACK TO SAVEPOINT`.
 //! - [`prepared`]: the node's prepared log: a prepared transaction's row changes on disk (group-committed) until it ends.
 //! - [`in_doubt`]: transactions prepared before a restart and not yet decided; their shards take no writes meanwhile.
 //! - [`space`]: room to commit: a prepare fails on a full disk (`53100`), a commit after it does not.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
 //! - [`txn_conn`]: a transaction's connection thread, pooled per shard between transactions.
+//! - [`row_locks`]: the rows open transactions wrote, locked until they end; waits, deadlocks.
+//! - [`locking_read`]: `SELECT … FOR UPDATE` / `FOR SHARE`: rows read, then locked, waited for or skipped.
 //! - [`locks`]: who holds each shard's write lock, and how long a transaction waits for it.
 //! - [`versions`]: per-table data versions that change after every committed write (result-cache coherence).
 //! - [`service`]: the gRPC service translating requests into shard work.
@@ -25,6 +28,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod deferred;
 pub mod docstore;
 pub mod doctab;
 pub mod error;
@@ -32,10 +36,12 @@ pub mod exec;
 pub mod in_doubt;
 pub mod jsonfn;
 pub mod jsonsrf;
+pub mod locking_read;
 pub mod locks;
 pub mod manifest;
 pub mod pgfn;
 pub mod prepared;
+pub mod row_locks;
 pub mod service;
 pub mod shards;
 pub mod space;

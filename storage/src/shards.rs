@@ -10,6 +10,7 @@ use crate::in_doubt::InDoubt;
 use crate::locks::LockHolders;
 use crate::manifest::{Manifest, ShardEntry, ShardKindOnDisk};
 use crate::prepared::{PreparedLog, COMMITTED_TABLE};
+use crate::row_locks::{RowLocks, WaitLimits};
 use crate::txn_conn::{TxnConn, TxnPool};
 use crate::versions::{ChangeTracker, DataVersions};
 pub use crate::work::{Done, Work};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tessera_shared::proto::{ShardStats, Statement, StatementResult};
 use tessera_shared::REFERENCE_SCOPE;
 
+mod finish;
 mod open;
 mod recovery;
 mod refuse;
@@ -68,6 +70,8 @@ pub struct ShardRegistry {
     prepared: Arc<PreparedLog>,
     /// Transactions prepared before the last stop and not yet decided.
     in_doubt: Arc<InDoubt>,
+    /// The rows open transactions changed, locked until they end.
+    row_locks: Arc<RowLocks>,
 }
 
 impl ShardRegistry {
@@ -98,6 +102,7 @@ impl ShardRegistry {
             holders: Arc::default(),
             prepared: Arc::new(prepared),
             in_doubt: Arc::new(InDoubt::new(vec![], Duration::ZERO)),
+            row_locks: Arc::default(),
             config,
         };
         for entry in &manifest.shards {
@@ -120,7 +125,9 @@ impl ShardRegistry {
         let path = self.shard_path(id, kind);
         let mut conn = open_connection(&self.config, &path, kind, self.doc_module(id))?;
         conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS main.{COMMITTED_TABLE} (txn INTEGER PRIMARY KEY)"
+            "CREATE TABLE IF NOT EXISTS main.{COMMITTED_TABLE} (txn INTEGER PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS main.{} (n INTEGER NOT NULL);",
+            crate::doctab::LOCK_TABLE
         ))?;
         let tracker = self.tracker(&mut conn, id, kind)?;
         let worker = Worker::spawn(
@@ -189,6 +196,7 @@ impl ShardRegistry {
                 sql,
                 params: vec![],
                 returns_rows: false,
+                lock: None,
             })
             .collect();
         let shard = match self.shards.get(&id).map(|s| s.clone()) {
@@ -237,9 +245,7 @@ impl ShardRegistry {
             if let Some((_, conn)) = self.txns.remove(&key) {
                 conn.worker.close().await;
             }
-            if !self.txns.iter().any(|e| e.key().0 == key.0) {
-                self.holders.release(key.0);
-            }
+            self.release(key.0, id);
         }
         for conn in self.pool.drain(id) {
             conn.worker.close().await;
@@ -302,55 +308,119 @@ impl ShardRegistry {
         idle: Option<Duration>,
     ) -> Result<Done, StorageError> {
         let in_doubt = self.in_doubt_on(shard_id).then(|| self.in_doubt.clone());
-        if txn_id == 0 {
-            let shard = self.shard(shard_id)?;
-            let t = shard.tracker.clone();
-            let fenced = shard.fenced.clone();
-            return shard
-                .worker
-                .run(move |c| {
-                    if fenced.load(std::sync::atomic::Ordering::SeqCst)
-                        && matches!(work, Work::Run { .. })
-                    {
-                        refuse_writes(c, &work, || Some(fenced_error(shard_id)))?;
-                    }
-                    if let Some(d) = &in_doubt {
-                        refuse_writes(c, &work, || d.refuse_writes(shard_id).err())?;
-                    }
-                    work.autocommit(c, &t)
-                })
-                .await;
+        loop {
+            let attempt = match txn_id {
+                0 => {
+                    self.run_autocommit(shard_id, work.clone(), in_doubt.clone())
+                        .await
+                }
+                _ => {
+                    self.run_in_txn(shard_id, txn_id, work.clone(), idle, in_doubt.clone())
+                        .await
+                }
+            };
+            match attempt {
+                // The statement changed a locked row: it runs again once the holder ended,
+                // against the newest committed rows (PostgreSQL's READ COMMITTED).
+                Err(StorageError::RowLocked(holder)) => {
+                    self.row_locks
+                        .wait(txn_id, holder, self.wait_limits())
+                        .await?
+                }
+                r => return r,
+            }
         }
+    }
+
+    /// How long a statement waits for a locked row.
+    fn wait_limits(&self) -> WaitLimits {
+        WaitLimits {
+            lock_timeout: Duration::from_millis(self.config.busy_timeout_ms.max(1)),
+            deadlock_timeout: Duration::from_millis(self.config.deadlock_timeout_ms.max(1)),
+        }
+    }
+
+    async fn run_autocommit(
+        &self,
+        shard_id: u64,
+        work: Work,
+        in_doubt: Option<Arc<InDoubt>>,
+    ) -> Result<Done, StorageError> {
+        let shard = self.shard(shard_id)?;
+        let t = shard.tracker.clone();
+        let fenced = shard.fenced.clone();
+        let locks = self.row_locks.clone();
+        shard
+            .worker
+            .run(move |c| {
+                if fenced.load(std::sync::atomic::Ordering::SeqCst)
+                    && matches!(work, Work::Run { .. })
+                {
+                    refuse_writes(c, &work, || Some(fenced_error(shard_id)))?;
+                }
+                if let Some(d) = &in_doubt {
+                    refuse_writes(c, &work, || d.refuse_writes(shard_id).err())?;
+                }
+                work.autocommit(c, &t, &locks, shard_id)
+            })
+            .await
+    }
+
+    async fn run_in_txn(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        work: Work,
+        idle: Option<Duration>,
+        in_doubt: Option<Arc<InDoubt>>,
+    ) -> Result<Done, StorageError> {
         let TxnConn {
             worker, tracker: t, ..
         } = self.txn_worker(shard_id, txn_id, idle)?;
         let holders = self.holders.clone();
+        let locks = self.row_locks.clone();
         let main_db = self.lock_key(shard_id);
+        let fenced = self.shard(shard_id)?.fenced.clone();
         match worker
             .run(move |c| {
                 if let Some(d) = &in_doubt {
                     refuse_writes(c, &work, || d.refuse_writes(shard_id).err())?;
                 }
-                let savepoint = work.sets_savepoint();
-                let r = work.in_open_txn(c, &t);
+                let ctx = crate::deferred::TxnCtx {
+                    shard: shard_id,
+                    txn: txn_id,
+                    locks: &locks,
+                    fenced: fenced.load(std::sync::atomic::Ordering::SeqCst),
+                };
+                let r = crate::deferred::run(c, &t, &ctx, work);
                 holders.note(c, main_db, txn_id);
-                crate::work::fresh_snapshot_next(c, savepoint);
                 r
             })
             .await
         {
             Err(StorageError::WorkerGone) => {
                 self.txns.remove(&(txn_id, shard_id));
-                self.holders.release(txn_id);
+                self.release(txn_id, shard_id);
                 Err(StorageError::NoSuchTxn(txn_id))
             }
             r => r,
         }
     }
 
+    /// Forgets the locks of a transaction whose work on a shard ended: its rows there, and
+    /// its shard write locks once it has no connection on this node any more.
+    fn release(&self, txn_id: u64, shard_id: u64) {
+        self.row_locks.release_on(txn_id, shard_id);
+        if !self.txns.iter().any(|e| e.key().0 == txn_id) {
+            self.holders.release(txn_id);
+        }
+    }
+
     /// Sets or lifts a shard's fence (see the `Fence` RPC). The change runs on the shard's
     /// worker, so autocommit writes running when it is set finish first and every later one
-    /// sees it.
+    /// sees it. A fenced shard is being copied, read under its write lock: a transaction that
+    /// writes it from then on holds that lock until it ends ([`crate::deferred`]), and the
+    /// fence is up once every transaction that wrote it before (its rows locked) ended.
     pub async fn fence(&self, shard_id: u64, fenced: bool) -> Result<(), StorageError> {
         let shard = self.shard(shard_id)?;
         let flag = shard.fenced.clone();
@@ -360,7 +430,18 @@ impl ShardRegistry {
                 flag.store(fenced, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             })
-            .await
+            .await?;
+        let limit = self.wait_limits().lock_timeout;
+        if fenced && !self.row_locks.wait_shard_free(shard_id, limit).await {
+            return Err(StorageError::Sql {
+                sqlstate: "55P03",
+                message: format!(
+                    "shard {shard_id}: transactions that wrote it before its fence did not end within {} ms",
+                    limit.as_millis()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The lock-holder key of a shard's main database.
@@ -409,9 +490,9 @@ impl ShardRegistry {
             serving.clone(),
             self.config.younger_wait_ms,
         )))?;
-        conn.execute_batch("BEGIN")?;
         let txns = self.txns.clone();
         let holders = self.holders.clone();
+        let row_locks = self.row_locks.clone();
         let prepared = self.prepared.clone();
         let idle = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX / 4));
         let current = serving.clone();
@@ -426,6 +507,7 @@ impl ShardRegistry {
                 prepared.forget(txn_id, shard_id);
                 txns.remove(&(txn_id, shard_id));
                 holders.release(txn_id);
+                row_locks.release_on(txn_id, shard_id);
             },
             Some(publisher(&tracker)),
         )?;
@@ -437,111 +519,9 @@ impl ShardRegistry {
         })
     }
 
-    /// Commits or rolls back a transaction's work on one shard. Rolling back an
-    /// unknown transaction succeeds (it holds nothing); committing one fails, unless it is in
-    /// doubt here ([`crate::in_doubt`]): then its recorded changes commit.
-    pub async fn finish_txn(
-        &self,
-        shard_id: u64,
-        txn_id: u64,
-        commit: bool,
-    ) -> Result<(), StorageError> {
-        let Some((_, conn)) = self.txns.remove(&(txn_id, shard_id)) else {
-            return self.finish_in_doubt(shard_id, txn_id, commit).await;
-        };
-        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
-        let prepared = self.prepared.clone();
-        let finish = move |c: &mut Connection| {
-            let recorded = prepared.holds(txn_id, shard_id);
-            if commit && crate::txn_changes::prepared() {
-                recovery::crash_before_prepared_commit();
-            }
-            if commit && recorded {
-                crate::work::note_committed(c, txn_id)?;
-            }
-            c.execute_batch(sql)?;
-            if recorded && commit {
-                // On disk with the next prepare: the committed table tells it meanwhile.
-                prepared.forget(txn_id, shard_id);
-                recovery::prune_committed(c, &prepared, shard_id);
-            } else if recorded {
-                // Nothing else would tell a rolled-back record from an undecided one.
-                prepared.forget_durably(txn_id, shard_id)?;
-            }
-            // Ready for the next transaction: nothing of this one's state left on the thread,
-            // a transaction begun (a deferred BEGIN takes no lock and no snapshot yet).
-            crate::work::reset_for_next_txn();
-            Ok(c.execute_batch("BEGIN").is_ok())
-        };
-        let r = match conn.worker.run(finish).await {
-            Ok(reusable) => {
-                if reusable {
-                    self.pool.put(shard_id, conn);
-                }
-                Ok(())
-            }
-            Err(StorageError::WorkerGone) if commit => Err(StorageError::NoSuchTxn(txn_id)),
-            Err(StorageError::WorkerGone) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if !self.txns.iter().any(|e| e.key().0 == txn_id) {
-            self.holders.release(txn_id);
-        }
-        r
-    }
-
     /// The idle limit of client transactions.
-    fn client_idle(&self) -> Duration {
+    pub(super) fn client_idle(&self) -> Duration {
         Duration::from_secs(self.config.txn_idle_timeout_secs.max(1))
-    }
-
-    /// Marks a transaction prepared: its commit decision is about to be taken, so it keeps
-    /// the client-transaction idle limit even if it was opened with a short one (a statement's
-    /// own): a coordinator that dies after deciding finds it still open when it recovers.
-    ///
-    /// It runs as a job of the transaction's thread, so it is ordered with the idle check: a
-    /// transaction already rolled back for idling answers [`StorageError::NoSuchTxn`].
-    pub async fn prepare_txn(&self, shard_id: u64, txn_id: u64) -> Result<(), StorageError> {
-        let Some(TxnConn { worker, idle, .. }) =
-            self.txns.get(&(txn_id, shard_id)).map(|e| e.clone())
-        else {
-            return Err(StorageError::NoSuchTxn(txn_id));
-        };
-        let ms = self.client_idle().as_millis() as u64;
-        let dir = self.config.data_dir.clone();
-        let prepared = self.prepared.clone();
-        match worker
-            .run(move |c| {
-                // The transaction's pages go to the WAL now, and a reserve stays free: a full
-                // disk fails here, before any shard commits, rather than at a commit after
-                // others committed.
-                c.cache_flush().map_err(|e| match StorageError::from(e) {
-                    StorageError::Sql {
-                        sqlstate: "53100",
-                        message,
-                    } => crate::space::full(shard_id, message),
-                    other => other,
-                })?;
-                crate::space::check_reserve(&dir, shard_id)?;
-                // Its row changes on disk: a crash of this process before the decision leaves
-                // it in doubt, not lost.
-                match crate::txn_changes::snapshot() {
-                    Some(changes) => prepared.put(txn_id, shard_id, changes)?,
-                    None => tracing::debug!(
-                        txn_id,
-                        shard_id,
-                        "a prepared transaction that wrote document tables is not recorded"
-                    ),
-                }
-                crate::txn_changes::note_prepared();
-                idle.fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
-                Ok(())
-            })
-            .await
-        {
-            Err(StorageError::WorkerGone) => Err(StorageError::NoSuchTxn(txn_id)),
-            r => r,
-        }
     }
 
     /// Sizes and per-table row counts of every shard.

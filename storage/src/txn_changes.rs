@@ -15,6 +15,11 @@ struct Changes {
     marks: Vec<(String, usize)>,
     opaque: bool,
     prepared: bool,
+    /// The transaction keeps its SQLite transaction open ([`crate::deferred`]).
+    holding: bool,
+    /// The changes came from the shard's first copy (`Some(lenient)`: applied as a copy's,
+    /// leniently when it is being filled; see [`crate::capture::apply`]).
+    copy: Option<bool>,
 }
 
 thread_local! {
@@ -108,6 +113,37 @@ pub fn note_prepared() {
 /// Whether the transaction prepared.
 pub fn prepared() -> bool {
     CURRENT.with(|c| c.borrow().prepared)
+}
+
+/// Notes that the transaction holds its SQLite transaction open from now on.
+pub fn hold() {
+    CURRENT.with(|c| c.borrow_mut().holding = true);
+}
+
+/// Whether the transaction holds its SQLite transaction open ([`crate::deferred`]).
+pub fn holding() -> bool {
+    CURRENT.with(|c| c.borrow().holding)
+}
+
+/// Notes that the changes came from the shard's first copy (`lenient`: this copy is being
+/// filled).
+pub fn set_copy(lenient: bool) {
+    CURRENT.with(|c| c.borrow_mut().copy = Some(lenient));
+}
+
+/// Whether the changes came from the shard's first copy, and if so whether leniently.
+pub fn copy() -> Option<bool> {
+    CURRENT.with(|c| c.borrow().copy)
+}
+
+/// The savepoints set so far, with the number of segments made before each.
+pub fn marks() -> Vec<(String, usize)> {
+    CURRENT.with(|c| c.borrow().marks.clone())
+}
+
+/// The transaction's changes so far (those known: see [`snapshot`]).
+pub fn segments() -> Vec<Vec<u8>> {
+    CURRENT.with(|c| c.borrow().segments.clone())
 }
 
 /// The transaction's changes so far, or `None` when they are unknown.

@@ -4,12 +4,14 @@
 use crate::capture::{self, Capture};
 use crate::error::StorageError;
 use crate::exec::{run_batch, run_statement};
+use crate::row_locks::RowLocks;
 use crate::txn_changes;
 use crate::versions::ChangeTracker;
 use rusqlite::Connection;
 use tessera_shared::proto::{Statement, StatementResult};
 
 /// A request's work on one shard copy.
+#[derive(Clone)]
 pub enum Work {
     /// Run statements; with `capture`, also return the row changes they made.
     Run {
@@ -36,81 +38,80 @@ pub struct Done {
     pub changes: Option<Vec<u8>>,
 }
 
-thread_local! {
-    /// Whether the transaction this thread serves has set a savepoint (each transaction has a
-    /// connection thread of its own, `shards.rs`).
-    static SAVEPOINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// READ COMMITTED as PostgreSQL has it: each statement sees what committed before it began.
-/// After a batch, a transaction holding no write lock on this shard ends its SQLite read
-/// transaction and opens another, so its next statement reads the newest committed rows;
-/// once it has written, it holds the shard's write lock and nothing else commits here
-/// meanwhile. A transaction that set a savepoint keeps its snapshot (ending the read
-/// transaction would release the savepoint).
-pub(crate) fn fresh_snapshot_next(c: &Connection, work_set_savepoint: bool) {
-    if work_set_savepoint {
-        SAVEPOINTS.with(|s| s.set(true));
-    }
-    if SAVEPOINTS.with(|s| s.get()) || c.is_autocommit() {
-        return;
-    }
-    // An unattached database (the reference database itself) has no state: not writing.
-    let writing = |db| {
-        matches!(
-            c.transaction_state(Some(db)),
-            Ok(rusqlite::TransactionState::Write)
-        )
-    };
-    if !writing(rusqlite::MAIN_DB) && !writing(c"ref") {
-        if let Err(e) = c.execute_batch("COMMIT") {
-            tracing::warn!(error = %e, "could not renew a transaction's read snapshot");
-        }
-        // Whatever happened, the transaction stays open: a later write must not autocommit.
-        if c.is_autocommit() {
-            if let Err(e) = c.execute_batch("BEGIN") {
-                tracing::error!(error = %e, "could not reopen a transaction after renewing its snapshot");
-            }
-        }
-    }
-}
-
 /// Clears what a finished transaction left on its connection's thread, before the connection
 /// serves another ([`crate::txn_conn`]).
 pub(crate) fn reset_for_next_txn() {
-    SAVEPOINTS.with(|s| s.set(false));
     txn_changes::reset();
 }
 
 impl Work {
-    /// Whether the work sets a savepoint.
-    pub(crate) fn sets_savepoint(&self) -> bool {
-        match self {
-            Work::Run { statements, .. } => statements.iter().any(|s| {
-                matches!(
-                    txn_changes::SavepointOp::parse(&s.sql),
-                    Some(txn_changes::SavepointOp::Set(_))
-                )
-            }),
-            Work::Apply { .. } => false,
-        }
-    }
-
     /// Does the work outside any open transaction: all of it in one SQLite transaction.
+    ///
+    /// A write checks the row locks of open transactions on `shard` ([`crate::row_locks`])
+    /// under the shard's write lock: one that changed a locked row rolls back and fails with
+    /// [`StorageError::RowLocked`], to run again once the holder ends.
     pub(crate) fn autocommit(
         self,
         c: &mut Connection,
         t: &ChangeTracker,
+        locks: &RowLocks,
+        shard: u64,
     ) -> Result<Done, StorageError> {
+        if let Work::Run { statements, .. } = &self {
+            if crate::locking_read::any(statements) {
+                // Waits for rows other transactions locked; holds nothing past the read.
+                let results = statements
+                    .iter()
+                    .map(|s| crate::locking_read::run(c, t, s.clone(), shard, 0, locks))
+                    .map(|r| r.map(|read| read.result))
+                    .collect::<Result<_, _>>()?;
+                return Ok(Done {
+                    results,
+                    changes: None,
+                });
+            }
+        }
         if let Work::Run {
             statements,
             capture: false,
         } = self
         {
-            return Ok(Done {
-                results: run_batch(c, statements, false, t)?,
-                changes: None,
+            let plain = |s: &Statement| !crate::deferred::changes_rows(&s.sql);
+            if all_read_only(c, &statements)? || statements.iter().any(plain) {
+                return Ok(Done {
+                    results: run_batch(c, statements, false, t)?,
+                    changes: None,
+                });
+            }
+            crate::deferred::begin_writing(c)?;
+            let checked = !locks.any_on(shard);
+            let work = Work::Run {
+                statements,
+                capture: !checked,
+            };
+            let r = work.in_txn(c, t).and_then(|done| {
+                let rows = match (&done.changes, checked) {
+                    (Some(changes), false) => crate::deferred::row_keys(shard, changes)?,
+                    _ => vec![],
+                };
+                match locks.holder_of(&rows) {
+                    Some(holder) => Err(StorageError::RowLocked(holder)),
+                    None => Ok(Done {
+                        results: done.results,
+                        changes: None,
+                    }),
+                }
             });
+            return match r {
+                Ok(done) => {
+                    c.execute_batch("COMMIT")?;
+                    Ok(done)
+                }
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            };
         }
         // Changes are recorded or applied under the write lock, before the commit.
         c.execute_batch("BEGIN IMMEDIATE")?;
@@ -224,7 +225,10 @@ impl Work {
 }
 
 /// Whether every statement only reads (a read needs no record of changes).
-fn all_read_only(c: &Connection, statements: &[Statement]) -> Result<bool, StorageError> {
+pub(crate) fn all_read_only(
+    c: &Connection,
+    statements: &[Statement],
+) -> Result<bool, StorageError> {
     for s in statements {
         if !c.prepare_cached(&s.sql)?.readonly() {
             return Ok(false);

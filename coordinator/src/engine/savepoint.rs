@@ -45,6 +45,7 @@ impl Engine {
                 sql: sql.clone(),
                 params: vec![],
                 returns_rows: false,
+                lock: None,
             };
             self.cluster
                 .execute(node, t.shard, txn_id, vec![st])

@@ -61,6 +61,7 @@ pub(super) async fn run_tasks_to_end(
                         sql: task.sql,
                         params,
                         returns_rows: true,
+                        lock: task.lock,
                     }],
                     capture: task.capture,
                 },

@@ -15,6 +15,7 @@ use crate::catalog::store::CatalogStore;
 use crate::catalog::Catalog;
 use crate::cluster::{Cluster, Observed};
 use crate::error::CoordError;
+use crate::planner::row_lock::{LockWait, RowLock};
 use crate::planner::{Merge, Plan, Planned, Target};
 use crate::session::{new_txn_id, Session};
 use crate::txn::commit::{copies_unchanged, copy_lost_error, diverged_copies, lost_copies};
@@ -83,6 +84,8 @@ pub(super) struct Task {
     pub(super) capture: bool,
     /// Another copy: apply the first copy's row changes instead of running `sql`.
     pub(super) changes: Option<Vec<u8>>,
+    /// A locking read: the rows it returns are locked (see `planner::row_lock`).
+    pub(super) lock: Option<proto::RowLock>,
 }
 
 impl Task {
@@ -93,7 +96,23 @@ impl Task {
             watch,
             capture: false,
             changes: None,
+            lock: None,
         }
+    }
+
+    fn locking(mut self, lock: Option<&RowLock>) -> Task {
+        self.lock = lock.map(|l| proto::RowLock {
+            table: l.table.clone(),
+            key_columns: l.key_columns,
+            wait: match l.wait {
+                LockWait::Block => proto::LockWait::Block,
+                LockWait::NoWait => proto::LockWait::Nowait,
+                LockWait::Skip => proto::LockWait::Skip,
+            } as i32,
+            limit: l.limit,
+            offset: l.offset,
+        });
+        self
     }
 }
 
@@ -172,7 +191,10 @@ pub async fn execute_observed(
             let tables = observe.unwrap_or(&[]);
             let work: Vec<Task> = tasks
                 .iter()
-                .map(|t| Task::new(t.target, t.sql.clone(), watch(t.target, tables)))
+                .map(|t| {
+                    Task::new(t.target, t.sql.clone(), watch(t.target, tables))
+                        .locking(t.lock.as_ref())
+                })
                 .collect();
             let work = if !*write && session.txn.is_none() && follower_reads(session) {
                 spread_over_copies(&catalog, work)

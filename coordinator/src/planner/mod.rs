@@ -14,6 +14,7 @@ pub mod json_args;
 pub mod json_srf;
 pub mod path_index;
 pub mod route;
+pub mod row_lock;
 pub mod select;
 pub mod vertical;
 
@@ -72,6 +73,8 @@ pub struct ShardTask {
     pub target: Target,
     /// SQLite SQL with `?n` parameters.
     pub sql: String,
+    /// A locking read: how the shard locks the rows it returns.
+    pub lock: Option<row_lock::RowLock>,
 }
 
 /// One ORDER BY key of a k-way merge.

@@ -2,6 +2,7 @@
 
 use super::aggregate::{decompose, Decomposed};
 use super::route::{names_for, prune};
+use super::row_lock;
 use super::{
     read_target, reference_read_target, target, Merge, Plan, PlanCtx, Planned, PullTable, ShardTask,
 };
@@ -92,6 +93,8 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         .collect::<Result<_, _>>()?;
     let columns = query_columns(q, catalog);
     let mut q = q.clone();
+    let lock = row_lock::take(&mut q, &tables)?;
+    let lock = lock.as_ref();
     crate::planner::json_srf::lift(&mut q)?;
     if let ([table], SetExpr::Select(s)) = (tables.as_slice(), q.body.as_mut()) {
         if let Some(w) = s.selection.as_mut() {
@@ -121,6 +124,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         let task = ShardTask {
             target: reference_read_target(group)?,
             sql: render(&q),
+            lock: None,
         };
         return planned(Plan::Distributed {
             tasks: vec![task],
@@ -140,15 +144,17 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
     let group = catalog.group_of(distributed[0])?;
     // Everything in one shard: the whole query runs there, whatever its shape.
     if group.shards.len() == 1 {
-        let task = ShardTask {
-            target: read_target(catalog, &group.shards[0])?,
-            sql: render(&q),
-        };
+        let task = shard_task(catalog, &group.shards[0], &q, lock, ctx.params)?;
         return planned(Plan::Distributed {
             tasks: vec![task],
             merge: Merge::Single,
             write: false,
         });
+    }
+    if lock.is_some() && has_nested_query(&q) {
+        return Err(CoordError::unsupported(
+            "FOR UPDATE/SHARE with subqueries over several shards is not supported by Tessera yet",
+        ));
     }
     if has_nested_query(&q) {
         return planned(pull(
@@ -187,10 +193,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         ctx.params,
     )?;
     if shards.len() == 1 {
-        let task = ShardTask {
-            target: read_target(catalog, shards[0])?,
-            sql: render(&q),
-        };
+        let task = shard_task(catalog, shards[0], &q, lock, ctx.params)?;
         return planned(Plan::Distributed {
             tasks: vec![task],
             merge: Merge::Single,
@@ -199,15 +202,9 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
     }
     match decompose(&q, select, columns.len(), ctx.params)? {
         Decomposed::Pushed { shard_query, merge } => {
-            let sql = render(&shard_query);
             let tasks = shards
                 .iter()
-                .map(|s| {
-                    Ok(ShardTask {
-                        target: read_target(catalog, s)?,
-                        sql: sql.clone(),
-                    })
-                })
+                .map(|s| shard_task(catalog, s, &shard_query, lock, ctx.params))
                 .collect::<Result<_, CoordError>>()?;
             planned(Plan::Distributed {
                 tasks,
@@ -215,7 +212,36 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
                 write: false,
             })
         }
+        Decomposed::NotPushable(reason) if lock.is_some() => Err(CoordError::unsupported(format!(
+            "FOR UPDATE/SHARE is not supported by Tessera here yet: {reason}"
+        ))),
         Decomposed::NotPushable(reason) => planned(pull(&q, &tables, ctx, &reason)?),
+    }
+}
+
+/// The task reading `q` on `shard`: on a copy that serves reads, or for a locking read on the
+/// shard's first copy (where its writers lock rows), with the lock request.
+fn shard_task(
+    catalog: &crate::catalog::Catalog,
+    shard: &crate::catalog::Shard,
+    q: &Query,
+    lock: Option<&row_lock::LockTarget>,
+    params: &[tessera_shared::Value],
+) -> Result<ShardTask, CoordError> {
+    match lock {
+        None => Ok(ShardTask {
+            target: read_target(catalog, shard)?,
+            sql: render(q),
+            lock: None,
+        }),
+        Some(l) => {
+            let (sql, lock) = row_lock::shard_sql(q, l, params)?;
+            Ok(ShardTask {
+                target: super::target(shard)?,
+                sql,
+                lock: Some(lock),
+            })
+        }
     }
 }
 

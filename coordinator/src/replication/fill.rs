@@ -27,6 +27,7 @@ pub(super) fn statement(sql: String, params: Vec<Value>, returns_rows: bool) -> 
         sql,
         params: params.into_iter().map(Into::into).collect(),
         returns_rows,
+        lock: None,
     }
 }
 

@@ -52,6 +52,7 @@ pub(super) async fn run_on_shard(
         sql,
         params: vec![],
         returns_rows: false,
+        lock: None,
     };
     engine
         .cluster

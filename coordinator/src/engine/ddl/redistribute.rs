@@ -99,6 +99,7 @@ pub(super) async fn rebuild(
             sql: format!("SELECT {} FROM {}", cols.join(", "), quote(&old.name)),
             params: vec![],
             returns_rows: true,
+            lock: None,
         };
         for res in engine.cluster.execute(node, t.shard, 0, vec![st]).await? {
             rows.extend(

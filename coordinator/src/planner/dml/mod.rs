@@ -128,6 +128,7 @@ fn write_plan(
                         node,
                     },
                     sql: t.sql.clone(),
+                    lock: None,
                 })
                 .collect::<Vec<_>>()
         })
@@ -291,6 +292,7 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
                 tasks.push(ShardTask {
                     target: target(shard)?,
                     sql: render(&Statement::Insert(part)),
+                    lock: None,
                 });
             }
             tasks
@@ -304,6 +306,7 @@ pub fn plan_insert(ins: &Insert, ctx: &PlanCtx<'_>) -> Result<Planned, CoordErro
                     Ok(ShardTask {
                         target: target(s)?,
                         sql: sql.clone(),
+                        lock: None,
                     })
                 })
                 .collect::<Result<_, CoordError>>()?
@@ -363,6 +366,7 @@ fn fan_out_write(
         .map(|t| ShardTask {
             target: t,
             sql: sql.clone(),
+            lock: None,
         })
         .collect();
     write_plan(tasks, table, columns, tag, ctx)

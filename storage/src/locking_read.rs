@@ -1,0 +1,111 @@
+//! Locking reads: `SELECT … FOR UPDATE / FOR SHARE [NOWAIT | SKIP LOCKED]`. The coordinator
+//! appends each row's primary key (the rowid for a table without one) to the columns it
+//! selects; the node reads, meets the rows other transactions locked as the read asks — waits
+//! for them (then reads again: PostgreSQL's READ COMMITTED), fails `55P03`, or leaves them
+//! out —, applies LIMIT and OFFSET to what is left, drops the key columns and gives the keys
+//! of the rows returned, which the transaction then locks like rows it changed
+//! ([`crate::row_locks`]).
+
+use crate::capture::encode_key_value;
+use crate::error::StorageError;
+use crate::exec::run_statement;
+use crate::row_locks::{RowKey, RowLocks};
+use crate::versions::ChangeTracker;
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+use tessera_shared::proto::{self, LockWait, Statement, StatementResult};
+
+/// A locking read's rows, and the keys to lock.
+pub struct Locked {
+    /// The rows, without their key columns.
+    pub result: StatementResult,
+    /// The rows' lock keys.
+    pub keys: Vec<RowKey>,
+}
+
+/// Whether `statements` hold a locking read.
+pub fn any(statements: &[Statement]) -> bool {
+    statements.iter().any(|s| s.lock.is_some())
+}
+
+/// Runs a locking read for transaction `txn` (0: autocommit, which locks nothing past the
+/// read but still waits) on `shard`; [`StorageError::RowLocked`] when it must wait.
+pub fn run(
+    c: &Connection,
+    t: &ChangeTracker,
+    mut st: Statement,
+    shard: u64,
+    txn: u64,
+    locks: &RowLocks,
+) -> Result<Locked, StorageError> {
+    let Some(spec) = st.lock.take() else {
+        return Ok(Locked {
+            result: run_statement(c, st, t)?,
+            keys: vec![],
+        });
+    };
+    let mut result = run_statement(c, st, t)?;
+    let n = spec.key_columns as usize;
+    let width = result.columns.len();
+    if n == 0 || n > width {
+        return Err(StorageError::Sql {
+            sqlstate: "XX000",
+            message: format!("a locking read has {width} columns, not its {n} key columns"),
+        });
+    }
+    let mut offset = spec.offset;
+    let mut keys = Vec::new();
+    let mut rows = Vec::new();
+    for mut row in std::mem::take(&mut result.rows) {
+        if spec.limit.is_some_and(|l| rows.len() as u64 >= l) {
+            break;
+        }
+        let at = row.values.len().saturating_sub(n);
+        let key = (shard, spec.table.clone(), key_of(&row.values[at..]));
+        row.values.truncate(at);
+        if let Some(holder) = locks.holder_of(std::slice::from_ref(&key)) {
+            if holder != txn {
+                match spec.wait() {
+                    LockWait::Block => return Err(StorageError::RowLocked(holder)),
+                    LockWait::Nowait => return Err(not_available(&spec.table)),
+                    LockWait::Skip => continue,
+                }
+            }
+        }
+        if offset > 0 {
+            offset -= 1;
+            continue;
+        }
+        keys.push(key);
+        rows.push(row);
+    }
+    result.columns.truncate(width - n);
+    result.rows_affected = rows.len() as u64;
+    result.rows = rows;
+    Ok(Locked { result, keys })
+}
+
+/// The lock key of a row's key values, encoded as patchsets' keys are.
+fn key_of(values: &[proto::Value]) -> Vec<u8> {
+    let mut key = Vec::new();
+    for v in values {
+        let v = tessera_shared::Value::from(v.clone());
+        let v = match &v {
+            tessera_shared::Value::Null => ValueRef::Null,
+            tessera_shared::Value::Integer(i) => ValueRef::Integer(*i),
+            tessera_shared::Value::Real(f) => ValueRef::Real(*f),
+            tessera_shared::Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            tessera_shared::Value::Blob(b) => ValueRef::Blob(b),
+        };
+        encode_key_value(v, &mut key);
+    }
+    key
+}
+
+/// `55P03` for `NOWAIT`, in PostgreSQL's words.
+fn not_available(table: &str) -> StorageError {
+    StorageError::Sql {
+        sqlstate: "55P03",
+        message: format!("could not obtain lock on row in relation \"{table}\""),
+    }
+}
