@@ -290,6 +290,20 @@ fn cases() -> Vec<(&'static str, Vec<Step>)> {
             ],
         ),
         (
+            "lock_timeout ends a wait for a row",
+            vec![
+                run(0, "BEGIN"),
+                run(0, "UPDATE test SET value = 11 WHERE id = 1"),
+                run(1, "SET lock_timeout = '50ms'"),
+                run(1, "UPDATE test SET value = 12 WHERE id = 1"),
+                run(1, "SELECT id, value FROM test WHERE id = 1 FOR UPDATE"),
+                run(1, "SELECT id, value FROM test WHERE id = 2 FOR UPDATE"),
+                run(0, "COMMIT"),
+                run(1, "SET lock_timeout = 0"),
+                run(2, all),
+            ],
+        ),
+        (
             "FOR SHARE readers share a row",
             vec![
                 run(0, "BEGIN"),
@@ -321,6 +335,7 @@ const MATCHING: &[&str] = &[
     "a writer blocks FOR UPDATE, which then reads the new row",
     "FOR UPDATE NOWAIT and SKIP LOCKED",
     "FOR SHARE blocks a writer",
+    "lock_timeout ends a wait for a row",
 ];
 
 /// What a step gave: its rows as text (`1:10`), `ok` and the rows it changed, or an error's

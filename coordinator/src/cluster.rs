@@ -120,13 +120,15 @@ impl Cluster {
             capture: false,
         };
         let (done, incarnation, versions) = self
-            .run_versioned(node, shard_id, txn_id, work, keys, txn_idle_ms)
+            .run_versioned(node, shard_id, txn_id, work, keys, txn_idle_ms, 0)
             .await?;
         Ok((done.results, incarnation, versions))
     }
 
     /// [`Cluster::execute_versioned`] for any [`Work`]: statements, their row changes
-    /// recorded or not, or row changes to apply.
+    /// recorded or not, or row changes to apply. A statement waits for a locked row up to
+    /// `lock_timeout_ms` (0: the node's default).
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_versioned(
         &self,
         node: &Node,
@@ -135,13 +137,16 @@ impl Cluster {
         work: Work,
         keys: Vec<VersionKey>,
         txn_idle_ms: u32,
+        lock_timeout_ms: u32,
     ) -> Result<(Done, u64, Vec<u64>), CoordError> {
         match self.target(node)? {
             Target::Embedded(r) => {
                 let (incarnation, versions) = r.versions(&keys);
                 let idle = (txn_idle_ms > 0).then(|| Duration::from_millis(u64::from(txn_idle_ms)));
+                let lock_timeout = (lock_timeout_ms > 0)
+                    .then(|| Duration::from_millis(u64::from(lock_timeout_ms)));
                 let done = r
-                    .run(shard_id, txn_id, work, idle)
+                    .run_limited(shard_id, txn_id, work, idle, lock_timeout)
                     .await
                     .map_err(storage_error)?;
                 Ok((done, incarnation, versions))
@@ -164,6 +169,7 @@ impl Cluster {
                         capture_changes,
                         apply_changes,
                         lenient,
+                        lock_timeout_ms,
                     })
                     .await
                     .map_err(|s| status_error(node, s))?

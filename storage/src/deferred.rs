@@ -49,6 +49,13 @@ pub fn run(
         return held(c, t, ctx, work);
     }
     let (statements, capture) = match work {
+        Work::Apply { changes, lenient } if ctx.fenced => {
+            // A copy being filled from this one reads under its write lock: the changes
+            // apply now, holding it until the transaction ends.
+            txn_changes::set_copy(lenient);
+            hold(c)?;
+            return held(c, t, ctx, Work::Apply { changes, lenient });
+        }
         Work::Apply { changes, lenient } => {
             txn_changes::set_copy(lenient);
             // Another copy ran the statements; this one keeps their changes, and locks their
@@ -157,8 +164,7 @@ fn held(
     if let Work::Run { statements, .. } = &work {
         if locking_read::any(statements) {
             let (results, keys) = read_locking(c, t, ctx, statements.clone()).map_err(conflict)?;
-            ctx.locks
-                .lock(ctx.txn, keys)
+            locking_read::lock(ctx.locks, ctx.txn, keys)
                 .map_err(|h| conflict(StorageError::RowLocked(h)))?;
             return Ok(Done {
                 results,
@@ -172,9 +178,19 @@ fn held(
     for segment in txn_changes::segments().get(before..).unwrap_or_default() {
         keys.extend(row_keys(ctx.shard, segment)?);
     }
-    ctx.locks
-        .lock(ctx.txn, keys)
-        .map_err(|h| conflict(StorageError::RowLocked(h)))?;
+    let taken = match ctx.fenced {
+        // On a shard being copied every writer holds, and the fence waits for the rows
+        // locked before it to be released: rows are checked, not locked.
+        true => match keys
+            .iter()
+            .find_map(|k| ctx.locks.conflict(ctx.txn, k, false))
+        {
+            Some(holder) => Err(holder),
+            None => Ok(()),
+        },
+        false => ctx.locks.lock(ctx.txn, keys),
+    };
+    taken.map_err(|h| conflict(StorageError::RowLocked(h)))?;
     Ok(done)
 }
 
@@ -200,9 +216,7 @@ fn locking_reads(
             apply_kept(c, segment)?;
         }
         let (results, keys) = read_locking(c, t, ctx, statements)?;
-        ctx.locks
-            .lock(ctx.txn, keys)
-            .map_err(StorageError::RowLocked)?;
+        locking_read::lock(ctx.locks, ctx.txn, keys).map_err(StorageError::RowLocked)?;
         Ok(Done {
             results,
             changes: None,
@@ -212,19 +226,19 @@ fn locking_reads(
     r
 }
 
-/// Runs reads, some of them locking; their results and the keys to lock.
+/// Runs reads, some of them locking; their results and the keys to lock (shared or not).
 fn read_locking(
     c: &Connection,
     t: &ChangeTracker,
     ctx: &TxnCtx<'_>,
     statements: Vec<Statement>,
-) -> Result<(Vec<StatementResult>, Vec<RowKey>), StorageError> {
+) -> Result<(Vec<StatementResult>, Vec<locking_read::KeyToLock>), StorageError> {
     let mut results = Vec::with_capacity(statements.len());
     let mut keys = Vec::new();
     for st in statements {
         let read = locking_read::run(c, t, st, ctx.shard, ctx.txn, ctx.locks)?;
         results.push(read.result);
-        keys.extend(read.keys);
+        keys.extend(read.keys.into_iter().map(|k| (k, read.shared)));
     }
     Ok((results, keys))
 }

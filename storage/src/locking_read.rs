@@ -15,12 +15,17 @@ use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 use tessera_shared::proto::{self, LockWait, Statement, StatementResult};
 
+/// A key a locking read returned, and whether it is to be shared (`FOR SHARE`).
+pub type KeyToLock = (RowKey, bool);
+
 /// A locking read's rows, and the keys to lock.
 pub struct Locked {
     /// The rows, without their key columns.
     pub result: StatementResult,
     /// The rows' lock keys.
     pub keys: Vec<RowKey>,
+    /// `FOR SHARE`: the keys are locked shared.
+    pub shared: bool,
 }
 
 /// Whether `statements` hold a locking read.
@@ -42,6 +47,7 @@ pub fn run(
         return Ok(Locked {
             result: run_statement(c, st, t)?,
             keys: vec![],
+            shared: false,
         });
     };
     let mut result = run_statement(c, st, t)?;
@@ -63,13 +69,11 @@ pub fn run(
         let at = row.values.len().saturating_sub(n);
         let key = (shard, spec.table.clone(), key_of(&row.values[at..]));
         row.values.truncate(at);
-        if let Some(holder) = locks.holder_of(std::slice::from_ref(&key)) {
-            if holder != txn {
-                match spec.wait() {
-                    LockWait::Block => return Err(StorageError::RowLocked(holder)),
-                    LockWait::Nowait => return Err(not_available(&spec.table)),
-                    LockWait::Skip => continue,
-                }
+        if let Some(holder) = locks.conflict(txn, &key, spec.shared) {
+            match spec.wait() {
+                LockWait::Block => return Err(StorageError::RowLocked(holder)),
+                LockWait::Nowait => return Err(not_available(&spec.table)),
+                LockWait::Skip => continue,
             }
         }
         if offset > 0 {
@@ -82,7 +86,24 @@ pub fn run(
     result.columns.truncate(width - n);
     result.rows_affected = rows.len() as u64;
     result.rows = rows;
-    Ok(Locked { result, keys })
+    Ok(Locked {
+        result,
+        keys,
+        shared: spec.shared,
+    })
+}
+
+/// Locks what locking reads returned, each as its read asked; all, or none (then the
+/// transaction holding one is returned). Runs under the shard's write lock, which every
+/// locker of the shard's rows holds, so nothing takes a row between the check and the locks.
+pub fn lock(locks: &RowLocks, txn: u64, keys: Vec<KeyToLock>) -> Result<(), u64> {
+    if let Some(holder) = keys.iter().find_map(|(k, s)| locks.conflict(txn, k, *s)) {
+        return Err(holder);
+    }
+    let (shared, exclusive): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(_, s)| *s);
+    let keys_of = |v: Vec<KeyToLock>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    locks.lock(txn, keys_of(exclusive))?;
+    locks.lock_shared(txn, keys_of(shared))
 }
 
 /// The lock key of a row's key values, encoded as patchsets' keys are.

@@ -26,10 +26,37 @@ use tokio::time::Instant;
 /// A locked row: its shard, its table, its primary key (encoded by [`crate::capture`]).
 pub type RowKey = (u64, String, Vec<u8>);
 
+/// The transactions holding one row: one exclusively (it wrote the row or read it `FOR
+/// UPDATE`), or any number sharing it (`FOR SHARE`).
+#[derive(Debug, Default)]
+struct Holders {
+    exclusive: Option<u64>,
+    shared: Vec<u64>,
+}
+
+impl Holders {
+    /// A holder other than `txn` that keeps `txn` from taking the row (`shared`: to share it).
+    fn conflict(&self, txn: u64, shared: bool) -> Option<u64> {
+        match self.exclusive {
+            Some(h) if h != txn => Some(h),
+            _ if shared => None,
+            _ => self.shared.iter().copied().find(|h| *h != txn),
+        }
+    }
+
+    fn holds(&self, txn: u64) -> bool {
+        self.exclusive == Some(txn) || self.shared.contains(&txn)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.exclusive.is_none() && self.shared.is_empty()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Row → the transaction holding it.
-    held: HashMap<RowKey, u64>,
+    /// Row → the transactions holding it.
+    held: HashMap<RowKey, Holders>,
     /// Transaction → the rows it holds.
     by_txn: HashMap<u64, Vec<RowKey>>,
     /// Shard → how many of its rows are locked.
@@ -61,33 +88,59 @@ impl RowLocks {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Locks `rows` for `txn`: all of them, or none when another transaction holds one (then
-    /// that transaction is returned).
+    /// Locks `rows` exclusively for `txn`: all of them, or none when another transaction
+    /// holds one (then that transaction is returned).
     pub fn lock(&self, txn: u64, rows: Vec<RowKey>) -> Result<(), u64> {
+        self.take(txn, rows, false)
+    }
+
+    /// Locks `rows` for `txn` to share with other sharers (`FOR SHARE`), as [`RowLocks::lock`].
+    pub fn lock_shared(&self, txn: u64, rows: Vec<RowKey>) -> Result<(), u64> {
+        self.take(txn, rows, true)
+    }
+
+    fn take(&self, txn: u64, rows: Vec<RowKey>, shared: bool) -> Result<(), u64> {
         let mut inner = self.inner();
         if let Some(holder) = rows
             .iter()
             .filter_map(|r| inner.held.get(r))
-            .find(|h| **h != txn)
+            .find_map(|h| h.conflict(txn, shared))
         {
-            return Err(*holder);
+            return Err(holder);
         }
         for row in rows {
-            if inner.held.contains_key(&row) {
-                continue;
+            let holders = inner.held.entry(row.clone()).or_default();
+            let (was_empty, had) = (holders.is_empty(), holders.holds(txn));
+            if shared {
+                if holders.exclusive != Some(txn) && !had {
+                    holders.shared.push(txn);
+                }
+            } else {
+                holders.shared.retain(|h| *h != txn);
+                holders.exclusive = Some(txn);
             }
-            *inner.per_shard.entry(row.0).or_default() += 1;
-            inner.held.insert(row.clone(), txn);
-            inner.by_txn.entry(txn).or_default().push(row);
+            if was_empty {
+                *inner.per_shard.entry(row.0).or_default() += 1;
+            }
+            if !had {
+                inner.by_txn.entry(txn).or_default().push(row);
+            }
         }
         Ok(())
     }
 
-    /// The transaction holding one of `rows`, if any (an autocommit write checks, but holds
+    /// A transaction other than `txn` that keeps it from taking `row` (`shared`: to share it).
+    pub fn conflict(&self, txn: u64, row: &RowKey, shared: bool) -> Option<u64> {
+        self.inner().held.get(row)?.conflict(txn, shared)
+    }
+
+    /// A transaction holding one of `rows`, if any (an autocommit write checks, but holds
     /// nothing past its own commit).
     pub fn holder_of(&self, rows: &[RowKey]) -> Option<u64> {
         let inner = self.inner();
-        rows.iter().find_map(|r| inner.held.get(r).copied())
+        rows.iter()
+            .filter_map(|r| inner.held.get(r))
+            .find_map(|h| h.exclusive.or_else(|| h.shared.first().copied()))
     }
 
     /// Whether any row of `shard` is locked.
@@ -118,9 +171,18 @@ impl RowLocks {
             inner.by_txn.insert(txn, kept);
         }
         for row in freed {
-            inner.held.remove(&row);
-            if let Some(n) = inner.per_shard.get_mut(&row.0) {
-                *n = n.saturating_sub(1);
+            let Some(holders) = inner.held.get_mut(&row) else {
+                continue;
+            };
+            if holders.exclusive == Some(txn) {
+                holders.exclusive = None;
+            }
+            holders.shared.retain(|h| *h != txn);
+            if holders.is_empty() {
+                inner.held.remove(&row);
+                if let Some(n) = inner.per_shard.get_mut(&row.0) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
         drop(inner);
@@ -277,6 +339,23 @@ mod tests {
         l.release(1);
         assert!(!l.any_on(1));
         l.lock(2, vec![row(2)]).expect("released");
+    }
+
+    #[test]
+    fn sharers_share_a_row_and_keep_writers_off_it() {
+        let l = RowLocks::default();
+        l.lock_shared(1, vec![row(1)]).expect("free");
+        l.lock_shared(2, vec![row(1)]).expect("shared");
+        assert_eq!(l.lock(3, vec![row(1)]), Err(1));
+        // A sharer cannot write the row while another shares it; alone, it can.
+        assert_eq!(l.lock(1, vec![row(1)]), Err(2));
+        l.release(2);
+        l.lock(1, vec![row(1)]).expect("upgraded");
+        assert_eq!(l.lock_shared(3, vec![row(1)]), Err(1));
+        assert_eq!(l.conflict(3, &row(1), true), Some(1));
+        l.release(1);
+        assert!(!l.any_on(1));
+        assert_eq!(l.conflict(3, &row(1), false), None);
     }
 
     #[tokio::test]

@@ -45,7 +45,13 @@ impl Storage for StorageService {
         };
         let done = self
             .shards
-            .run(r.shard_id, r.txn_id, work, idle(r.txn_idle_ms))
+            .run_limited(
+                r.shard_id,
+                r.txn_id,
+                work,
+                idle(r.txn_idle_ms),
+                idle(r.lock_timeout_ms),
+            )
             .await?;
         Ok(Response::new(ExecuteResponse {
             results: done.results,
@@ -115,7 +121,7 @@ impl Storage for StorageService {
     }
 }
 
-/// A request's transaction idle limit (0: the node's own).
+/// A request's time limit in milliseconds (0: the node's own).
 fn idle(ms: u32) -> Option<std::time::Duration> {
     (ms > 0).then(|| std::time::Duration::from_millis(u64::from(ms)))
 }

@@ -307,6 +307,23 @@ impl ShardRegistry {
         work: Work,
         idle: Option<Duration>,
     ) -> Result<Done, StorageError> {
+        self.run_limited(shard_id, txn_id, work, idle, None).await
+    }
+
+    /// [`ShardRegistry::run`], a statement waiting for a locked row up to `lock_timeout`
+    /// (the session's; by default the configured `busy_timeout_ms`) before it fails `55P03`.
+    pub async fn run_limited(
+        &self,
+        shard_id: u64,
+        txn_id: u64,
+        work: Work,
+        idle: Option<Duration>,
+        lock_timeout: Option<Duration>,
+    ) -> Result<Done, StorageError> {
+        let mut limits = self.wait_limits();
+        if let Some(t) = lock_timeout {
+            limits.lock_timeout = t;
+        }
         let in_doubt = self.in_doubt_on(shard_id).then(|| self.in_doubt.clone());
         loop {
             let attempt = match txn_id {
@@ -323,9 +340,7 @@ impl ShardRegistry {
                 // The statement changed a locked row: it runs again once the holder ended,
                 // against the newest committed rows (PostgreSQL's READ COMMITTED).
                 Err(StorageError::RowLocked(holder)) => {
-                    self.row_locks
-                        .wait(txn_id, holder, self.wait_limits())
-                        .await?
+                    self.row_locks.wait(txn_id, holder, limits).await?
                 }
                 r => return r,
             }

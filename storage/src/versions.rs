@@ -125,20 +125,48 @@ impl ChangeTracker {
             committed: Mutex::default(),
         });
         let a = t.clone();
+        // The table a DROP being compiled removes: SQLite authorizes that as a DELETE too.
+        let mut dropping: Option<String> = None;
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if let AuthAction::DropTable { table_name }
+            | AuthAction::DropTempTable { table_name }
+            | AuthAction::DropView {
+                view_name: table_name,
+            }
+            | AuthAction::DropTempView {
+                view_name: table_name,
+            }
+            | AuthAction::DropVtable { table_name, .. } = ctx.action
+            {
+                dropping = Some(table_name.to_string());
+            }
             let table = match ctx.action {
                 AuthAction::Insert { table_name }
                 | AuthAction::Update { table_name, .. }
                 | AuthAction::Delete { table_name } => table_name,
                 _ => return Authorization::Allow,
             };
-            if !table.starts_with("sqlite_") {
-                if let Ok(mut c) = a.compiling.lock() {
-                    let db = ctx.database_name.unwrap_or("main");
-                    c.push((db.to_string(), table.to_string()));
-                }
+            if table.starts_with("sqlite_") {
+                return Authorization::Allow;
             }
-            Authorization::Allow
+            if let Ok(mut c) = a.compiling.lock() {
+                let db = ctx.database_name.unwrap_or("main");
+                c.push((db.to_string(), table.to_string()));
+            }
+            match ctx.action {
+                // A DROP's own DELETE: `IGNORE` would skip the DROP.
+                AuthAction::Delete { table_name } if dropping.as_deref() == Some(table_name) => {
+                    dropping = None;
+                    Authorization::Allow
+                }
+                // `IGNORE` for a DELETE statement deletes all the same, row by row: SQLite's
+                // truncate optimization (`DELETE FROM t` without WHERE) would bypass the
+                // pre-update hook, and a statement compiled with it, cached, and run later
+                // under an SQLite session would record no change (`capture`): its rows
+                // deleted nowhere else.
+                AuthAction::Delete { .. } => Authorization::Ignore,
+                _ => Authorization::Allow,
+            }
         }))?;
         let c = t.clone();
         conn.commit_hook(Some(move || {
@@ -227,6 +255,33 @@ mod tests {
             scope,
             table: table.into(),
         }
+    }
+
+    #[test]
+    fn a_delete_of_every_row_compiled_early_is_still_recorded_and_drop_drops() {
+        let mut c = Connection::open_in_memory().expect("open");
+        let _t = ChangeTracker::install(&mut c, Arc::new(DataVersions::new()), 7).expect("track");
+        c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY); INSERT INTO t VALUES (1), (2);")
+            .expect("seed");
+        // Compiled (and cached) before any session exists, as a read-only check would.
+        assert!(!c
+            .prepare_cached("DELETE FROM t")
+            .expect("compile")
+            .readonly());
+        c.execute_batch("BEGIN").expect("begin");
+        let recording = crate::capture::Capture::start(&c).expect("capture");
+        c.prepare_cached("DELETE FROM t")
+            .expect("cached")
+            .raw_execute()
+            .expect("delete");
+        let changes = recording.finish(&c).expect("finish").expect("recorded");
+        c.execute_batch("ROLLBACK").expect("rollback");
+        assert_eq!(
+            crate::capture::changed_rows(&changes).expect("rows").len(),
+            2
+        );
+        c.execute_batch("DROP TABLE t").expect("drop");
+        assert!(c.prepare("SELECT * FROM t").is_err(), "t is gone");
     }
 
     #[test]

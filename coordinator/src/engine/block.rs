@@ -67,8 +67,16 @@ impl Engine {
             .collect();
         if writing.len() > 1 {
             let prepared = self.txn.prepare_all(&catalog, &writing, txn.id).await;
+            let lost = crate::txn::commit::lost_copies(&catalog, &writing, &prepared);
+            let diverged = crate::txn::commit::diverged_copies(&writing, &prepared);
             if let Some(e) = prepared.into_iter().find_map(Result::err) {
                 let _ = self.txn.finish_all(&targets, txn.id, false).await;
+                // A copy that disagrees (it found so checking its kept changes) leaves its
+                // shard, and the client retries without it.
+                if !diverged.is_empty() && self.txn.drop_lost_copies(&lost, &diverged).await.is_ok()
+                {
+                    return Err(crate::txn::commit::copy_lost_error(&diverged));
+                }
                 return Err(e);
             }
         }

@@ -21,7 +21,19 @@ pub(super) async fn run_tasks(
         Some(_) => 0,
         None => crate::cluster::SHORT_TXN_IDLE_MS,
     };
-    let work = run_tasks_to_end(engine, catalog, tasks, params, txn_id, idle_ms);
+    let lock_timeout_ms = session
+        .settings
+        .get("lock_timeout")
+        .and_then(|v| crate::session::timeout_ms(v))
+        .map_or(0, |ms| ms.round().clamp(0.0, u32::MAX as f64) as u32);
+    let work = run_tasks_to_end(
+        engine,
+        catalog,
+        tasks,
+        params,
+        txn_id,
+        (idle_ms, lock_timeout_ms),
+    );
     let timeout = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d).await,
@@ -41,7 +53,7 @@ pub(super) async fn run_tasks_to_end(
     tasks: Vec<Task>,
     params: &[Value],
     txn_id: u64,
-    idle_ms: u32,
+    (idle_ms, lock_timeout_ms): (u32, u32),
 ) -> Vec<TaskResult> {
     let proto_params: Vec<proto::Value> = params.iter().cloned().map(proto::Value::from).collect();
     let futs = tasks.into_iter().map(|task| {
@@ -68,7 +80,15 @@ pub(super) async fn run_tasks_to_end(
             };
             let (mut done, incarnation, versions) = engine
                 .cluster
-                .run_versioned(node, t.shard, txn_id, work, task.watch.clone(), idle_ms)
+                .run_versioned(
+                    node,
+                    t.shard,
+                    txn_id,
+                    work,
+                    task.watch.clone(),
+                    idle_ms,
+                    lock_timeout_ms,
+                )
                 .await
                 .map_err(|e| placement_race(engine, t, e))?;
             let first = done

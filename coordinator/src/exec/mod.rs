@@ -111,6 +111,7 @@ impl Task {
             } as i32,
             limit: l.limit,
             offset: l.offset,
+            shared: l.shared,
         });
         self
     }

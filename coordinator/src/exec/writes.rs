@@ -105,6 +105,7 @@ pub(super) async fn implicit_write(
             .min_by_key(|e| matches!(e, CoordError::Internal(_)))
             .cloned();
         let mut lost = lost_copies(&catalog, &targets, &results);
+        let mut diverged = diverged_copies(&targets, &results);
         if failure.is_none() && targets.len() > 1 {
             // Opened with a short idle limit: told the decision is coming, none rolls back on
             // that limit while a restarted coordinator could still commit it.
@@ -112,6 +113,9 @@ pub(super) async fn implicit_write(
             let prepared = engine.txn.prepare_all(&catalog, &targets, txn_id).await;
             failure = prepared.iter().find_map(|r| r.as_ref().err()).cloned();
             lost = lost_copies(&catalog, &targets, &prepared);
+            // A copy finds that it disagrees when it checks the row changes it kept (they
+            // apply at commit, not when they arrive).
+            diverged.extend(diverged_copies(&targets, &prepared));
         }
         let Some(e) = failure else {
             if let Err(e) = copies_unchanged(&engine.catalog.snapshot(), &targets) {
@@ -125,7 +129,6 @@ pub(super) async fn implicit_write(
             tracing::debug!(error = %rb, "rollback after a failed write failed; shards roll back on their idle timeout");
         }
         attempts += 1;
-        let diverged = diverged_copies(&targets, &results);
         if lost.is_empty()
             || attempts > 2
             || engine.txn.drop_lost_copies(&lost, &diverged).await.is_err()

@@ -4,8 +4,7 @@
 //! copy, which locks the rows it returns (`storage/src/locking_read.rs`). The shard applies
 //! LIMIT and OFFSET itself, after the rows SKIP LOCKED leaves out.
 //!
-//! Every strength locks a row exclusively (FOR SHARE as FOR UPDATE: two sharing readers wait
-//! for each other where PostgreSQL lets both through; never the other way round).
+//! `FOR UPDATE` locks a row exclusively, `FOR SHARE` with other sharers (writers wait for both).
 
 use crate::catalog::{Distribution, Storage, Table};
 use crate::error::CoordError;
@@ -34,6 +33,8 @@ pub struct LockTarget {
     pub key: Vec<String>,
     /// What a locked row does.
     pub wait: LockWait,
+    /// `FOR SHARE`: other sharers may lock the rows too.
+    pub shared: bool,
 }
 
 /// A shard's part of a locking read: what travels with its SQL.
@@ -49,6 +50,8 @@ pub struct RowLock {
     pub limit: Option<u64>,
     /// OFFSET, likewise.
     pub offset: u64,
+    /// `FOR SHARE`.
+    pub shared: bool,
 }
 
 /// Takes the locking clause off `q`, a read of `tables`; `None` when it has none. Shapes
@@ -62,6 +65,7 @@ pub fn take(q: &mut Query, tables: &[&Table]) -> Result<Option<LockTarget>, Coor
         q.locks.clear();
         return Ok(None);
     }
+    let shared = q.locks.iter().all(|l| l.lock_type == LockType::Share);
     let clause = lock_name(&q.locks[0]);
     let wait = q
         .locks
@@ -136,6 +140,7 @@ pub fn take(q: &mut Query, tables: &[&Table]) -> Result<Option<LockTarget>, Coor
             .map(|k| format!("{}.{}", ident(&qualifier), ident(&k)))
             .collect(),
         wait,
+        shared,
     }))
 }
 
@@ -185,6 +190,7 @@ pub fn shard_sql(
             wait: target.wait,
             limit,
             offset,
+            shared: target.shared,
         },
     ))
 }
