@@ -334,8 +334,10 @@ const MATCHING: &[&str] = &[
     "FOR UPDATE blocks a writer",
     "a writer blocks FOR UPDATE, which then reads the new row",
     "FOR UPDATE NOWAIT and SKIP LOCKED",
+    "a queue taken with SKIP LOCKED",
     "FOR SHARE blocks a writer",
     "lock_timeout ends a wait for a row",
+    "FOR SHARE readers share a row",
 ];
 
 /// What a step gave: its rows as text (`1:10`), `ok` and the rows it changed, or an error's

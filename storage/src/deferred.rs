@@ -25,6 +25,10 @@ use crate::work::{all_read_only, note_committed, Done, Work};
 use rusqlite::Connection;
 use tessera_shared::proto::{Statement, StatementResult};
 
+/// Past this many bytes of kept row changes on a shard, a transaction holds the shard's
+/// write lock instead of replaying them before each batch.
+pub const HOLD_AFTER_BYTES: usize = 1 << 20;
+
 /// Which transaction on which shard, and the node's row locks.
 pub struct TxnCtx<'a> {
     /// The shard.
@@ -45,6 +49,15 @@ pub fn run(
     ctx: &TxnCtx<'_>,
     work: Work,
 ) -> Result<Done, StorageError> {
+    if let Work::Run { statements, .. } = &work {
+        if let Some(keep) = locking_read::release_request(statements) {
+            locking_read::release(ctx.locks, ctx.txn, keep);
+            return Ok(Done {
+                results: vec![StatementResult::default()],
+                changes: None,
+            });
+        }
+    }
     if txn_changes::holding() {
         return held(c, t, ctx, work);
     }
@@ -86,6 +99,20 @@ pub fn run(
     }
     if locking_read::any(&statements) {
         return locking_reads(c, t, ctx, statements);
+    }
+    if txn_changes::kept_bytes() > HOLD_AFTER_BYTES {
+        // A bulk load (COPY, INSERT ... SELECT in pieces): replaying all it changed before
+        // every batch would cost more than holding the shard until it ends.
+        hold(c)?;
+        return held(
+            c,
+            t,
+            ctx,
+            Work::Run {
+                statements,
+                capture,
+            },
+        );
     }
     let ops: Vec<_> = statements
         .iter()

@@ -28,9 +28,39 @@ pub struct Locked {
     pub shared: bool,
 }
 
+thread_local! {
+    /// The rows the last locking read on this connection thread locked, in its order, each
+    /// with whether it locked it anew, and its transaction (see [`release`]).
+    static LAST: std::cell::RefCell<(u64, Vec<(RowKey, bool)>)> = Default::default();
+}
+
 /// Whether `statements` hold a locking read.
 pub fn any(statements: &[Statement]) -> bool {
     statements.iter().any(|s| s.lock.is_some())
+}
+
+/// The release a batch asks for: how many of the last locking read's rows to keep.
+pub fn release_request(statements: &[Statement]) -> Option<u32> {
+    match statements {
+        [st] => st.lock.as_ref().and_then(|l| l.keep),
+        _ => None,
+    }
+}
+
+/// Releases the rows of `txn`'s last locking read (on this connection thread) after the
+/// first `keep`: the coordinator returned only those. Rows the transaction held before that
+/// read stay locked.
+pub fn release(locks: &RowLocks, txn: u64, keep: u32) {
+    let (of, rows) = LAST.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    if of == txn {
+        let extra: Vec<RowKey> = rows
+            .into_iter()
+            .skip(keep as usize)
+            .filter(|(_, new)| *new)
+            .map(|(k, _)| k)
+            .collect();
+        locks.unlock(txn, &extra);
+    }
 }
 
 /// Runs a locking read for transaction `txn` (0: autocommit, which locks nothing past the
@@ -100,6 +130,11 @@ pub fn lock(locks: &RowLocks, txn: u64, keys: Vec<KeyToLock>) -> Result<(), u64>
     if let Some(holder) = keys.iter().find_map(|(k, s)| locks.conflict(txn, k, *s)) {
         return Err(holder);
     }
+    let order = keys
+        .iter()
+        .map(|(k, _)| (k.clone(), !locks.held_by(txn, k)))
+        .collect();
+    LAST.with(|l| *l.borrow_mut() = (txn, order));
     let (shared, exclusive): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(_, s)| *s);
     let keys_of = |v: Vec<KeyToLock>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     locks.lock(txn, keys_of(exclusive))?;

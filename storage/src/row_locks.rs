@@ -148,6 +148,17 @@ impl RowLocks {
         self.inner().per_shard.get(&shard).is_some_and(|n| *n > 0)
     }
 
+    /// Whether `txn` holds `row`.
+    pub fn held_by(&self, txn: u64, row: &RowKey) -> bool {
+        self.inner().held.get(row).is_some_and(|h| h.holds(txn))
+    }
+
+    /// Releases `rows` of `txn` (a locking read's rows the client never got) and wakes the
+    /// transactions waiting.
+    pub fn unlock(&self, txn: u64, rows: &[RowKey]) {
+        self.release_where(txn, |row| rows.contains(row));
+    }
+
     /// Releases every row `txn` holds and wakes the transactions waiting.
     pub fn release(&self, txn: u64) {
         self.release_where(txn, |_| true);

@@ -136,6 +136,11 @@ pub fn copy() -> Option<bool> {
     CURRENT.with(|c| c.borrow().copy)
 }
 
+/// How many bytes of row changes the transaction keeps.
+pub fn kept_bytes() -> usize {
+    CURRENT.with(|c| c.borrow().segments.iter().map(Vec::len).sum())
+}
+
 /// The savepoints set so far, with the number of segments made before each.
 pub fn marks() -> Vec<(String, usize)> {
     CURRENT.with(|c| c.borrow().marks.clone())

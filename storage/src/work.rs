@@ -58,6 +58,13 @@ impl Work {
         shard: u64,
     ) -> Result<Done, StorageError> {
         if let Work::Run { statements, .. } = &self {
+            if crate::locking_read::release_request(statements).is_some() {
+                // An autocommit locking read kept nothing to release.
+                return Ok(Done {
+                    results: vec![StatementResult::default()],
+                    changes: None,
+                });
+            }
             if crate::locking_read::any(statements) {
                 // Waits for rows other transactions locked; holds nothing past the read.
                 let results = statements

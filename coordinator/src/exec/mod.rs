@@ -3,7 +3,8 @@
 //! - [`fanout`]: shard tasks run concurrently, bounded by the statement's deadline and cancel;
 //!   [`writes`]: a statement's own writes over shards and copies; [`merge`]: k-way merge and
 //!   concatenation; [`scratch`]: the coordinator's SQLite for final aggregation and pulled
-//!   joins; [`budget`]: a statement's deadline, cancel flag and memory.
+//!   joins; [`budget`]: a statement's deadline, cancel flag and memory; [`locking`]: a locking
+//!   read over several shards releases the rows its LIMIT left out.
 //!
 //! Transactions: inside `BEGIN` every statement carries the session's transaction
 //! id, so each shard keeps one open SQLite transaction for it; `COMMIT` commits
@@ -29,6 +30,7 @@ use tessera_shared::Value;
 
 pub mod budget;
 pub mod fanout;
+pub mod locking;
 pub mod merge;
 pub mod scratch;
 pub mod writes;
@@ -112,6 +114,7 @@ impl Task {
             limit: l.limit,
             offset: l.offset,
             shared: l.shared,
+            keep: None,
         });
         self
     }
@@ -275,7 +278,14 @@ pub async fn execute_observed(
             if let Some(e) = failure {
                 return Err(e);
             }
-            merge_results(merge, outputs, params, &budget).await?
+            if locking::releases_extra(tasks, merge, txn_id) {
+                locking::merge_releasing(
+                    engine, &catalog, merge, tasks, outputs, params, &budget, txn_id, session,
+                )
+                .await?
+            } else {
+                merge_results(merge, outputs, params, &budget).await?
+            }
         }
         Plan::Pull { tables, sql, .. } => {
             let txn_id = match &mut session.txn {
