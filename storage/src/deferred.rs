@@ -19,9 +19,10 @@ use crate::error::StorageError;
 use crate::exec::run_statement;
 use crate::locking_read;
 use crate::row_locks::{RowKey, RowLocks};
+use crate::rowids::RowIds;
 use crate::txn_changes::{self, SavepointOp};
 use crate::versions::ChangeTracker;
-use crate::work::{all_read_only, note_committed, Done, Work};
+use crate::work::{all_read_only, end_txn, note_committed, Done, Work};
 use rusqlite::Connection;
 use tessera_shared::proto::{Statement, StatementResult};
 
@@ -39,6 +40,8 @@ pub struct TxnCtx<'a> {
     pub locks: &'a RowLocks,
     /// The shard is fenced: a copy of it is being filled from this one.
     pub fenced: bool,
+    /// Rowids handed out to open transactions' inserts.
+    pub rowids: &'a RowIds,
 }
 
 /// Does one request's work for an open transaction; [`StorageError::RowLocked`] when a row
@@ -298,7 +301,13 @@ fn attempt(
         .into_iter()
         .map(|s| run_statement(c, s, t))
         .collect::<Result<Vec<_>, _>>()?;
-    let changes = recording.finish(c)?;
+    let mut changes = recording.patchset(c)?;
+    if let Some(made) = &changes {
+        if ctx.rowids.renumber(c, ctx.shard, made)? {
+            changes = recording.patchset(c)?;
+        }
+    }
+    drop(recording);
     let wrote_reference = matches!(
         c.transaction_state(Some(c"ref")),
         Ok(rusqlite::TransactionState::Write)
@@ -376,13 +385,7 @@ pub fn commit(c: &Connection, t: &ChangeTracker, txn: u64, note: bool) -> Result
         }
         Ok(())
     })();
-    match applied {
-        Ok(()) => Ok(c.execute_batch("COMMIT")?),
-        Err(e) => {
-            let _ = c.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    end_txn(c, applied)
 }
 
 /// Checks, before a prepare, that a transaction that did not hold can commit: its kept
@@ -413,7 +416,7 @@ fn apply_kept(c: &Connection, segment: &[u8]) -> Result<Vec<String>, StorageErro
 
 /// The row-lock keys of the rows a patchset changes on `shard`.
 pub fn row_keys(shard: u64, changes: &[u8]) -> Result<Vec<RowKey>, StorageError> {
-    Ok(capture::changed_rows(changes)?
+    Ok(crate::changed_rows::changed_rows(changes)?
         .into_iter()
         .map(|r| (shard, r.table, r.key))
         .collect())

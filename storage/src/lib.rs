@@ -10,6 +10,7 @@
 //! - [`pgfn`]: PostgreSQL functions SQLite lacks (`gen_random_uuid`).
 //! - [`jsonfn`]: SQLite functions giving JSON PostgreSQL's `jsonb` meaning.
 //! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
+//! - [`changed_rows`]: the rows a patchset changes, by key: what row locks lock.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`work`]: one request's work on a shard copy: statements (their row changes recorded), or row changes applied.
 //! - [`deferred`]: a transaction's statements run on arrival over its own changes kept aside, committed at its end.
@@ -19,6 +20,7 @@
 //! - [`space`]: room to commit: a prepare fails on a full disk (`53100`), a commit after it does not.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
 //! - [`txn_conn`]: a transaction's connection thread, pooled per shard between transactions.
+//! - [`rowids`]: rowids for tables without a key, distinct across transactions inserting at once.
 //! - [`row_locks`]: the rows open transactions wrote, locked until they end; waits, deadlocks.
 //! - [`locking_read`]: `SELECT … FOR UPDATE` / `FOR SHARE`: rows read, then locked, waited for or skipped.
 //! - [`locks`]: who holds each shard's write lock, and how long a transaction waits for it.
@@ -27,6 +29,7 @@
 //! - [`error`]: typed errors and their SQLSTATE, carried to the coordinator in gRPC metadata.
 
 pub mod capture;
+pub mod changed_rows;
 pub mod config;
 pub mod deferred;
 pub mod docstore;
@@ -42,6 +45,7 @@ pub mod manifest;
 pub mod pgfn;
 pub mod prepared;
 pub mod row_locks;
+pub mod rowids;
 pub mod service;
 pub mod shards;
 pub mod space;

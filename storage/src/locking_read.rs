@@ -6,7 +6,7 @@
 //! of the rows returned, which the transaction then locks like rows it changed
 //! ([`crate::row_locks`]).
 
-use crate::capture::encode_key_value;
+use crate::changed_rows::encode_key_value;
 use crate::error::StorageError;
 use crate::exec::run_statement;
 use crate::row_locks::{RowKey, RowLocks};

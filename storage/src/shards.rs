@@ -72,6 +72,8 @@ pub struct ShardRegistry {
     in_doubt: Arc<InDoubt>,
     /// The rows open transactions changed, locked until they end.
     row_locks: Arc<RowLocks>,
+    /// Rowids handed out to open transactions' inserts into tables without a key.
+    rowids: Arc<crate::rowids::RowIds>,
 }
 
 impl ShardRegistry {
@@ -103,6 +105,7 @@ impl ShardRegistry {
             prepared: Arc::new(prepared),
             in_doubt: Arc::new(InDoubt::new(vec![], Duration::ZERO)),
             row_locks: Arc::default(),
+            rowids: Arc::default(),
             config,
         };
         for entry in &manifest.shards {
@@ -394,6 +397,7 @@ impl ShardRegistry {
         } = self.txn_worker(shard_id, txn_id, idle)?;
         let holders = self.holders.clone();
         let locks = self.row_locks.clone();
+        let rowids = self.rowids.clone();
         let main_db = self.lock_key(shard_id);
         let fenced = self.shard(shard_id)?.fenced.clone();
         match worker
@@ -406,6 +410,7 @@ impl ShardRegistry {
                     txn: txn_id,
                     locks: &locks,
                     fenced: fenced.load(std::sync::atomic::Ordering::SeqCst),
+                    rowids: &rowids,
                 };
                 let r = crate::deferred::run(c, &t, &ctx, work);
                 holders.note(c, main_db, txn_id);

@@ -277,7 +277,9 @@ mod tests {
         let changes = recording.finish(&c).expect("finish").expect("recorded");
         c.execute_batch("ROLLBACK").expect("rollback");
         assert_eq!(
-            crate::capture::changed_rows(&changes).expect("rows").len(),
+            crate::changed_rows::changed_rows(&changes)
+                .expect("rows")
+                .len(),
             2
         );
         c.execute_batch("DROP TABLE t").expect("drop");

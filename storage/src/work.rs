@@ -109,29 +109,12 @@ impl Work {
                     }),
                 }
             });
-            return match r {
-                Ok(done) => {
-                    c.execute_batch("COMMIT")?;
-                    Ok(done)
-                }
-                Err(e) => {
-                    let _ = c.execute_batch("ROLLBACK");
-                    Err(e)
-                }
-            };
+            return end_txn(c, r);
         }
         // Changes are recorded or applied under the write lock, before the commit.
         c.execute_batch("BEGIN IMMEDIATE")?;
-        match self.in_txn(c, t) {
-            Ok(done) => {
-                c.execute_batch("COMMIT")?;
-                Ok(done)
-            }
-            Err(e) => {
-                let _ = c.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
+        let r = self.in_txn(c, t);
+        end_txn(c, r)
     }
 
     /// Does the work inside an open client transaction (its own connection thread), recording
@@ -231,6 +214,21 @@ impl Work {
     }
 }
 
+/// Ends the connection's SQLite transaction: commits it when `r` succeeded, else rolls it
+/// back; gives `r` (or the commit's failure).
+pub(crate) fn end_txn<T>(c: &Connection, r: Result<T, StorageError>) -> Result<T, StorageError> {
+    match r {
+        Ok(v) => {
+            c.execute_batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 /// Whether every statement only reads (a read needs no record of changes).
 pub(crate) fn all_read_only(
     c: &Connection,
@@ -259,13 +257,7 @@ pub(crate) fn commit_recorded(
         }
         note_committed(c, txn)
     })();
-    match applied {
-        Ok(()) => Ok(c.execute_batch("COMMIT")?),
-        Err(e) => {
-            let _ = c.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    end_txn(c, applied)
 }
 
 /// Records in the shard's committed table, inside the committing transaction, that `txn`

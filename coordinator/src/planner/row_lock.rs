@@ -6,9 +6,10 @@
 //!
 //! `FOR UPDATE` locks a row exclusively, `FOR SHARE` with other sharers (writers wait for both).
 
-use crate::catalog::{Distribution, Storage, Table};
+use crate::catalog::{Catalog, Distribution, Shard, Storage, Table};
 use crate::error::CoordError;
 use crate::planner::route::limit_value;
+use crate::planner::ShardTask;
 use crate::sql::dialect::render;
 use sqlparser::ast::*;
 use tessera_shared::Value;
@@ -142,6 +143,32 @@ pub fn take(q: &mut Query, tables: &[&Table]) -> Result<Option<LockTarget>, Coor
         wait,
         shared,
     }))
+}
+
+/// The task reading `q` on `shard`: on a copy that serves reads, or for a locking read on the
+/// shard's first copy (where its writers lock rows), with the lock request.
+pub fn shard_task(
+    catalog: &Catalog,
+    shard: &Shard,
+    q: &Query,
+    lock: Option<&LockTarget>,
+    params: &[Value],
+) -> Result<ShardTask, CoordError> {
+    match lock {
+        None => Ok(ShardTask {
+            target: crate::planner::read_target(catalog, shard)?,
+            sql: render(q),
+            lock: None,
+        }),
+        Some(l) => {
+            let (sql, lock) = shard_sql(q, l, params)?;
+            Ok(ShardTask {
+                target: crate::planner::target(shard)?,
+                sql,
+                lock: Some(lock),
+            })
+        }
+    }
 }
 
 /// A shard's SQL for the locking read `target` of `q` (a query the planner made for the

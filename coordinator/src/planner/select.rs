@@ -3,9 +3,7 @@
 use super::aggregate::{decompose, Decomposed};
 use super::route::{names_for, prune};
 use super::row_lock;
-use super::{
-    read_target, reference_read_target, target, Merge, Plan, PlanCtx, Planned, PullTable, ShardTask,
-};
+use super::{reference_read_target, target, Merge, Plan, PlanCtx, Planned, PullTable, ShardTask};
 use crate::catalog::{Distribution, GroupKind, Table};
 use crate::error::CoordError;
 use crate::sql::dialect::{render, rewrite};
@@ -144,7 +142,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
     let group = catalog.group_of(distributed[0])?;
     // Everything in one shard: the whole query runs there, whatever its shape.
     if group.shards.len() == 1 {
-        let task = shard_task(catalog, &group.shards[0], &q, lock, ctx.params)?;
+        let task = row_lock::shard_task(catalog, &group.shards[0], &q, lock, ctx.params)?;
         return planned(Plan::Distributed {
             tasks: vec![task],
             merge: Merge::Single,
@@ -193,7 +191,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         ctx.params,
     )?;
     if shards.len() == 1 {
-        let task = shard_task(catalog, shards[0], &q, lock, ctx.params)?;
+        let task = row_lock::shard_task(catalog, shards[0], &q, lock, ctx.params)?;
         return planned(Plan::Distributed {
             tasks: vec![task],
             merge: Merge::Single,
@@ -204,7 +202,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         Decomposed::Pushed { shard_query, merge } => {
             let tasks = shards
                 .iter()
-                .map(|s| shard_task(catalog, s, &shard_query, lock, ctx.params))
+                .map(|s| row_lock::shard_task(catalog, s, &shard_query, lock, ctx.params))
                 .collect::<Result<_, CoordError>>()?;
             planned(Plan::Distributed {
                 tasks,
@@ -216,32 +214,6 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
             "FOR UPDATE/SHARE is not supported by Tessera here yet: {reason}"
         ))),
         Decomposed::NotPushable(reason) => planned(pull(&q, &tables, ctx, &reason)?),
-    }
-}
-
-/// The task reading `q` on `shard`: on a copy that serves reads, or for a locking read on the
-/// shard's first copy (where its writers lock rows), with the lock request.
-fn shard_task(
-    catalog: &crate::catalog::Catalog,
-    shard: &crate::catalog::Shard,
-    q: &Query,
-    lock: Option<&row_lock::LockTarget>,
-    params: &[tessera_shared::Value],
-) -> Result<ShardTask, CoordError> {
-    match lock {
-        None => Ok(ShardTask {
-            target: read_target(catalog, shard)?,
-            sql: render(q),
-            lock: None,
-        }),
-        Some(l) => {
-            let (sql, lock) = row_lock::shard_sql(q, l, params)?;
-            Ok(ShardTask {
-                target: super::target(shard)?,
-                sql,
-                lock: Some(lock),
-            })
-        }
     }
 }
 

@@ -9,6 +9,18 @@ async fn v_of(reg: &ShardRegistry, shard: u64, txn: u64, k: i64) -> Vec<i64> {
     read_in(reg, shard, txn, &format!("SELECT v FROM t WHERE k = {k}")).await
 }
 
+/// A registry in `dir` whose shards 1 and 2 hold table `t` with row (1, 0).
+async fn one_row_on_two_shards(dir: &std::path::Path) -> Arc<ShardRegistry> {
+    let reg = Arc::new(open_in(dir));
+    for shard in [1, 2] {
+        with_table(&reg, shard).await;
+        reg.execute(shard, 0, write("INSERT INTO t VALUES (1, 0)"))
+            .await
+            .expect("row");
+    }
+    reg
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_writing_distinct_rows_of_a_shard_do_not_wait() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -112,13 +124,7 @@ async fn a_writer_of_a_locked_row_waits_then_sees_the_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cycle_of_row_waits_fails_the_younger_transaction() {
     let dir = tempfile::tempdir().expect("tmp");
-    let reg = Arc::new(open_in(dir.path()));
-    for shard in [1, 2] {
-        with_table(&reg, shard).await;
-        reg.execute(shard, 0, write("INSERT INTO t VALUES (1, 0)"))
-            .await
-            .expect("row");
-    }
+    let reg = one_row_on_two_shards(dir.path()).await;
     let (older, younger) = (100, 200);
     reg.execute(1, older, write("UPDATE t SET v = 1 WHERE k = 1"))
         .await
@@ -201,12 +207,8 @@ async fn savepoints_and_a_switch_to_holding_keep_the_transactions_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_stay_locked_until_their_own_shard_commits() {
     let dir = tempfile::tempdir().expect("tmp");
-    let reg = Arc::new(open_in(dir.path()));
+    let reg = one_row_on_two_shards(dir.path()).await;
     for shard in [1, 2] {
-        with_table(&reg, shard).await;
-        reg.execute(shard, 0, write("INSERT INTO t VALUES (1, 0)"))
-            .await
-            .expect("row");
         reg.execute(shard, 40, write("UPDATE t SET v = v + 1 WHERE k = 1"))
             .await
             .expect("update");
