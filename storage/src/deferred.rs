@@ -202,10 +202,10 @@ fn held(
             });
         }
     }
-    let before = txn_changes::segments().len();
+    let before = txn_changes::segment_count();
     let done = work.in_open_txn(c, t)?;
     let mut keys = Vec::new();
-    for segment in txn_changes::segments().get(before..).unwrap_or_default() {
+    for segment in &txn_changes::segments_from(before) {
         keys.extend(row_keys(ctx.shard, segment)?);
     }
     let taken = match ctx.fenced {

@@ -136,6 +136,16 @@ pub fn copy() -> Option<bool> {
     CURRENT.with(|c| c.borrow().copy)
 }
 
+/// How many patchsets the transaction keeps.
+pub fn segment_count() -> usize {
+    CURRENT.with(|c| c.borrow().segments.len())
+}
+
+/// The patchsets kept from the `from`-th on.
+pub fn segments_from(from: usize) -> Vec<Vec<u8>> {
+    CURRENT.with(|c| c.borrow().segments.get(from..).unwrap_or_default().to_vec())
+}
+
 /// How many bytes of row changes the transaction keeps.
 pub fn kept_bytes() -> usize {
     CURRENT.with(|c| c.borrow().segments.iter().map(Vec::len).sum())
