@@ -92,13 +92,18 @@ pub fn run(
     };
     if ctx.fenced {
         // A copy of the shard is being filled from this one: the fill reads under the shard's
-        // write lock, so a writer holds it from its first write until it ends.
+        // write lock, so a writer holds it from its first write until it ends (its rows
+        // checked against those transactions from before the fence still lock).
         hold(c)?;
-        return Work::Run {
-            statements,
-            capture,
-        }
-        .in_open_txn(c, t);
+        return held(
+            c,
+            t,
+            ctx,
+            Work::Run {
+                statements,
+                capture,
+            },
+        );
     }
     if locking_read::any(&statements) {
         return locking_reads(c, t, ctx, statements);
@@ -133,11 +138,15 @@ pub fn run(
     }
     if ops.iter().any(Option::is_some) || !recordable(c, &statements)? {
         hold(c)?;
-        return Work::Run {
-            statements,
-            capture,
-        }
-        .in_open_txn(c, t);
+        return held(
+            c,
+            t,
+            ctx,
+            Work::Run {
+                statements,
+                capture,
+            },
+        );
     }
     let kept = txn_changes::segments();
     let reads_only = all_read_only(c, &statements)?;
