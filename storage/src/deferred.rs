@@ -94,16 +94,7 @@ pub fn run(
         // A copy of the shard is being filled from this one: the fill reads under the shard's
         // write lock, so a writer holds it from its first write until it ends (its rows
         // checked against those transactions from before the fence still lock).
-        hold(c)?;
-        return held(
-            c,
-            t,
-            ctx,
-            Work::Run {
-                statements,
-                capture,
-            },
-        );
+        return hold_then_run(c, t, ctx, statements, capture);
     }
     if locking_read::any(&statements) {
         return locking_reads(c, t, ctx, statements);
@@ -111,16 +102,7 @@ pub fn run(
     if txn_changes::kept_bytes() > HOLD_AFTER_BYTES {
         // A bulk load (COPY, INSERT ... SELECT in pieces): replaying all it changed before
         // every batch would cost more than holding the shard until it ends.
-        hold(c)?;
-        return held(
-            c,
-            t,
-            ctx,
-            Work::Run {
-                statements,
-                capture,
-            },
-        );
+        return hold_then_run(c, t, ctx, statements, capture);
     }
     let ops: Vec<_> = statements
         .iter()
@@ -137,16 +119,7 @@ pub fn run(
         });
     }
     if ops.iter().any(Option::is_some) || !recordable(c, &statements)? {
-        hold(c)?;
-        return held(
-            c,
-            t,
-            ctx,
-            Work::Run {
-                statements,
-                capture,
-            },
-        );
+        return hold_then_run(c, t, ctx, statements, capture);
     }
     let kept = txn_changes::segments();
     let reads_only = all_read_only(c, &statements)?;
@@ -177,6 +150,26 @@ pub fn run(
             Err(e)
         }
     }
+}
+
+/// Makes the transaction hold its SQLite transaction from now on, then runs the batch in it.
+fn hold_then_run(
+    c: &Connection,
+    t: &ChangeTracker,
+    ctx: &TxnCtx<'_>,
+    statements: Vec<Statement>,
+    capture: bool,
+) -> Result<Done, StorageError> {
+    hold(c)?;
+    held(
+        c,
+        t,
+        ctx,
+        Work::Run {
+            statements,
+            capture,
+        },
+    )
 }
 
 /// Work of a transaction that holds its SQLite transaction. The rows it changes or reads
