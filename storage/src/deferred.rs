@@ -22,7 +22,7 @@ use crate::row_locks::{RowKey, RowLocks};
 use crate::rowids::RowIds;
 use crate::txn_changes::{self, SavepointOp};
 use crate::versions::ChangeTracker;
-use crate::work::{all_read_only, end_txn, note_committed, Done, Work};
+use crate::work::{all_read_only, end_txn, note_committed, sql, Done, Work};
 use rusqlite::Connection;
 use tessera_shared::proto::{Statement, StatementResult};
 
@@ -125,13 +125,13 @@ pub fn run(
     let reads_only = all_read_only(c, &statements)?;
     if reads_only && kept.is_empty() {
         // One snapshot for the batch, ended with it: the next batch reads newer commits.
-        c.execute_batch("BEGIN")?;
+        sql(c, "BEGIN")?;
         let r = Work::Run {
             statements,
             capture: false,
         }
         .in_txn(c, t);
-        let _ = c.execute_batch("COMMIT");
+        let _ = sql(c, "COMMIT");
         return r;
     }
     // The write lock first: the transaction's own changes are written before anything reads.
@@ -142,11 +142,11 @@ pub fn run(
             Ok(done)
         }
         Ok((done, false)) => {
-            c.execute_batch("ROLLBACK")?;
+            sql(c, "ROLLBACK")?;
             Ok(done)
         }
         Err(e) => {
-            let _ = c.execute_batch("ROLLBACK");
+            let _ = sql(c, "ROLLBACK");
             Err(e)
         }
     }
@@ -254,7 +254,7 @@ fn locking_reads(
             changes: None,
         })
     })();
-    let _ = c.execute_batch("ROLLBACK");
+    let _ = sql(c, "ROLLBACK");
     r
 }
 
@@ -364,7 +364,7 @@ fn hold(c: &Connection) -> Result<(), StorageError> {
             Ok(())
         }
         Err(e) => {
-            let _ = c.execute_batch("ROLLBACK");
+            let _ = sql(c, "ROLLBACK");
             Err(e)
         }
     }
@@ -398,11 +398,17 @@ pub fn check_commit(c: &Connection) -> Result<(), StorageError> {
     if kept.is_empty() {
         return Ok(());
     }
+    if txn_changes::copy().is_none() && !crate::unique::any_secondary(c, &kept)? {
+        // Its own changes to tables whose only unique key is the one its row locks cover: no
+        // commit since could make them fail (each row it changed stayed locked; a key it
+        // inserted was locked before any other could insert it).
+        return Ok(());
+    }
     begin_writing(c)?;
     let applied = kept
         .iter()
         .try_for_each(|segment| apply_kept(c, segment).map(drop));
-    let _ = c.execute_batch("ROLLBACK");
+    let _ = sql(c, "ROLLBACK");
     applied
 }
 
@@ -454,18 +460,26 @@ pub(crate) fn changes_rows(sql: &str) -> bool {
     .any(|k| k.eq_ignore_ascii_case(head))
 }
 
+/// A write to the shard's lock table that changes nothing: it takes `main`'s write lock.
+const LOCK_SQL: &str = "UPDATE main.__tessera_doclock SET n = n WHERE 0";
+
 /// Begins an SQLite transaction holding the write lock of the shard's main database only
 /// (`BEGIN IMMEDIATE` would take the attached reference database's too, and writers of every
 /// shard of the node would queue on it).
 pub(crate) fn begin_writing(c: &Connection) -> Result<(), StorageError> {
-    c.execute_batch("BEGIN")?;
-    let locked = c.execute_batch(&format!(
-        "UPDATE main.{} SET n = n WHERE 0",
-        crate::doctab::LOCK_TABLE
-    ));
+    sql(c, "BEGIN")?;
+    let locked = c.prepare_cached(LOCK_SQL).and_then(|mut st| st.execute([]));
     if let Err(e) = locked {
-        let _ = c.execute_batch("ROLLBACK");
+        let _ = sql(c, "ROLLBACK");
         return Err(e.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_write_lock_statement_names_the_lock_table() {
+        assert!(super::LOCK_SQL.contains(crate::doctab::LOCK_TABLE));
+    }
 }

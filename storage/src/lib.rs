@@ -20,6 +20,7 @@
 //! - [`space`]: room to commit: a prepare fails on a full disk (`53100`), a commit after it does not.
 //! - [`shards`]: the shard registry: open shards, their autocommit workers and open transactions.
 //! - [`txn_conn`]: a transaction's connection thread, pooled per shard between transactions.
+//! - [`unique`]: which tables have unique keys row locks do not cover: what a prepare must check.
 //! - [`rowids`]: rowids for tables without a key, distinct across transactions inserting at once.
 //! - [`row_locks`]: the rows open transactions wrote, locked until they end; waits, deadlocks.
 //! - [`locking_read`]: `SELECT … FOR UPDATE` / `FOR SHARE`: rows read, then locked, waited for or skipped.
@@ -51,6 +52,7 @@ pub mod shards;
 pub mod space;
 pub mod txn_changes;
 pub mod txn_conn;
+pub mod unique;
 pub mod versions;
 pub mod work;
 pub mod worker;

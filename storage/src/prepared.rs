@@ -9,20 +9,28 @@
 //!   per (transaction, shard): the changes as length-prefixed patchsets, in the order made.
 //! - Group commit: one writer thread takes every waiting request, writes them in one SQLite
 //!   transaction and fsyncs once; concurrent prepares share the fsync.
-//! - A record is forgotten after its transaction commits or rolls back on the copy. A commit
-//!   also writes the transaction id to the shard's `__tessera_committed` table in the same
-//!   SQLite transaction, so a record left behind by a crash between the commit and the forget
-//!   is recognised at start as committed, not applied twice.
+//! - The log is the commit's durable record: a copy applies a prepared transaction's changes
+//!   to its shard without an fsync of the shard's file (SQLite `synchronous = NORMAL`, holding
+//!   the shard's write lock only while it writes), then marks the record committed here; the
+//!   mark's fsync is shared by every commit waiting on the node (group commit), and the
+//!   client hears COMMIT once it is on disk. The record is forgotten only after the shard's
+//!   WAL was fsynced (one fsync per shard for many commits, off every lock): until then a
+//!   crash finds the record marked and applies it again if the shard lost it.
+//! - A commit also writes the transaction id to the shard's `__tessera_committed` table in
+//!   the same SQLite transaction, so a record left behind by a crash between the commit and
+//!   the forget is recognised at start as committed, not applied twice.
+//!
+//! Format 2 added the `committed` mark (format 1 logs are upgraded in place when opened).
 
 use crate::error::StorageError;
 use dashmap::DashSet;
 use rusqlite::{params, Connection};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// Format version of `prepared.db`.
-pub const PREPARED_LOG_VERSION: i64 = 1;
+pub const PREPARED_LOG_VERSION: i64 = 2;
 
 /// The shard table that names the prepared transactions committed on a copy.
 pub const COMMITTED_TABLE: &str = "__tessera_committed";
@@ -36,11 +44,17 @@ pub struct Record {
     pub shard: u64,
     /// Its row changes, as patchsets in the order they were made.
     pub changes: Vec<Vec<u8>>,
+    /// Marked committed: the commit was decided and applied (perhaps not yet on disk).
+    pub committed: bool,
 }
 
+type Reply = mpsc::Sender<Result<(), StorageError>>;
+
 enum Op {
-    Put(Record, mpsc::Sender<Result<(), StorageError>>),
-    Forget(u64, u64, Option<mpsc::Sender<Result<(), StorageError>>>),
+    Put(Record, Reply),
+    /// The record of (transaction, shard) committed on the shard whose WAL is at the path.
+    Commit(u64, u64, PathBuf, Reply),
+    Forget(u64, u64, Option<Reply>),
 }
 
 /// The node's prepared log (see the module documentation).
@@ -66,7 +80,12 @@ impl PreparedLog {
         match version {
             0 => conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS prepared (txn INTEGER NOT NULL, shard INTEGER NOT NULL, \
-                 changes BLOB NOT NULL, PRIMARY KEY (txn, shard)); PRAGMA user_version = {PREPARED_LOG_VERSION};"
+                 changes BLOB NOT NULL, committed INTEGER NOT NULL DEFAULT 0, \
+                 PRIMARY KEY (txn, shard)); PRAGMA user_version = {PREPARED_LOG_VERSION};"
+            ))?,
+            1 => conn.execute_batch(&format!(
+                "BEGIN; ALTER TABLE prepared ADD COLUMN committed INTEGER NOT NULL DEFAULT 0; \
+                 PRAGMA user_version = {PREPARED_LOG_VERSION}; COMMIT;"
             ))?,
             PREPARED_LOG_VERSION => {}
             v => {
@@ -77,17 +96,19 @@ impl PreparedLog {
             }
         }
         let records = {
-            let mut st = conn.prepare("SELECT txn, shard, changes FROM prepared ORDER BY txn")?;
+            let mut st =
+                conn.prepare("SELECT txn, shard, changes, committed FROM prepared ORDER BY txn")?;
             let rows = st.query_map([], |r| {
                 Ok((
                     r.get::<_, i64>(0)? as u64,
                     r.get::<_, i64>(1)? as u64,
                     r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, bool>(3)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (txn, shard, blob) = row?;
+                let (txn, shard, blob, committed) = row?;
                 let changes = decode(&blob).ok_or_else(|| {
                     StorageError::Manifest(format!(
                         "{}: the record of transaction {txn} on shard {shard} is damaged",
@@ -98,6 +119,7 @@ impl PreparedLog {
                     txn,
                     shard,
                     changes,
+                    committed,
                 });
             }
             out
@@ -134,11 +156,22 @@ impl PreparedLog {
             txn,
             shard,
             changes,
+            committed: false,
         };
         self.send(Op::Put(record, done))?;
         wait.recv().map_err(|_| StorageError::WorkerGone)??;
         self.live.insert((txn, shard));
         Ok(())
+    }
+
+    /// Marks the record of `txn` on `shard` committed and returns once the mark is on disk;
+    /// `wal` is the shard's WAL file, fsynced before the record is forgotten (see the module
+    /// documentation). The commit applied to the shard before this call. Blocks: call it
+    /// from a connection thread.
+    pub fn commit(&self, txn: u64, shard: u64, wal: PathBuf) -> Result<(), StorageError> {
+        let (done, wait) = mpsc::channel();
+        self.send(Op::Commit(txn, shard, wal, done))?;
+        wait.recv().map_err(|_| StorageError::WorkerGone)?
     }
 
     /// Forgets the record of `txn` on `shard` (its transaction ended there), without waiting.
@@ -178,40 +211,76 @@ impl PreparedLog {
 pub const LAZY_FORGET: Duration = Duration::from_millis(200);
 
 /// The writer thread: every request waiting is written in one transaction, one fsync. Forgets
-/// nobody waits for ride along with the next batch that must reach the disk (a prepare), so a
-/// transaction costs one fsync of this log, not two. A record leaves `live` once its forget is
-/// on disk.
+/// nobody waits for ride along with the next batch that must reach the disk (a prepare or a
+/// commit), so a transaction costs no fsync of its own for them. A committed record is
+/// forgotten once its shard's WAL was fsynced, at most [`LAZY_FORGET`] after its commit. A
+/// record leaves `live` once its forget is on disk.
 fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, live: &DashSet<(u64, u64)>) {
+    // Forgets not written yet, and committed records whose shard WAL is not synced yet.
     let mut lazy: Vec<Op> = Vec::new();
+    let mut unsynced: Vec<(u64, u64, PathBuf)> = Vec::new();
     let mut oldest = Instant::now();
+    let mut open = true;
     loop {
-        let first = if lazy.is_empty() {
-            rx.recv().ok()
-        } else {
+        let waiting = !lazy.is_empty() || !unsynced.is_empty();
+        let first = if !waiting {
+            match rx.recv() {
+                Ok(op) => Some(op),
+                Err(_) => return,
+            }
+        } else if open {
             match rx.recv_timeout(LAZY_FORGET.saturating_sub(oldest.elapsed())) {
                 Ok(op) => Some(op),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    None
+                }
             }
+        } else {
+            None
         };
-        let stopping = first.is_none() && lazy.is_empty();
-        if stopping {
-            return;
-        }
-        let mut ops: Vec<Op> = first.into_iter().chain(rx.try_iter()).collect();
-        let urgent = ops.iter().any(|op| !matches!(op, Op::Forget(_, _, None)));
-        if lazy.is_empty() {
+        if !waiting {
             oldest = Instant::now();
         }
-        if !urgent && oldest.elapsed() < LAZY_FORGET {
+        let mut ops: Vec<Op> = first.into_iter().chain(rx.try_iter()).collect();
+        let due = !open || oldest.elapsed() >= LAZY_FORGET;
+        if due && !unsynced.is_empty() {
+            let failed = sync_wals(&unsynced);
+            let (kept, synced): (Vec<_>, Vec<_>) = unsynced
+                .drain(..)
+                .partition(|(_, _, wal)| failed.contains(wal));
+            lazy.extend(
+                synced
+                    .into_iter()
+                    .map(|(txn, shard, _)| Op::Forget(txn, shard, None)),
+            );
+            unsynced = kept;
+            if !open && lazy.is_empty() && ops.is_empty() {
+                // Nothing more can be done for the records kept: they stay marked.
+                return;
+            }
+        }
+        let urgent = ops.iter().any(|op| !matches!(op, Op::Forget(_, _, None)));
+        if !urgent && !due {
             lazy.append(&mut ops);
             continue;
         }
         ops.append(&mut lazy);
+        if ops.is_empty() {
+            if !open && unsynced.is_empty() {
+                return;
+            }
+            oldest = Instant::now();
+            continue;
+        }
         // Kept as SQLSTATE and text: every waiting request gets its own copy of the failure.
         let result = write_all(&mut conn, &ops).map_err(|e| (e.sqlstate(), e.to_string()));
         if let Err((_, e)) = &result {
             tracing::error!(error = %e, "the prepared log could not be written");
+        }
+        if unsynced.is_empty() {
+            oldest = Instant::now();
         }
         for op in ops {
             let reply = result
@@ -222,6 +291,12 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, live: &DashSet<(u64, u64
                 });
             match op {
                 Op::Put(_, done) => {
+                    let _ = done.send(reply);
+                }
+                Op::Commit(txn, shard, wal, done) => {
+                    if reply.is_ok() {
+                        unsynced.push((txn, shard, wal));
+                    }
                     let _ = done.send(reply);
                 }
                 Op::Forget(txn, shard, done) => {
@@ -237,6 +312,30 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, live: &DashSet<(u64, u64
     }
 }
 
+/// Fsyncs each shard WAL named once; gives those that failed (their records stay). A WAL
+/// that is gone was checkpointed into its database, which SQLite fsyncs before it removes the
+/// WAL.
+fn sync_wals(unsynced: &[(u64, u64, PathBuf)]) -> Vec<PathBuf> {
+    let mut seen: Vec<&PathBuf> = Vec::new();
+    let mut failed = Vec::new();
+    for (_, _, wal) in unsynced {
+        if seen.contains(&wal) {
+            continue;
+        }
+        seen.push(wal);
+        let synced = match std::fs::File::open(wal) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            tracing::error!(wal = %wal.display(), error = %e, "could not fsync a shard's WAL; its committed records stay");
+            failed.push(wal.clone());
+        }
+    }
+    failed
+}
+
 fn write_all(conn: &mut Connection, ops: &[Op]) -> Result<(), StorageError> {
     let t = conn.transaction()?;
     for op in ops {
@@ -245,6 +344,12 @@ fn write_all(conn: &mut Connection, ops: &[Op]) -> Result<(), StorageError> {
                 t.execute(
                     "INSERT OR REPLACE INTO prepared (txn, shard, changes) VALUES (?1, ?2, ?3)",
                     params![r.txn as i64, r.shard as i64, encode(&r.changes)],
+                )?;
+            }
+            Op::Commit(txn, shard, _, _) => {
+                t.execute(
+                    "UPDATE prepared SET committed = 1 WHERE txn = ?1 AND shard = ?2",
+                    params![*txn as i64, *shard as i64],
                 )?;
             }
             Op::Forget(txn, shard, _) => {
@@ -305,15 +410,79 @@ mod tests {
                 Record {
                     txn: 7,
                     shard: 1,
-                    changes: vec![b"ab".to_vec(), vec![], b"c".to_vec()]
+                    changes: vec![b"ab".to_vec(), vec![], b"c".to_vec()],
+                    committed: false,
                 },
                 Record {
                     txn: 8,
                     shard: 2,
-                    changes: vec![b"y".to_vec()]
+                    changes: vec![b"y".to_vec()],
+                    committed: false,
                 },
             ]
         );
+    }
+
+    /// A commit's mark is on disk when `commit` returns; the record goes once the shard's WAL
+    /// was fsynced, and stays (marked) while that fails.
+    #[test]
+    fn committed_records_stay_until_their_shard_wal_is_synced() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("prepared.db");
+        let wal = dir.path().join("1.db-wal");
+        std::fs::write(&wal, b"frames").expect("wal");
+        {
+            let (log, _) = PreparedLog::open(&path, "full").expect("open");
+            log.put(8, 1, vec![b"x".to_vec()]).expect("put");
+            log.put(9, 2, vec![b"y".to_vec()]).expect("put");
+            log.commit(8, 1, wal.clone()).expect("commit 8");
+            // A WAL that cannot be opened (a path under a file) cannot be synced.
+            log.commit(9, 2, dir.path().join("1.db-wal").join("x"))
+                .expect("commit 9");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while log.holds(8, 1) {
+                assert!(Instant::now() < deadline, "record 8 never forgotten");
+                std::thread::yield_now();
+            }
+            assert!(log.holds(9, 2), "kept while its WAL cannot be synced");
+        }
+        let (_, records) = PreparedLog::open(&path, "full").expect("reopen");
+        assert_eq!(
+            records,
+            vec![Record {
+                txn: 9,
+                shard: 2,
+                changes: vec![b"y".to_vec()],
+                committed: true,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_format_1_log_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("prepared.db");
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "CREATE TABLE prepared (txn INTEGER NOT NULL, shard INTEGER NOT NULL, \
+                 changes BLOB NOT NULL, PRIMARY KEY (txn, shard));
+                 INSERT INTO prepared VALUES (5, 1, x'0100000061');
+                 PRAGMA user_version = 1;",
+            )
+            .expect("format 1");
+        let (log, records) = PreparedLog::open(&path, "full").expect("open");
+        assert_eq!(
+            records,
+            vec![Record {
+                txn: 5,
+                shard: 1,
+                changes: vec![b"a".to_vec()],
+                committed: false,
+            }]
+        );
+        log.commit(5, 1, dir.path().join("missing-wal"))
+            .expect("the upgraded log takes marks");
     }
 
     #[test]

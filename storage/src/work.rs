@@ -112,7 +112,7 @@ impl Work {
             return end_txn(c, r);
         }
         // Changes are recorded or applied under the write lock, before the commit.
-        c.execute_batch("BEGIN IMMEDIATE")?;
+        sql(c, "BEGIN IMMEDIATE")?;
         let r = self.in_txn(c, t);
         end_txn(c, r)
     }
@@ -219,14 +219,21 @@ impl Work {
 pub(crate) fn end_txn<T>(c: &Connection, r: Result<T, StorageError>) -> Result<T, StorageError> {
     match r {
         Ok(v) => {
-            c.execute_batch("COMMIT")?;
+            sql(c, "COMMIT")?;
             Ok(v)
         }
         Err(e) => {
-            let _ = c.execute_batch("ROLLBACK");
+            let _ = sql(c, "ROLLBACK");
             Err(e)
         }
     }
+}
+
+/// Runs one of Tessera's own fixed statements (`BEGIN`, `COMMIT`, ...) through the
+/// connection's statement cache: these run around every write, and parsing them each time
+/// showed in profiles.
+pub(crate) fn sql(c: &Connection, text: &'static str) -> rusqlite::Result<()> {
+    c.prepare_cached(text)?.execute([]).map(drop)
 }
 
 /// Whether every statement only reads (a read needs no record of changes).
@@ -250,7 +257,7 @@ pub(crate) fn commit_recorded(
     txn: u64,
     changes: &[Vec<u8>],
 ) -> Result<(), StorageError> {
-    c.execute_batch("BEGIN IMMEDIATE")?;
+    sql(c, "BEGIN IMMEDIATE")?;
     let applied = (|| {
         for segment in changes {
             t.will_change(&capture::apply(c, segment, false)?);

@@ -23,10 +23,20 @@ impl ShardRegistry {
         };
         let prepared = self.prepared.clone();
         let t = conn.tracker.clone();
+        let wal = self.shard(shard_id).ok().map(|s| wal_of(&s.path));
+        let unsynced_apply = crate::config::sqlite_synchronous(&self.config.synchronous) == "FULL";
         let finish = move |c: &mut Connection| {
             let recorded = prepared.holds(txn_id, shard_id);
             if commit && txn_changes::prepared() {
                 recovery::crash_before_prepared_commit();
+            }
+            // A recorded commit is made durable by its mark in the prepared log, not by an
+            // fsync of the shard under its write lock (see `prepared.rs`). One that holds its
+            // SQLite transaction open commits with the fsync: SQLite refuses to change the
+            // sync level inside a transaction.
+            let wal = wal.filter(|_| commit && recorded && c.is_autocommit());
+            if wal.is_some() && unsynced_apply {
+                crate::work::sql(c, "PRAGMA synchronous = NORMAL")?;
             }
             let holding = txn_changes::holding();
             let ended = match (holding, commit) {
@@ -43,8 +53,15 @@ impl ShardRegistry {
             if ended.is_err() && !c.is_autocommit() {
                 let _ = c.execute_batch("ROLLBACK");
             }
+            if wal.is_some() && unsynced_apply {
+                crate::work::sql(c, "PRAGMA synchronous = FULL")?;
+            }
             ended?;
-            if recorded && commit {
+            if let Some(wal) = wal {
+                // Durable once marked; forgotten once the shard's WAL is synced.
+                prepared.commit(txn_id, shard_id, wal)?;
+                recovery::prune_committed(c, &prepared, shard_id);
+            } else if recorded && commit {
                 // On disk with the next prepare: the committed table tells it meanwhile.
                 prepared.forget(txn_id, shard_id);
                 recovery::prune_committed(c, &prepared, shard_id);
@@ -125,4 +142,11 @@ impl ShardRegistry {
             r => r,
         }
     }
+}
+
+/// The WAL file of the shard database at `path`.
+fn wal_of(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    name.into()
 }

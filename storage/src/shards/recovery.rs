@@ -1,7 +1,7 @@
 //! The shard registry's side of prepared transactions: sorting out the prepared log at start,
 //! deciding transactions in doubt, and keeping the committed tables small.
 
-use super::ShardRegistry;
+use super::{open_connection, ShardRegistry};
 use crate::error::StorageError;
 use crate::manifest::Manifest;
 use crate::prepared::{PreparedLog, Record, COMMITTED_TABLE};
@@ -55,8 +55,10 @@ impl ShardRegistry {
     }
 
     /// Sorts the prepared log's records at start: a transaction whose id is in its shard's
-    /// committed table committed before the stop (its record is forgotten); the others are in
-    /// doubt. Then the committed tables are emptied: they only tell records left behind.
+    /// committed table committed before the stop (its record is forgotten); one marked
+    /// committed that its shard lost (its commit was not fsynced there, `prepared.rs`)
+    /// commits now; the others are in doubt. Then the committed tables are emptied: they only
+    /// tell records left behind.
     pub(super) fn sort_out_prepared(
         &self,
         records: Vec<Record>,
@@ -75,6 +77,21 @@ impl ShardRegistry {
                 |row| row.get(0),
             )?;
             if committed {
+                self.prepared.forget_durably(r.txn, r.shard)?;
+            } else if r.committed {
+                let mut c = open_connection(
+                    &self.config,
+                    &self.shard_path(entry.id, entry.kind),
+                    entry.kind,
+                    self.doc_module(entry.id),
+                )?;
+                let t = self.tracker(&mut c, entry.id, entry.kind)?;
+                crate::work::commit_recorded(&mut c, &t, r.txn, &r.changes)?;
+                tracing::warn!(
+                    txn = r.txn,
+                    shard = r.shard,
+                    "applied again a commit its shard lost in the stop"
+                );
                 self.prepared.forget_durably(r.txn, r.shard)?;
             } else {
                 tracing::warn!(txn = r.txn, shard = r.shard, "a transaction prepared before the restart is in doubt until its coordinator decides it");

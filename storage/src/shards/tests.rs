@@ -281,6 +281,60 @@ async fn prepared_transactions_survive_a_restart_in_doubt() {
         .expect("no transaction in doubt");
 }
 
+/// A commit applied to its shard without an fsync there is durable through its mark in the
+/// prepared log: a stop that lost the shard's copy of it (as a power cut may) finds the record
+/// marked and applies it at the next start, once, without waiting for a coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marked_commit_its_shard_lost_is_applied_at_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reg = open_in(dir.path());
+    with_table(&reg, 1).await;
+    reg.execute(1, 200, write("INSERT INTO t VALUES (5, 200)"))
+        .await
+        .expect("200");
+    reg.prepare_txn(1, 200).await.expect("prepare 200");
+    reg.close();
+    drop(reg);
+    // The stop came after the mark reached the log and before the shard's WAL was synced,
+    // which lost the shard's commit.
+    Connection::open(dir.path().join("prepared.db"))
+        .expect("log")
+        .execute("UPDATE prepared SET committed = 1 WHERE txn = 200", [])
+        .expect("mark");
+    for _ in 0..2 {
+        let reg = open_in(dir.path());
+        assert_eq!(read(&reg, 1, "SELECT k * 1000 + v FROM t").await, [5200]);
+        reg.execute(1, 0, write("INSERT INTO t VALUES (6, 0)"))
+            .await
+            .expect("not in doubt");
+        reg.execute(1, 0, write("DELETE FROM t WHERE k = 6"))
+            .await
+            .expect("delete");
+        reg.close();
+    }
+}
+
+/// A prepared transaction that holds its SQLite transaction (a schema change made it hold)
+/// commits too: it cannot take the unsynced path of the others (SQLite refuses to change the
+/// sync level inside a transaction, which failed such commits after other shards committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_transaction_that_holds_commits() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reg = open_in(dir.path());
+    with_table(&reg, 1).await;
+    for sql in [
+        "INSERT INTO t VALUES (1, 1)",
+        "CREATE TABLE u (x INTEGER)",
+        "INSERT INTO u VALUES (7)",
+    ] {
+        reg.execute(1, 300, write(sql)).await.expect(sql);
+    }
+    reg.prepare_txn(1, 300).await.expect("prepare");
+    reg.finish_txn(1, 300, true).await.expect("commit");
+    assert_eq!(read(&reg, 1, "SELECT k FROM t").await, [1]);
+    assert_eq!(read(&reg, 1, "SELECT x FROM u").await, [7]);
+}
+
 /// Threads of this process whose name is `name`.
 fn threads_named(name: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
