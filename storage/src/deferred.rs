@@ -468,8 +468,7 @@ const LOCK_SQL: &str = "UPDATE main.__tessera_doclock SET n = n WHERE 0";
 /// shard of the node would queue on it).
 pub(crate) fn begin_writing(c: &Connection) -> Result<(), StorageError> {
     sql(c, "BEGIN")?;
-    let locked = c.prepare_cached(LOCK_SQL).and_then(|mut st| st.execute([]));
-    if let Err(e) = locked {
+    if let Err(e) = sql(c, LOCK_SQL) {
         let _ = sql(c, "ROLLBACK");
         return Err(e.into());
     }
