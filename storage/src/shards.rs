@@ -254,11 +254,23 @@ impl ShardRegistry {
             conn.worker.close().await;
         }
         shard.worker.close().await;
-        for txn in self.in_doubt.drop_shard(id) {
-            self.prepared.forget(txn, id);
-        }
-        for txn in self.prepared.live_on(id) {
-            self.prepared.forget(txn, id);
+        // Forgotten on disk before the shard can be created again under its id: a record left
+        // there would be applied (marked committed) or held in doubt on the new copy.
+        let records: Vec<u64> = self
+            .in_doubt
+            .drop_shard(id)
+            .into_iter()
+            .chain(self.prepared.live_on(id))
+            .collect();
+        if !records.is_empty() {
+            let prepared = self.prepared.clone();
+            tokio::task::spawn_blocking(move || {
+                records
+                    .iter()
+                    .try_for_each(|txn| prepared.forget_durably(*txn, id))
+            })
+            .await
+            .map_err(|_| StorageError::WorkerGone)??;
         }
         if shard.kind == ShardKindOnDisk::Sql {
             self.docs.drop_shard(id)?;

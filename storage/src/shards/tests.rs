@@ -314,6 +314,29 @@ async fn a_marked_commit_its_shard_lost_is_applied_at_start() {
     }
 }
 
+/// A dropped shard's records leave the prepared log on disk before `drop_shard` returns: a
+/// copy created again under the same id must not find an old commit marked there (it would be
+/// applied over the new copy's rows at the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_shards_records_are_forgotten_on_disk() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reg = open_in(dir.path());
+    with_table(&reg, 1).await;
+    reg.execute(1, 400, write("INSERT INTO t VALUES (4, 400)"))
+        .await
+        .expect("400");
+    reg.prepare_txn(1, 400).await.expect("prepare");
+    reg.finish_txn(1, 400, true).await.expect("commit");
+    reg.drop_shard(1).await.expect("drop");
+    let on_disk: i64 = Connection::open(dir.path().join("prepared.db"))
+        .expect("log")
+        .query_row("SELECT count(*) FROM prepared WHERE shard = 1", [], |r| {
+            r.get(0)
+        })
+        .expect("count");
+    assert_eq!(on_disk, 0);
+}
+
 /// A prepared transaction that holds its SQLite transaction (a schema change made it hold)
 /// commits too: it cannot take the unsynced path of the others (SQLite refuses to change the
 /// sync level inside a transaction, which failed such commits after other shards committed).
