@@ -120,14 +120,15 @@ impl Cluster {
             capture: false,
         };
         let (done, incarnation, versions) = self
-            .run_versioned(node, shard_id, txn_id, work, keys, txn_idle_ms, 0)
+            .run_versioned(node, shard_id, txn_id, work, keys, (txn_idle_ms, 0), false)
             .await?;
         Ok((done.results, incarnation, versions))
     }
 
     /// [`Cluster::execute_versioned`] for any [`Work`]: statements, their row changes
     /// recorded or not, or row changes to apply. A statement waits for a locked row up to
-    /// `lock_timeout_ms` (0: the node's default).
+    /// `lock_timeout_ms` (0: the node's default). With `prepare`, the transaction is then
+    /// prepared in the same round trip (see [`Cluster::prepare_txn`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn run_versioned(
         &self,
@@ -136,8 +137,8 @@ impl Cluster {
         txn_id: u64,
         work: Work,
         keys: Vec<VersionKey>,
-        txn_idle_ms: u32,
-        lock_timeout_ms: u32,
+        (txn_idle_ms, lock_timeout_ms): (u32, u32),
+        prepare: bool,
     ) -> Result<(Done, u64, Vec<u64>), CoordError> {
         match self.target(node)? {
             Target::Embedded(r) => {
@@ -149,6 +150,11 @@ impl Cluster {
                     .run_limited(shard_id, txn_id, work, idle, lock_timeout)
                     .await
                     .map_err(storage_error)?;
+                if prepare && txn_id != 0 {
+                    r.prepare_txn(shard_id, txn_id)
+                        .await
+                        .map_err(storage_error)?;
+                }
                 Ok((done, incarnation, versions))
             }
             Target::Remote(mut c) => {
@@ -159,6 +165,8 @@ impl Cluster {
                     } => (statements, capture, None, false),
                     Work::Apply { changes, lenient } => (vec![], false, Some(changes), lenient),
                 };
+                let apply = apply_changes.is_some();
+                let apply_changes = apply_changes.unwrap_or_default();
                 let r = c
                     .execute(ExecuteRequest {
                         shard_id,
@@ -168,8 +176,10 @@ impl Cluster {
                         txn_idle_ms,
                         capture_changes,
                         apply_changes,
+                        apply,
                         lenient,
                         lock_timeout_ms,
+                        prepare,
                     })
                     .await
                     .map_err(|s| status_error(node, s))?

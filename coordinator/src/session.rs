@@ -110,6 +110,9 @@ pub struct OpenTxn {
     pub savepoints: Vec<(String, BTreeSet<Target>)>,
     /// Shard copies written: COMMIT checks that no copy was added to those shards meanwhile.
     pub written: BTreeSet<Target>,
+    /// Row changes waiting for the other copies of written shards until COMMIT; `None` in a
+    /// statement's own transaction (COPY, INSERT ... SELECT), whose copies get them at once.
+    pub waiting: Option<crate::txn::copies::Waiting>,
 }
 
 /// Default of `tessera.statement_memory`: rows one statement may hold at the coordinator.
@@ -177,6 +180,7 @@ impl Session {
             failed: false,
             savepoints: Vec::new(),
             written: BTreeSet::new(),
+            waiting: None,
         });
         true
     }

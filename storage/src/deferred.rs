@@ -76,10 +76,18 @@ pub fn run(
             txn_changes::set_copy(lenient);
             // Another copy ran the statements; this one keeps their changes, and locks their
             // rows, so a later transaction's changes to them reach this copy after these.
+            // Every row locked before anything is kept: a batch that meets a locked row
+            // runs again whole once the holder ended.
+            let mut keys = Vec::new();
+            for segment in &changes {
+                keys.extend(row_keys(ctx.shard, segment)?);
+            }
             ctx.locks
-                .lock(ctx.txn, row_keys(ctx.shard, &changes)?)
+                .lock(ctx.txn, keys)
                 .map_err(StorageError::RowLocked)?;
-            txn_changes::record(Some(changes));
+            changes
+                .into_iter()
+                .for_each(|segment| txn_changes::record(Some(segment)));
             return Ok(Done {
                 results: vec![StatementResult::default()],
                 changes: None,

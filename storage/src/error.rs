@@ -134,6 +134,24 @@ fn clean_message(msg: &str) -> String {
     msg.trim_start_matches("SQLite error: ").to_string()
 }
 
+/// Longest message a status carries: it travels in an HTTP/2 header, and one past the
+/// peer's header limit (an SQLite error quoting a megabyte statement) failed the whole
+/// request with a protocol error instead of the statement's own.
+const MAX_STATUS_MESSAGE: usize = 2048;
+
+/// `msg`, cut at [`MAX_STATUS_MESSAGE`] bytes (on a character boundary) with `…`.
+fn within_a_header(mut msg: String) -> String {
+    if msg.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push('…');
+    }
+    msg
+}
+
 impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> Self {
         let code = match &e {
@@ -143,7 +161,7 @@ impl From<StorageError> for tonic::Status {
             StorageError::NoSuchShard(_) => tonic::Code::NotFound,
             _ => tonic::Code::Internal,
         };
-        let mut status = tonic::Status::new(code, e.to_string());
+        let mut status = tonic::Status::new(code, within_a_header(e.to_string()));
         if let Ok(v) = e.sqlstate().parse() {
             status.metadata_mut().insert(SQLSTATE_HEADER, v);
         }

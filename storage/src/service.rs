@@ -33,12 +33,12 @@ impl Storage for StorageService {
         } else {
             self.shards.versions(&r.versions_of)
         };
-        let work = match r.apply_changes {
-            Some(changes) => Work::Apply {
-                changes,
+        let work = match r.apply {
+            true => Work::Apply {
+                changes: r.apply_changes,
                 lenient: r.lenient,
             },
-            None => Work::Run {
+            false => Work::Run {
                 statements: r.statements,
                 capture: r.capture_changes,
             },
@@ -53,6 +53,9 @@ impl Storage for StorageService {
                 idle(r.lock_timeout_ms),
             )
             .await?;
+        if r.prepare && r.txn_id != 0 {
+            self.shards.prepare_txn(r.shard_id, r.txn_id).await?;
+        }
         Ok(Response::new(ExecuteResponse {
             results: done.results,
             incarnation,

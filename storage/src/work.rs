@@ -22,8 +22,8 @@ pub enum Work {
     },
     /// Apply row changes recorded on the shard's first copy.
     Apply {
-        /// A patchset from [`Done::changes`].
-        changes: Vec<u8>,
+        /// Patchsets from [`Done::changes`], in the order they were made.
+        changes: Vec<Vec<u8>>,
         /// The copy is being filled and may lack rows (see [`capture::apply`]).
         lenient: bool,
     },
@@ -169,7 +169,8 @@ impl Work {
             Work::Apply { changes, lenient } => {
                 let kept = changes.clone();
                 let done = Work::Apply { changes, lenient }.in_txn(c, t)?;
-                txn_changes::record(Some(kept));
+                kept.into_iter()
+                    .for_each(|segment| txn_changes::record(Some(segment)));
                 Ok(done)
             }
         }
@@ -198,13 +199,15 @@ impl Work {
                 // taken first could not be upgraded once another writer had committed
                 // (SQLITE_BUSY_SNAPSHOT, without waiting): 143 needless 40001s in 3,200
                 // single-row inserts with three copies. Nothing to apply, no lock to take.
-                if !changes.is_empty() {
+                if changes.iter().any(|segment| !segment.is_empty()) {
                     c.execute_batch(&format!(
                         "UPDATE main.{} SET n = n WHERE 0",
                         crate::doctab::LOCK_TABLE
                     ))?;
                 }
-                t.will_change(&capture::apply(c, &changes, lenient)?);
+                for segment in &changes {
+                    t.will_change(&capture::apply(c, segment, lenient)?);
+                }
                 Ok(Done {
                     results: vec![StatementResult::default()],
                     changes: None,

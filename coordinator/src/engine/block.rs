@@ -43,7 +43,7 @@ impl Engine {
 
     /// `COMMIT`: a failed transaction rolls back instead, as PostgreSQL's does.
     async fn commit(&self, session: &mut Session) -> Result<QueryResult, CoordError> {
-        let Some(txn) = session.txn.take() else {
+        let Some(mut txn) = session.txn.take() else {
             return Ok(ended("COMMIT"));
         };
         let targets: Vec<Target> = txn.touched.iter().copied().collect();
@@ -65,18 +65,46 @@ impl Engine {
             .copied()
             .filter(|t| txn.touched.contains(t))
             .collect();
+        // Copies get the row changes that waited for them in the same request.
+        let waiting = txn
+            .waiting
+            .take()
+            .map(|mut w| w.take_all())
+            .unwrap_or_default();
         if writing.len() > 1 {
-            let prepared = self.txn.prepare_all(&catalog, &writing, txn.id).await;
+            let plain: Vec<Target> = writing
+                .iter()
+                .copied()
+                .filter(|t| !waiting.contains_key(t))
+                .collect();
+            let (prepared, sent) = tokio::join!(
+                self.txn.prepare_all(&catalog, &plain, txn.id),
+                self.txn.send_changes(&catalog, txn.id, waiting, true)
+            );
+            let (sent_to, sent): (Vec<Target>, Vec<Result<(), CoordError>>) =
+                sent.into_iter().unzip();
+            let writing: Vec<Target> = plain.into_iter().chain(sent_to).collect();
+            let prepared: Vec<Result<(), CoordError>> = prepared.into_iter().chain(sent).collect();
             let lost = crate::txn::commit::lost_copies(&catalog, &writing, &prepared);
             let diverged = crate::txn::commit::diverged_copies(&writing, &prepared);
             if let Some(e) = prepared.into_iter().find_map(Result::err) {
                 let _ = self.txn.finish_all(&targets, txn.id, false).await;
-                // A copy that disagrees (it found so checking its kept changes) leaves its
-                // shard, and the client retries without it.
-                if !diverged.is_empty() && self.txn.drop_lost_copies(&lost, &diverged).await.is_ok()
-                {
-                    return Err(crate::txn::commit::copy_lost_error(&diverged));
+                // A copy that disagrees (it found so checking its kept changes) or cannot be
+                // reached leaves its shard (when enough remain), and the client retries
+                // without it.
+                if !lost.is_empty() && self.txn.drop_lost_copies(&lost, &diverged).await.is_ok() {
+                    return Err(crate::txn::commit::copy_lost_error(&lost));
                 }
+                return Err(e);
+            }
+        } else if !waiting.is_empty() {
+            // (Not reached: a copy is written only beside its first copy.)
+            let sent = self
+                .txn
+                .send_changes(&catalog, txn.id, waiting, false)
+                .await;
+            if let Some(e) = sent.into_iter().find_map(|(_, r)| r.err()) {
+                let _ = self.txn.finish_all(&targets, txn.id, false).await;
                 return Err(e);
             }
         }
@@ -105,6 +133,7 @@ fn begin(session: &mut Session) -> QueryResult {
             failed: false,
             savepoints: Vec::new(),
             written: Default::default(),
+            waiting: Some(Default::default()),
         });
     }
     QueryResult {

@@ -31,6 +31,27 @@ fn position(txn: &OpenTxn, name: &str) -> Result<usize, CoordError> {
 }
 
 impl Engine {
+    /// Sends the copies the row changes waiting for them ([`crate::txn::copies`]): a
+    /// savepoint set, released or rolled back to on a copy covers what it has by then.
+    async fn send_waiting(&self, session: &mut Session, what: &str) -> Result<(), CoordError> {
+        let txn = in_block(session, what)?;
+        let Some(waiting) = txn.waiting.as_mut().filter(|w| !w.is_empty()) else {
+            return Ok(());
+        };
+        let (id, waiting) = (txn.id, waiting.take_all());
+        let sent = self
+            .txn
+            .send_changes(&self.catalog.snapshot(), id, waiting, false)
+            .await;
+        match sent.into_iter().find_map(|(_, r)| r.err()) {
+            None => Ok(()),
+            Some(e) => {
+                in_block(session, what)?.failed = true;
+                Err(e)
+            }
+        }
+    }
+
     /// Runs `sql` on each target inside transaction `txn_id`.
     async fn on_shards(
         &self,
@@ -64,6 +85,8 @@ impl Engine {
         if txn.failed {
             return Err(CoordError::TxnAborted);
         }
+        self.send_waiting(session, "SAVEPOINT").await?;
+        let txn = in_block(session, "SAVEPOINT")?;
         let (id, touched) = (txn.id, txn.touched.clone());
         let result = self
             .on_shards(
@@ -91,6 +114,9 @@ impl Engine {
         session: &mut Session,
         name: &str,
     ) -> Result<(), CoordError> {
+        position(in_block(session, "ROLLBACK TO SAVEPOINT")?, name)?;
+        // Sent even to a failed transaction: rolled back to, it goes on with them.
+        self.send_waiting(session, "ROLLBACK TO SAVEPOINT").await?;
         let txn = in_block(session, "ROLLBACK TO SAVEPOINT")?;
         let at = position(txn, name)?;
         let (id, saved) = (txn.id, txn.savepoints[at].1.clone());

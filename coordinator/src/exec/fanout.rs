@@ -64,9 +64,7 @@ pub(super) async fn run_tasks_to_end(
             let work = match task.changes {
                 Some(changes) => Work::Apply {
                     changes,
-                    lenient: catalog
-                        .shard(t.shard)
-                        .is_some_and(|(_, s)| s.filling.contains(&t.node)),
+                    lenient: crate::txn::copies::filling(catalog, t),
                 },
                 None => Work::Run {
                     statements: vec![proto::Statement {
@@ -86,8 +84,8 @@ pub(super) async fn run_tasks_to_end(
                     txn_id,
                     work,
                     task.watch.clone(),
-                    idle_ms,
-                    lock_timeout_ms,
+                    (idle_ms, lock_timeout_ms),
+                    task.prepare,
                 )
                 .await
                 .map_err(|e| placement_race(engine, t, e))?;

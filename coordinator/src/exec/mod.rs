@@ -84,8 +84,10 @@ pub(super) struct Task {
     pub(super) watch: Vec<proto::VersionKey>,
     /// The first copy of a replicated write: record the row changes for the other copies.
     pub(super) capture: bool,
-    /// Another copy: apply the first copy's row changes instead of running `sql`.
-    pub(super) changes: Option<Vec<u8>>,
+    /// Another copy: apply the first copy's row changes (in order) instead of running `sql`.
+    pub(super) changes: Option<Vec<Vec<u8>>>,
+    /// Prepare the transaction in the same request, once the work is done.
+    pub(super) prepare: bool,
     /// A locking read: the rows it returns are locked (see `planner::row_lock`).
     pub(super) lock: Option<proto::RowLock>,
 }
@@ -98,6 +100,7 @@ impl Task {
             watch,
             capture: false,
             changes: None,
+            prepare: false,
             lock: None,
         }
     }
@@ -232,26 +235,7 @@ pub async fn execute_observed(
             let results = if implicit {
                 implicit_write(engine, work, primaries, params, txn_id, session).await?
             } else if primaries < work.len() {
-                // Inside an explicit transaction: each shard's first copy before its others,
-                // so two writers of one shard queue on its first copy.
-                let mut work: Vec<Task> = work;
-                let mut copies = work.split_off(primaries);
-                capture_for(&mut work, &copies);
-                let mut results =
-                    run_tasks(engine, &catalog, work.clone(), params, txn_id, session).await;
-                if results.iter().all(|r| r.is_ok()) {
-                    hand_changes(&mut copies, &work, &results);
-                    results
-                        .extend(run_tasks(engine, &catalog, copies, params, txn_id, session).await);
-                }
-                // A lost copy leaves its shard (when enough remain) so the retry goes on
-                // without it; this transaction has written it and fails.
-                let lost = lost_copies(&catalog, &targets, &results);
-                let diverged = diverged_copies(&targets, &results);
-                if !lost.is_empty() && engine.txn.drop_lost_copies(&lost, &diverged).await.is_ok() {
-                    return Err(copy_lost_error(&lost));
-                }
-                results
+                txn_write(engine, &catalog, work, primaries, params, session).await?
             } else if !*write && txn_id == 0 {
                 let results =
                     run_tasks(engine, &catalog, work.clone(), params, txn_id, session).await;

@@ -3,9 +3,11 @@
 //!
 //! - [`log`]: the durable log of commit decisions; [`commit`]: prepare, decide, commit or roll
 //!   back every shard a transaction touched, and what happens to a copy lost on the way;
-//!   [`resolve`]: decisions a shard did not hear, sent again in the background.
+//!   [`resolve`]: decisions a shard did not hear, sent again in the background; [`copies`]:
+//!   row changes waiting for a transaction's other copies until its commit.
 
 pub mod commit;
+pub mod copies;
 pub mod log;
 pub mod resolve;
 

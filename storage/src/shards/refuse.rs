@@ -13,7 +13,7 @@ pub(super) fn refuse_writes(
     refusal: impl FnOnce() -> Option<StorageError>,
 ) -> Result<(), StorageError> {
     let writes = match work {
-        Work::Apply { changes, .. } => !changes.is_empty(),
+        Work::Apply { changes, .. } => changes.iter().any(|segment| !segment.is_empty()),
         Work::Run { statements, .. } => {
             let mut writes = false;
             for st in statements {
