@@ -60,7 +60,12 @@ impl StorageError {
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
-        let message = e.to_string();
+        let message = match &e {
+            // Its display quotes the SQL sent to SQLite, which is Tessera's rewrite, not what
+            // the user wrote (and may be megabytes long).
+            rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+            e => e.to_string(),
+        };
         let sqlstate = match &e {
             rusqlite::Error::SqliteFailure(f, msg) => {
                 let msg = msg.as_deref().unwrap_or("");

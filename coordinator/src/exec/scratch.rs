@@ -61,7 +61,11 @@ impl Loaded {
 }
 
 fn sql_err(e: rusqlite::Error) -> CoordError {
-    let msg = e.to_string();
+    // Not the display of an input error: it quotes the SQL sent to SQLite, not the user's.
+    let msg = match e {
+        rusqlite::Error::SqlInputError { msg, .. } => msg,
+        e => e.to_string(),
+    };
     CoordError::Storage {
         sqlstate: tessera_storage::error::classify_message(&msg).into(),
         message: msg,
