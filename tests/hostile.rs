@@ -181,7 +181,10 @@ async fn deep_and_long_statements_are_answered_or_refused_like_postgres() {
         .iter()
         .find(|s| s.contains("no_such_function"))
         .expect("the failing insert");
-    let e = c.batch_execute(failing).await.expect_err("unknown function");
+    let e = c
+        .batch_execute(failing)
+        .await
+        .expect_err("unknown function");
     let msg = e.as_db_error().map(|d| d.message()).unwrap_or_default();
     assert!(msg.contains("no_such_function"), "{msg}");
     assert!(!msg.contains("VALUES") && msg.len() < 200, "{msg}");

@@ -1,0 +1,37 @@
+-- Typed literals, casts, dates and times without the clock. Written for Tessera's
+-- differential runner; PostgreSQL 15 gives the answers.
+SELECT date '1999-01-08';
+SELECT date '19990108';
+SELECT '2024-02-29'::date + 1;
+SELECT '2023-02-29'::date;
+SELECT date '2024-03-01' - date '2024-02-01';
+SELECT timestamp '2024-01-02 03:04:05';
+SELECT timestamp '2024-01-02 03:04:05' + interval '1 day';
+SELECT interval '1 day 2 hours';
+SELECT interval '90 minutes';
+SELECT extract(year from date '2024-05-06'), extract(month from date '2024-05-06');
+SELECT date_trunc('month', timestamp '2024-05-06 07:08:09');
+SELECT to_char(date '2024-05-06', 'YYYY/MM/DD');
+SELECT '1 day'::interval * 3;
+SELECT cast('2024-05-06' as date), '2024-05-06'::timestamp;
+SELECT 'not a date'::date;
+SELECT '12:34:56'::time, time '01:02:03' + interval '1 hour';
+SELECT 1::boolean, 0::boolean;
+SELECT true::int, false::int;
+SELECT '42'::numeric, '4.20'::numeric;
+SELECT 42::float8::text, 0.1::float4::float8;
+SELECT '{1,2,3}'::int[];
+SELECT ARRAY[1,2,3], ARRAY['a','b'];
+SELECT (ARRAY[1,2,3])[2];
+SELECT array_length(ARRAY[1,2,3], 1);
+SELECT 'a'::text::varchar, 5::int2::int8;
+SELECT CASE WHEN 1 > 0 THEN 'pos' ELSE 'neg' END;
+SELECT CASE 2 WHEN 1 THEN 'one' WHEN 2 THEN 'two' END;
+SELECT NULL::int IS NULL, 1 IS DISTINCT FROM NULL, NULL IS NOT DISTINCT FROM NULL;
+CREATE TABLE events (id int PRIMARY KEY, at date, d interval);
+INSERT INTO events VALUES (1, '2024-01-01', '1 day'), (2, '2024-06-15', '2 hours');
+SELECT id, at, d FROM events ORDER BY id;
+SELECT id, at + 7 FROM events ORDER BY id;
+SELECT id FROM events WHERE at > date '2024-03-01';
+SELECT min(at), max(at) FROM events;
+DROP TABLE events;

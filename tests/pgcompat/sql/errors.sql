@@ -1,0 +1,32 @@
+-- Errors: each statement fails in PostgreSQL; Tessera should fail with the same SQLSTATE
+-- class. Written for Tessera's differential runner.
+SELEC 1;
+SELECT FROM WHERE;
+SELECT * FROM no_such_table;
+SELECT no_such_column;
+CREATE TABLE e (id int PRIMARY KEY, v text NOT NULL, n int CHECK (n > 0));
+SELECT nope FROM e;
+INSERT INTO e VALUES (1, 'a', 1);
+INSERT INTO e VALUES (1, 'b', 1);
+INSERT INTO e VALUES (2, NULL, 1);
+INSERT INTO e VALUES (3, 'c', 0);
+INSERT INTO e VALUES (5, 'e', 'x');
+INSERT INTO e (id, nope) VALUES (6, 1);
+INSERT INTO e VALUES (7);
+UPDATE e SET id = NULL WHERE id = 1;
+SELECT 1 + 'a';
+SELECT 'a' + 1;
+SELECT sum('abc');
+SELECT id FROM e GROUP BY v;
+SELECT count(*) FROM e WHERE count(*) > 1;
+SELECT * FROM e, e;
+SELECT (SELECT id FROM e UNION ALL SELECT id FROM e);
+CREATE TABLE e (id int);
+DROP TABLE no_such_table;
+SELECT 1/0 FROM e;
+SELECT v::int FROM e;
+SELECT length(1, 2);
+SELECT no_such_function(1);
+SELECT count(*) FROM e;
+SELECT id, v FROM e ORDER BY id;
+DROP TABLE e;
