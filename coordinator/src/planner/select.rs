@@ -166,7 +166,7 @@ pub fn plan_query(q: &Query, ctx: &PlanCtx<'_>) -> Result<Planned, CoordError> {
         return planned(pull(&q, &tables, ctx, "not a plain SELECT")?);
     };
     let scope = from_items(select);
-    if distributed.len() > 1 && !joined_on_distribution_keys(select, &scope, &distributed) {
+    if !joined_on_distribution_keys(select, &distributed) {
         return planned(pull(
             &q,
             &tables,
@@ -234,12 +234,25 @@ fn from_items(select: &Select) -> Vec<(String, String)> {
     out
 }
 
-/// Whether every distributed table is connected to the others by equalities between distribution columns.
-fn joined_on_distribution_keys(
-    select: &Select,
-    scope: &[(String, String)],
-    distributed: &[&Table],
-) -> bool {
+/// Whether every FROM item of a distributed table is connected to the others by equalities
+/// between distribution columns (a table joined with itself counts twice: `emp a JOIN emp b
+/// ON a.boss = b.id` is not co-located, though one table is).
+fn joined_on_distribution_keys(select: &Select, distributed: &[&Table]) -> bool {
+    // Each FROM item of a distributed table: the names it is referred to by, and its table.
+    let mut items: Vec<(Vec<String>, &Table)> = Vec::new();
+    for twj in &select.from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table { name, alias, .. } = f {
+                let Ok(n) = table_name(name) else { continue };
+                if let Some(t) = distributed.iter().find(|t| t.name == n) {
+                    items.push((names_for(&n, alias.as_ref()), t));
+                }
+            }
+        }
+    }
+    if items.len() < 2 {
+        return true;
+    }
     // The WHERE clause and every join condition, each split into its AND-ed terms.
     let mut conditions: Vec<&Expr> = select.selection.iter().collect();
     for twj in &select.from {
@@ -259,51 +272,46 @@ fn joined_on_distribution_keys(
             }
         }
     }
-    let equalities: Vec<(&Expr, &Expr)> = conditions
-        .into_iter()
-        .flat_map(crate::planner::conjuncts)
-        .filter_map(|c| match c {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => Some((left.as_ref(), right.as_ref())),
-            _ => None,
-        })
-        .collect();
-    let dist_col = |q: &str, c: &str| -> Option<String> {
-        let table = scope.iter().find(|(k, _)| k == q).map(|(_, t)| t.clone())?;
-        let t = distributed.iter().find(|t| t.name == table)?;
-        (t.distribution.column() == Some(c)).then_some(table)
+    // The FROM item a qualified distribution column belongs to (a name two items share, as
+    // an unaliased self-join's, belongs to neither).
+    let item_of = |q: &str, c: &str| -> Option<usize> {
+        let mut found = items
+            .iter()
+            .enumerate()
+            .filter(|(_, (names, _))| names.iter().any(|n| n == q));
+        let (i, (_, t)) = found.next()?;
+        (found.next().is_none() && t.distribution.column() == Some(c)).then_some(i)
     };
-    // Union-find over table names.
-    let mut parent: BTreeMap<String, String> = distributed
-        .iter()
-        .map(|t| (t.name.clone(), t.name.clone()))
-        .collect();
-    fn find(p: &mut BTreeMap<String, String>, x: &str) -> String {
-        let mut cur = x.to_string();
-        while let Some(next) = p.get(&cur).cloned() {
-            if next == cur {
-                break;
-            }
-            cur = next;
+    // Union-find over the FROM items.
+    let mut parent: Vec<usize> = (0..items.len()).collect();
+    fn find(p: &[usize], mut x: usize) -> usize {
+        while p[x] != x {
+            x = p[x];
         }
-        cur
+        x
     }
-    for (l, r) in equalities {
-        if let (Some((Some(lq), lc)), Some((Some(rq), rc))) = (column_ref(l), column_ref(r)) {
-            if let (Some(a), Some(b)) = (dist_col(&lq, &lc), dist_col(&rq, &rc)) {
-                let (ra, rb) = (find(&mut parent, &a), find(&mut parent, &b));
-                parent.insert(ra, rb);
+    for c in conditions.into_iter().flat_map(crate::planner::conjuncts) {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        else {
+            continue;
+        };
+        if let (Some((Some(lq), lc)), Some((Some(rq), rc))) = (column_ref(left), column_ref(right))
+        {
+            if let (Some(a), Some(b)) = (item_of(&lq, &lc), item_of(&rq, &rc)) {
+                let (ra, rb) = (find(&parent, a), find(&parent, b));
+                parent[ra] = rb;
             }
         }
     }
-    let roots: BTreeSet<String> = distributed
-        .iter()
-        .map(|t| find(&mut parent, &t.name))
-        .collect();
-    roots.len() == 1
+    (0..items.len())
+        .map(|i| find(&parent, i))
+        .collect::<BTreeSet<_>>()
+        .len()
+        == 1
 }
 
 /// WHERE conjuncts that mention one table only, by table name, with the alias they use.
@@ -560,6 +568,11 @@ mod tests {
         assert!(matches!(p.plan, Plan::Pull { .. }), "{:?}", p.plan);
         let p = planned("SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)");
         assert!(matches!(p.plan, Plan::Pull { .. }));
+        // One table twice: co-located only when joined on its key (it answered no rows).
+        let p = planned("SELECT a.name, b.name FROM users a JOIN users b ON a.age = b.id");
+        assert!(matches!(p.plan, Plan::Pull { .. }), "{:?}", p.plan);
+        let p = planned("SELECT a.name FROM users a JOIN users b ON b.id = a.id");
+        assert_eq!(tasks(&p).0, 4);
     }
 
     #[test]

@@ -109,6 +109,19 @@ impl VisitorMut for Rewriter<'_> {
     type Break = ();
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            // A window's and an aggregate's own ORDER BY sort NULLs as Postgres does too.
+            if let Some(WindowType::WindowSpec(spec)) = &mut f.over {
+                nulls_as_postgres(&mut spec.order_by);
+            }
+            if let FunctionArguments::List(l) = &mut f.args {
+                for c in &mut l.clauses {
+                    if let FunctionArgumentClause::OrderBy(order) = c {
+                        nulls_as_postgres(order);
+                    }
+                }
+            }
+        }
         match rewrite_expr(expr, self.ctx) {
             Ok(Some(new)) => *expr = new,
             Ok(None) => {}
@@ -121,16 +134,21 @@ impl VisitorMut for Rewriter<'_> {
     }
 
     fn post_visit_order_by(&mut self, order_by: &mut OrderBy) -> ControlFlow<()> {
-        // Postgres sorts NULLs as larger than every value; SQLite as smaller.
         if let OrderByKind::Expressions(exprs) = &mut order_by.kind {
-            for o in exprs {
-                if o.options.nulls_first.is_none() {
-                    let desc = matches!(o.options.sort, Some(OrderBySort::Desc));
-                    o.options.nulls_first = Some(desc);
-                }
-            }
+            nulls_as_postgres(exprs);
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Postgres sorts NULLs as larger than every value; SQLite as smaller: each sort key without
+/// a NULLS clause gets Postgres' placement spelled out.
+fn nulls_as_postgres(exprs: &mut [OrderByExpr]) {
+    for o in exprs {
+        if o.options.nulls_first.is_none() {
+            let desc = matches!(o.options.sort, Some(OrderBySort::Desc));
+            o.options.nulls_first = Some(desc);
+        }
     }
 }
 
@@ -419,8 +437,11 @@ fn rewrite_function_named(
         "right" => over(f, 2, &format!("substr({}, -({}))", a(0), a(1)))?,
         "strpos" => over(f, 2, &format!("instr({}, {})", a(0), a(1)))?,
         "btrim" => call(f, "trim")?,
+        // SQLite's own name; an `ORDER BY` inside the call stays (SQLite has it too).
         "string_agg" if f.over.is_none() => {
-            over(f, 2, &format!("group_concat({}, {})", a(0), a(1)))?
+            let mut g = f.clone();
+            g.name = ObjectName::from(vec![Ident::new("group_concat")]);
+            Expr::Function(g)
         }
         "bool_and" | "every" => over(f, 1, &format!("min({})", a(0)))?,
         "bool_or" => over(f, 1, &format!("max({})", a(0)))?,
