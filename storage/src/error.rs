@@ -124,8 +124,14 @@ pub fn classify_message(msg: &str) -> &'static str {
     } else if msg.starts_with("invalid input syntax") || msg.starts_with("malformed array literal")
     {
         "22P02"
-    } else if msg.contains("integer overflow") {
+    } else if msg.contains("integer overflow") || msg.contains("out of range") {
         "22003"
+    } else if msg == "division by zero" {
+        "22012"
+    } else if msg.starts_with("cannot take logarithm") {
+        "2201E"
+    } else if msg.starts_with("cannot take square root") {
+        "2201F"
     } else if msg.contains("ambiguous column") {
         "42702"
     } else if msg.contains("misuse of aggregate") || msg.contains("GROUP BY") {

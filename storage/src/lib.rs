@@ -7,7 +7,8 @@
 //! - [`docstore`]: rows of document tables and their path indexes, in fjall (versioned formats).
 //! - [`doctab`]: the `tessera_doc` SQLite virtual table through which shards query and write documents.
 //! - [`jsonsrf`]: PostgreSQL's JSON set-returning functions (`jsonb_array_elements` …) as table-valued functions.
-//! - [`pgfn`]: PostgreSQL functions SQLite lacks (`gen_random_uuid`).
+//! - [`pgfn`]: PostgreSQL functions SQLite lacks (`gen_random_uuid`, strict integer casts,
+//!   division by zero); [`pgmath`]: PostgreSQL's math functions.
 //! - [`jsonfn`]: SQLite functions giving JSON PostgreSQL's `jsonb` meaning.
 //! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
 //! - [`changed_rows`]: the rows a patchset changes, by key: what row locks lock.
@@ -44,6 +45,7 @@ pub mod locking_read;
 pub mod locks;
 pub mod manifest;
 pub mod pgfn;
+pub mod pgmath;
 pub mod prepared;
 pub mod row_locks;
 pub mod rowids;

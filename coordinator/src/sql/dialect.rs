@@ -222,6 +222,10 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
             }
             let inner = vec![take(inner)];
             match ty {
+                // Strict: `'abc'::int` fails 22P02, `3.7::int` is 4, out of range fails 22003.
+                PgType::Int2 => template(&format!("tessera_int({ARG}0, 16)"), inner)?,
+                PgType::Int4 => template(&format!("tessera_int({ARG}0, 32)"), inner)?,
+                PgType::Int8 => template(&format!("tessera_int({ARG}0, 64)"), inner)?,
                 PgType::Jsonb => template(&format!("tessera_jsonb({ARG}0)"), inner)?,
                 PgType::Json => template(&format!("tessera_json({ARG}0)"), inner)?,
                 _ => template(&format!("CAST({ARG}0 AS {})", ty.sqlite_type()), inner)?,
@@ -304,6 +308,24 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
             return Err(CoordError::unsupported(format!(
                 "operator {op} is not supported yet"
             )));
+        }
+        // `a ^ b` is exponentiation in PostgreSQL (SQLite has no such operator).
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::PGExp,
+            right,
+        } => template(
+            &format!("power({})", slots(0, 2)),
+            vec![take(left), take(right)],
+        )?,
+        // Division and modulo by zero fail (22012), as in PostgreSQL; SQLite answers NULL.
+        Expr::BinaryOp {
+            op: BinaryOperator::Divide | BinaryOperator::Modulo,
+            right,
+            ..
+        } => {
+            **right = template(&format!("tessera_divisor({ARG}0)"), vec![take(right)])?;
+            return Ok(None);
         }
         Expr::BinaryOp { left, op, right } => match json_function(op) {
             Some((f, swap)) => {
@@ -445,8 +467,9 @@ fn rewrite_function_named(
         }
         "bool_and" | "every" => over(f, 1, &format!("min({})", a(0)))?,
         "bool_or" => over(f, 1, &format!("max({})", a(0)))?,
-        "greatest" => call(f, "max")?,
-        "least" => call(f, "min")?,
+        // NULLs skipped, as PostgreSQL does (SQLite's max/min of several answer NULL).
+        "greatest" => call(f, "tessera_greatest")?,
+        "least" => call(f, "tessera_least")?,
         // One value per row, computed where the row is written (on a replicated write, once: the
         // copies apply the first copy's row changes).
         "gen_random_uuid" | "uuid_generate_v4" => over(f, 0, "tessera_gen_random_uuid()")?,
@@ -516,7 +539,15 @@ mod tests {
     fn rewrites() {
         assert_eq!(
             sqlite("SELECT a::bigint FROM t WHERE b = $1"),
-            "SELECT CAST(a AS INTEGER) FROM t WHERE b = ?1"
+            "SELECT tessera_int(a, 64) FROM t WHERE b = ?1"
+        );
+        assert_eq!(
+            sqlite("SELECT a / b, a % 2, 2 ^ 3 FROM t"),
+            "SELECT a / tessera_divisor(b), a % tessera_divisor(2), power(2, 3) FROM t"
+        );
+        assert_eq!(
+            sqlite("SELECT greatest(a, NULL), least(1, 2)"),
+            "SELECT tessera_greatest(a, NULL), tessera_least(1, 2)"
         );
         assert_eq!(sqlite("SELECT 't'::boolean"), "SELECT 1");
         assert_eq!(
