@@ -18,6 +18,7 @@
 #![allow(unsafe_code)]
 
 use crate::error::StorageError;
+use crate::patch_apply::Outcome;
 use rusqlite::ffi;
 use rusqlite::Connection;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -203,6 +204,16 @@ unsafe extern "C" fn on_conflict(
             _ => ffi::SQLITE_CHANGESET_OMIT,
         };
     }
+    // SAFETY: SQLite passes the iterator positioned on the conflicting change.
+    let table = unsafe { change_table(it) }.unwrap_or_default();
+    conflicts
+        .first
+        .get_or_insert_with(|| (describe(kind, &table), kind));
+    ffi::SQLITE_CHANGESET_ABORT
+}
+
+/// A conflict of kind `kind` in `table`, in words.
+fn describe(kind: c_int, table: &str) -> String {
     let what = match kind {
         ffi::SQLITE_CHANGESET_CONFLICT => "a row to insert is already here",
         ffi::SQLITE_CHANGESET_NOTFOUND => "a row to change or delete is missing",
@@ -210,12 +221,7 @@ unsafe extern "C" fn on_conflict(
         ffi::SQLITE_CHANGESET_CONSTRAINT => "a constraint fails",
         _ => "a foreign key fails",
     };
-    // SAFETY: SQLite passes the iterator positioned on the conflicting change.
-    let table = unsafe { change_table(it) }.unwrap_or_default();
-    conflicts
-        .first
-        .get_or_insert_with(|| (format!("{what} in table \"{table}\""), kind));
-    ffi::SQLITE_CHANGESET_ABORT
+    format!("{what} in table \"{table}\"")
 }
 
 /// Applies a patchset captured on the shard's first copy to `conn` (inside its open
@@ -269,6 +275,16 @@ enum Applied {
 fn apply_with(conn: &Connection, changes: &[u8], lenient: bool) -> Result<Vec<String>, Applied> {
     if changes.is_empty() {
         return Ok(vec![]);
+    }
+    if !lenient {
+        match crate::patch_apply::apply(conn, changes).map_err(Applied::Failed)? {
+            Outcome::Applied(tables) => return Ok(tables),
+            Outcome::Conflicted(table, c) => {
+                return Err(Applied::Conflict(describe(c.code(), &table), c.code()))
+            }
+            // SQLite's own apply judges a patchset whose columns are not the table's.
+            Outcome::Unsure => {}
+        }
     }
     let len = c_int::try_from(changes.len()).map_err(|_| Applied::Failed(too_big()))?;
     let mut conflicts = Conflicts {

@@ -11,6 +11,7 @@
 //!   division by zero); [`pgmath`]: PostgreSQL's math functions.
 //! - [`jsonfn`]: SQLite functions giving JSON PostgreSQL's `jsonb` meaning.
 //! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
+//! - [`patchset`]: a patchset read into plain values; [`patch_apply`]: applied through cached statements.
 //! - [`changed_rows`]: the rows a patchset changes, by key: what row locks lock.
 //! - [`exec`]: runs a batch of statements on a connection, with bound parameters, typed rows out.
 //! - [`work`]: one request's work on a shard copy: statements (their row changes recorded), or row changes applied.
@@ -44,6 +45,8 @@ pub mod jsonsrf;
 pub mod locking_read;
 pub mod locks;
 pub mod manifest;
+pub mod patch_apply;
+pub mod patchset;
 pub mod pgfn;
 pub mod pgmath;
 pub mod prepared;

@@ -341,22 +341,24 @@ fn write_all(conn: &mut Connection, ops: &[Op]) -> Result<(), StorageError> {
     for op in ops {
         match op {
             Op::Put(r, _) => {
-                t.execute(
+                t.prepare_cached(
                     "INSERT OR REPLACE INTO prepared (txn, shard, changes) VALUES (?1, ?2, ?3)",
-                    params![r.txn as i64, r.shard as i64, encode(&r.changes)],
-                )?;
+                )?
+                .execute(params![
+                    r.txn as i64,
+                    r.shard as i64,
+                    encode(&r.changes)
+                ])?;
             }
             Op::Commit(txn, shard, _, _) => {
-                t.execute(
+                t.prepare_cached(
                     "UPDATE prepared SET committed = 1 WHERE txn = ?1 AND shard = ?2",
-                    params![*txn as i64, *shard as i64],
-                )?;
+                )?
+                .execute(params![*txn as i64, *shard as i64])?;
             }
             Op::Forget(txn, shard, _) => {
-                t.execute(
-                    "DELETE FROM prepared WHERE txn = ?1 AND shard = ?2",
-                    params![*txn as i64, *shard as i64],
-                )?;
+                t.prepare_cached("DELETE FROM prepared WHERE txn = ?1 AND shard = ?2")?
+                    .execute(params![*txn as i64, *shard as i64])?;
             }
         }
     }

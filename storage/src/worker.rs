@@ -37,6 +37,7 @@ impl Worker {
             .name(name)
             .stack_size(tessera_shared::SQL_THREAD_STACK_BYTES)
             .spawn(move || {
+                crate::patch_apply::keep_columns_on_this_thread();
                 let mut last_job = std::time::Instant::now();
                 loop {
                     let job = match &idle {
