@@ -132,6 +132,15 @@ pub fn classify_message(msg: &str) -> &'static str {
         "2201E"
     } else if msg.starts_with("cannot take square root") {
         "2201F"
+    } else if msg.starts_with("value too long for type") {
+        "22001"
+    } else if msg == "field position must not be zero" {
+        "22023"
+    } else if msg == "requested length too large"
+        || msg == "null character not permitted"
+        || msg == "requested character too large for encoding"
+    {
+        "54000"
     } else if msg.contains("ambiguous column") {
         "42702"
     } else if msg.contains("misuse of aggregate") || msg.contains("GROUP BY") {

@@ -21,7 +21,8 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
         to_int(ctx.get_raw(0), bits).map_err(fail)
     })?;
     conn.create_scalar_function("tessera_divisor", 1, pure, |ctx| divisor(ctx))?;
-    crate::pgmath::register(conn)
+    crate::pgmath::register(conn)?;
+    crate::pgstr::register(conn)
 }
 
 fn fail(message: String) -> rusqlite::Error {

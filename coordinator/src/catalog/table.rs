@@ -19,6 +19,9 @@ pub struct Column {
     /// cluster-wide sequence when an INSERT omits the column.
     #[serde(default)]
     pub serial: bool,
+    /// `varchar(n)` / `char(n)`: at most this many characters (`22001` past it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_chars: Option<u32>,
 }
 
 /// How a table's rows are spread.
@@ -196,6 +199,7 @@ impl Column {
             not_null: false,
             default: None,
             serial: false,
+            max_chars: None,
         }
     }
 }

@@ -51,6 +51,7 @@ fn apply_is_deterministic_and_validates() {
                 not_null: false,
                 default: None,
                 serial: false,
+                max_chars: None,
             },
         },
     ];

@@ -331,6 +331,7 @@ pub(crate) mod testing {
             not_null: false,
             default: None,
             serial: false,
+            max_chars: None,
         }
     }
 

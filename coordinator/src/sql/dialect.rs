@@ -90,6 +90,25 @@ pub fn pg_type_of(dt: &DataType) -> Result<PgType, CoordError> {
     PgType::from_name(&name).ok_or(CoordError::UndefinedType(name))
 }
 
+/// The declared length of `varchar(n)` / `char(n)`, and PostgreSQL's name of the type; none
+/// for a type without one.
+pub fn char_limit(dt: &DataType) -> Option<(u32, String)> {
+    let (length, name) = match dt {
+        DataType::Varchar(Some(l)) | DataType::CharacterVarying(Some(l)) => {
+            (l, "character varying")
+        }
+        DataType::Char(Some(l)) | DataType::Character(Some(l)) => (l, "character"),
+        _ => return None,
+    };
+    match length {
+        CharacterLength::IntegerLength { length, .. } => {
+            let n = u32::try_from(*length).ok()?;
+            Some((n, format!("{name}({n})")))
+        }
+        CharacterLength::Max => None,
+    }
+}
+
 /// Rewrites Postgres forms into SQLite forms, in place. `$n` placeholders stay.
 pub fn rewrite<V: VisitMut>(node: &mut V, ctx: &RewriteCtx) -> Result<(), CoordError> {
     let mut r = Rewriter { ctx, error: None };
@@ -220,8 +239,16 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
                     }
                 }
             }
+            let limit = char_limit(data_type);
             let inner = vec![take(inner)];
             match ty {
+                // `'abcdef'::varchar(3)` is cut to 3 characters, and so is a `char(n)`,
+                // unpadded: its trailing spaces mean nothing in PostgreSQL's comparisons,
+                // `length` and `||`, where a padded text would count them.
+                PgType::Varchar | PgType::Bpchar if limit.is_some() => {
+                    let n = limit.map_or(0, |(n, _)| n);
+                    template(&format!("substr(CAST({ARG}0 AS TEXT), 1, {n})"), inner)?
+                }
                 // Strict: `'abc'::int` fails 22P02, `3.7::int` is 4, out of range fails 22003.
                 PgType::Int2 => template(&format!("tessera_int({ARG}0, 16)"), inner)?,
                 PgType::Int4 => template(&format!("tessera_int({ARG}0, 32)"), inner)?,
@@ -455,8 +482,9 @@ fn rewrite_function_named(
         "pg_backend_pid" => parse_expr(&std::process::id().to_string())?,
         "random" => parse_expr("((random() & 9007199254740991) / 9007199254740992.0)")?,
         "char_length" | "character_length" => over(f, 1, &format!("length({})", a(0)))?,
-        "left" => over(f, 2, &format!("substr({}, 1, {})", a(0), a(1)))?,
-        "right" => over(f, 2, &format!("substr({}, -({}))", a(0), a(1)))?,
+        // A negative count drops characters, as PostgreSQL's do (`storage/src/pgstr.rs`).
+        "left" => call(f, "tessera_left")?,
+        "right" => call(f, "tessera_right")?,
         "strpos" => over(f, 2, &format!("instr({}, {})", a(0), a(1)))?,
         "btrim" => call(f, "trim")?,
         // SQLite's own name; an `ORDER BY` inside the call stays (SQLite has it too).

@@ -389,9 +389,9 @@ fn function_type(f: &Function, scope: &[(String, &Table)], catalog: &Catalog) ->
         },
         "min" | "max" | "abs" | "coalesce" | "nullif" | "greatest" | "least" | "round"
         | "trunc" | "ceil" | "floor" => arg(),
-        "length" | "char_length" | "character_length" | "octet_length" | "strpos" | "position" => {
-            PgType::Int4
-        }
+        "length" | "char_length" | "character_length" | "octet_length" | "strpos" | "position"
+        | "ascii" => PgType::Int4,
+        "starts_with" => PgType::Bool,
         "random" => PgType::Float8,
         "now" | "current_timestamp" | "transaction_timestamp" | "statement_timestamp" => {
             PgType::Timestamptz

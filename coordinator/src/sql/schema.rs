@@ -4,6 +4,7 @@
 
 use crate::catalog::{Index, Storage, Table};
 use crate::sql::names::quote;
+use tessera_shared::PgType;
 
 /// A recorded index as the shards create it: a SQLite index on columns or an expression,
 /// or a document table's path index (built by the storage node's `tessera_doc_index`).
@@ -82,6 +83,17 @@ pub fn shard_schema(t: &Table) -> String {
             }
             if let Some(d) = &c.default {
                 s.push_str(&format!(" DEFAULT {d}"));
+            }
+            if let Some(n) = c.max_chars {
+                // Fails 22001 past `n` characters (`tessera_storage::pgstr`).
+                let ty = match c.ty {
+                    PgType::Bpchar => "character",
+                    _ => "character varying",
+                };
+                s.push_str(&format!(
+                    " CHECK (tessera_max_chars({}, {n}, '{ty}({n})'))",
+                    quote(&c.name)
+                ));
             }
             s
         })

@@ -146,6 +146,7 @@ pub async fn alter_table(
             not_null: false,
             default: None,
             serial: false,
+            max_chars: char_limit(&column_def.data_type).map(|(n, _)| n),
         };
         for o in &column_def.options {
             match &o.option {

@@ -89,6 +89,7 @@ pub async fn create_table(
             not_null: serial,
             default: None,
             serial,
+            max_chars: char_limit(&cd.data_type).map(|(n, _)| n),
         };
         for o in &cd.options {
             match &o.option {

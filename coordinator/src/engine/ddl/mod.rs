@@ -30,7 +30,7 @@ use crate::exec;
 use crate::planner::target;
 use crate::session::Session;
 use crate::sql;
-use crate::sql::dialect::{pg_type_of, render, rewrite, RewriteCtx};
+use crate::sql::dialect::{char_limit, pg_type_of, render, rewrite, RewriteCtx};
 use crate::sql::names::{function_name, ident, quote, table_name};
 use crate::sql::schema::{index_sql, shard_schema};
 use create::*;
