@@ -134,6 +134,8 @@ pub fn classify_message(msg: &str) -> &'static str {
         "2201F"
     } else if msg.starts_with("value too long for type") {
         "22001"
+    } else if msg.starts_with("invalid regular expression") {
+        "2201B"
     } else if msg == "field position must not be zero" {
         "22023"
     } else if msg == "requested length too large"

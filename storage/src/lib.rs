@@ -8,7 +8,7 @@
 //! - [`doctab`]: the `tessera_doc` SQLite virtual table through which shards query and write documents.
 //! - [`jsonsrf`]: PostgreSQL's JSON set-returning functions (`jsonb_array_elements` …) as table-valued functions.
 //! - [`pgfn`]: PostgreSQL functions SQLite lacks (`gen_random_uuid`, strict integer casts,
-//!   division by zero); [`pgmath`]: PostgreSQL's math functions; [`pgstr`]: its string functions.
+//!   division by zero); [`pgmath`]: PostgreSQL's math functions; [`pgstr`]: its string functions; [`pgregex`]: its regular expressions.
 //! - [`jsonfn`]: SQLite functions giving JSON PostgreSQL's `jsonb` meaning.
 //! - [`capture`]: a write's row changes, captured on a shard's first copy and applied on its others.
 //! - [`patchset`]: a patchset read into plain values; [`patch_apply`]: applied through cached statements.
@@ -49,6 +49,7 @@ pub mod patch_apply;
 pub mod patchset;
 pub mod pgfn;
 pub mod pgmath;
+pub mod pgregex;
 pub mod pgstr;
 pub mod prepared;
 pub mod row_locks;

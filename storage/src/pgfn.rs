@@ -22,7 +22,8 @@ pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     })?;
     conn.create_scalar_function("tessera_divisor", 1, pure, |ctx| divisor(ctx))?;
     crate::pgmath::register(conn)?;
-    crate::pgstr::register(conn)
+    crate::pgstr::register(conn)?;
+    crate::pgregex::register(conn)
 }
 
 fn fail(message: String) -> rusqlite::Error {

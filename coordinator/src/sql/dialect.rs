@@ -267,6 +267,11 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
             Value::SingleQuotedString(s) => string_lit(s),
             _ => return Ok(None),
         },
+        // PostgreSQL's LIKE escapes with a backslash unless told otherwise; SQLite's does not.
+        Expr::Like { escape_char, .. } if escape_char.is_none() => {
+            *escape_char = Some(Box::new(string_lit("\\")));
+            return Ok(None);
+        }
         Expr::ILike {
             negated,
             expr: e,
@@ -278,7 +283,7 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
             let esc = escape_char
                 .as_ref()
                 .map(|c| format!(" ESCAPE {c}"))
-                .unwrap_or_default();
+                .unwrap_or_else(|| " ESCAPE '\\'".to_string());
             template(
                 &format!("lower({ARG}0) {not}LIKE lower({ARG}1){esc}"),
                 vec![take(e), take(pattern)],
@@ -323,7 +328,8 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
             }
         }
         // IS [NOT] DISTINCT FROM: SQLite reads PostgreSQL's spelling as it is.
-        Expr::BinaryOp { op, .. }
+        // `~`, `~*`, `!~`, `!~*` (`tessera_storage::pgregex`).
+        Expr::BinaryOp { left, op, right }
             if matches!(
                 op,
                 BinaryOperator::PGRegexMatch
@@ -332,9 +338,18 @@ fn rewrite_expr(expr: &mut Expr, ctx: &RewriteCtx) -> Result<Option<Expr>, Coord
                     | BinaryOperator::PGRegexNotIMatch
             ) =>
         {
-            return Err(CoordError::unsupported(format!(
-                "operator {op} is not supported yet"
-            )));
+            let not = match op {
+                BinaryOperator::PGRegexNotMatch | BinaryOperator::PGRegexNotIMatch => "NOT ",
+                _ => "",
+            };
+            let ci = i32::from(matches!(
+                op,
+                BinaryOperator::PGRegexIMatch | BinaryOperator::PGRegexNotIMatch
+            ));
+            template(
+                &format!("{not}tessera_regex({ARG}0, {ARG}1, {ci})"),
+                vec![take(left), take(right)],
+            )?
         }
         // `a ^ b` is exponentiation in PostgreSQL (SQLite has no such operator).
         Expr::BinaryOp {
@@ -580,7 +595,11 @@ mod tests {
         assert_eq!(sqlite("SELECT 't'::boolean"), "SELECT 1");
         assert_eq!(
             sqlite("SELECT * FROM t WHERE a ILIKE 'x%'"),
-            "SELECT * FROM t WHERE lower(a) LIKE lower('x%')"
+            "SELECT * FROM t WHERE lower(a) LIKE lower('x%') ESCAPE '\\'"
+        );
+        assert_eq!(
+            sqlite("SELECT a LIKE 'x\\_%', a ~* 'b' FROM t"),
+            "SELECT a LIKE 'x\\_%' ESCAPE '\\', tessera_regex(a, 'b', 1) FROM t"
         );
         assert_eq!(
             sqlite("SELECT now()"),

@@ -306,6 +306,10 @@ pub fn expr_type(e: &Expr, scope: &[(String, &Table)], catalog: &Catalog) -> PgT
             | BinaryOperator::PGILikeMatch
             | BinaryOperator::PGNotLikeMatch
             | BinaryOperator::PGNotILikeMatch
+            | BinaryOperator::PGRegexMatch
+            | BinaryOperator::PGRegexIMatch
+            | BinaryOperator::PGRegexNotMatch
+            | BinaryOperator::PGRegexNotIMatch
             | BinaryOperator::AtArrow
             | BinaryOperator::ArrowAt
             | BinaryOperator::Question
