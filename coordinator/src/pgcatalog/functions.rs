@@ -313,10 +313,8 @@ fn register(
         let (Some(s), Some(p)) = (text(ctx, 0), text(ctx, 1)) else {
             return Ok(None);
         };
-        let re = regex::RegexBuilder::new(&p)
-            .case_insensitive(int(ctx, 2) == Some(1))
-            .build()
-            .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?;
+        let re = tessera_storage::pgregex::compiled(&p, int(ctx, 2) == Some(1))
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
         Ok(Some(re.is_match(&s)))
     })?;
     let lk = l.clone();
