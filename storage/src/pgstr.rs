@@ -214,7 +214,8 @@ fn quote_literal(s: &str) -> String {
     }
 }
 
-fn quote_ident(s: &str) -> String {
+/// An identifier as PostgreSQL's `quote_ident` writes it: quoted unless plain lower case.
+pub fn quote_ident(s: &str) -> String {
     let plain = s
         .chars()
         .next()

@@ -176,20 +176,6 @@ fn unparenthesize(e: &str) -> String {
     t[1..t.len() - 1].trim().to_string()
 }
 
-fn quote_ident(s: &str) -> String {
-    let plain = s
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        s.to_string()
-    } else {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    }
-}
-
 /// Registers every function on `conn`; `settings` are the session's.
 fn register(
     conn: &Connection,
@@ -258,7 +244,7 @@ fn register(
         Ok(text(ctx, 0).map(|e| unparenthesize(&e)))
     })?;
     conn.create_scalar_function("quote_ident", 1, det, |ctx| {
-        Ok(text(ctx, 0).map(|s| quote_ident(&s)))
+        Ok(text(ctx, 0).map(|s| tessera_storage::pgstr::quote_ident(&s)))
     })?;
     conn.create_scalar_function("array_to_string", -1, det, |ctx| {
         let sep = text(ctx, 1).unwrap_or_default();
@@ -440,8 +426,8 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(quote_ident("users"), "users");
-        assert_eq!(quote_ident("Users"), "\"Users\"");
+        assert_eq!(tessera_storage::pgstr::quote_ident("users"), "users");
+        assert_eq!(tessera_storage::pgstr::quote_ident("Users"), "\"Users\"");
         assert_eq!(unqualify("public.users"), "users");
         assert_eq!(unqualify("\"Mixed\""), "Mixed");
         assert_eq!(array_items("{public,\"a b\"}"), vec!["public", "a b"]);

@@ -4,7 +4,10 @@ use crate::catalog::{Bound, Catalog, Distribution, Group, GroupKind, Shard, Tabl
 use crate::error::CoordError;
 use crate::sql::names::{column_ref, ident};
 use crate::sql::params::{from_text, placeholder_index};
-use sqlparser::ast::{BinaryOperator, Expr, InTarget, UnaryOperator, Value as AstValue};
+use sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, InTarget, UnaryOperator,
+    Value as AstValue,
+};
 use tessera_shared::hash::{shard_for_key, DistKey};
 use tessera_shared::{PgType, Value};
 
@@ -34,6 +37,18 @@ pub fn const_value(e: &Expr, params: &[Value]) -> Option<Value> {
             _ => None,
         },
         Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => const_value(inner, params),
+        // A cast to an integer type, as the dialect rewrites it (`$1::bigint`).
+        Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("tessera_int") => {
+            match &f.args {
+                FunctionArguments::List(l) => match l.args.first() {
+                    Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))) => {
+                        const_value(inner, params)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

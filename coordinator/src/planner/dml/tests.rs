@@ -135,6 +135,16 @@ fn insert_with_params_routes_by_parameter() {
     };
     assert_eq!(ta[0].target, tb[0].target);
     assert!(ta[0].sql.contains("?1"), "{}", ta[0].sql);
+    // A cast parameter, as SQLAlchemy 2.1 sends it (`%(id)s::BIGINT`), routes the same.
+    let c = try_plan(
+        "INSERT INTO users (id, name) VALUES ($1::BIGINT, $2::VARCHAR)",
+        &[Value::Integer(1), Value::Text("x".into())],
+    )
+    .expect("a cast parameter routes");
+    let Plan::Distributed { tasks: tc, .. } = &c.plan else {
+        panic!()
+    };
+    assert_eq!(tc[0].target, tb[0].target);
 }
 
 #[test]
