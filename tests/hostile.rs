@@ -524,7 +524,9 @@ async fn a_storage_node_restarted_with_its_command_line_rejoins() {
             .is_ok_and(|r| r.get::<_, i64>(0) == 3)
     })
     .await;
-    assert!(back, "the node rejoined at {addr}");
+    // Killed before the verdict: a restarted node left running would hold the test's output
+    // pipe open and hang whatever reads it (CI's `tee`) after a failure.
     let _ = child.kill();
     let _ = child.wait();
+    assert!(back, "the node rejoined at {addr}");
 }
